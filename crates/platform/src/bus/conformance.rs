@@ -1,0 +1,272 @@
+//! The behaviour suite every [`Queue`] backend must pass.
+//!
+//! A backend's test file implements [`QueueHarness`] and expands [`queue_conformance_tests!`],
+//! which turns each function here into its own `#[tokio::test]`. Each case uses a fresh queue
+//! name, so a suite can run against one shared server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{OutgoingMessage, Published, Queue, QueueOptions, Retried};
+
+/// Opens the backend under test.
+#[async_trait]
+pub trait QueueHarness: Send + Sync {
+    /// Opens queue `name`. Opening the same name again must reach the same stored messages,
+    /// as a restarted process would.
+    async fn open(&self, name: &str, options: QueueOptions) -> Arc<dyn Queue>;
+}
+
+/// Expands to one test per behaviour for the harness built by `$make`.
+#[macro_export]
+macro_rules! queue_conformance_tests {
+    ($make:expr) => {
+        $crate::queue_conformance_tests!(@cases $make;
+            ack_removes_the_message,
+            retry_redelivers_after_the_delay,
+            dead_letters_after_max_attempts,
+            dead_letter_keeps_the_error,
+            duplicate_message_ids_are_stored_once,
+            unacked_message_is_redelivered_after_a_crash,
+            messages_survive_reopening,
+            competing_consumers_each_get_a_message_once,
+            settling_after_the_lease_expired_is_refused,
+            in_progress_extends_the_lease,
+            receive_wakes_when_a_message_is_published,
+            depth_counts_unsettled_messages,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $make;
+                $crate::bus::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn message(id: &str) -> OutgoingMessage {
+    OutgoingMessage { id: id.to_owned(), payload: Bytes::from(format!("payload of {id}")) }
+}
+
+fn fast(options: QueueOptions) -> QueueOptions {
+    QueueOptions { poll_interval: Duration::from_millis(10), ..options }
+}
+
+const SHORT: Duration = Duration::from_millis(100);
+const LONG: Duration = Duration::from_secs(5);
+
+pub async fn ack_removes_the_message(h: &dyn QueueHarness) {
+    let q = h.open(&unique("ack"), fast(QueueOptions::default())).await;
+    assert_eq!(q.publish(message("m1")).await.unwrap(), Published::Stored);
+    let got = q.receive(10, LONG).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, "m1");
+    assert_eq!(got[0].payload, Bytes::from("payload of m1"));
+    assert_eq!(got[0].attempt, 1);
+    for m in got {
+        m.ack().await.unwrap();
+    }
+    assert!(q.receive(10, SHORT).await.unwrap().is_empty());
+}
+
+pub async fn retry_redelivers_after_the_delay(h: &dyn QueueHarness) {
+    let q = h.open(&unique("retry"), fast(QueueOptions::default())).await;
+    q.publish(message("m1")).await.unwrap();
+    let first = q.receive(1, LONG).await.unwrap().pop().unwrap();
+    let retried_at = Instant::now();
+    let outcome = first.retry_after(Duration::from_millis(400), "downstream 503").await.unwrap();
+    assert_eq!(outcome, Retried::Scheduled);
+    assert!(q.receive(1, SHORT).await.unwrap().is_empty(), "redelivered before its delay");
+    let second = q.receive(1, LONG).await.unwrap().pop().expect("redelivered");
+    assert!(retried_at.elapsed() >= Duration::from_millis(350), "redelivered too early");
+    assert_eq!(second.id, "m1");
+    assert_eq!(second.attempt, 2);
+    second.ack().await.unwrap();
+}
+
+pub async fn dead_letters_after_max_attempts(h: &dyn QueueHarness) {
+    let options = fast(QueueOptions { max_attempts: 3, ..QueueOptions::default() });
+    let q = h.open(&unique("dlq"), options).await;
+    q.publish(message("m1")).await.unwrap();
+    let mut outcomes = Vec::new();
+    for attempt in 1..=3 {
+        let m = q.receive(1, LONG).await.unwrap().pop().expect("delivered");
+        assert_eq!(m.attempt, attempt);
+        outcomes.push(m.retry_after(Duration::ZERO, &format!("failure {attempt}")).await.unwrap());
+    }
+    assert_eq!(outcomes, [Retried::Scheduled, Retried::Scheduled, Retried::DeadLettered]);
+    assert!(q.receive(1, SHORT).await.unwrap().is_empty());
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "m1");
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].last_error.contains("failure 3"), "{}", dead[0].last_error);
+    assert_eq!(dead[0].payload, Bytes::from("payload of m1"));
+}
+
+pub async fn dead_letter_keeps_the_error(h: &dyn QueueHarness) {
+    let q = h.open(&unique("term"), fast(QueueOptions::default())).await;
+    q.publish(message("m1")).await.unwrap();
+    let m = q.receive(1, LONG).await.unwrap().pop().unwrap();
+    m.dead_letter("package service said 422: weight must be positive").await.unwrap();
+    assert!(q.receive(1, SHORT).await.unwrap().is_empty());
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1);
+    assert!(dead[0].last_error.contains("weight must be positive"));
+}
+
+pub async fn duplicate_message_ids_are_stored_once(h: &dyn QueueHarness) {
+    let q = h.open(&unique("dedup"), fast(QueueOptions::default())).await;
+    assert_eq!(q.publish(message("m1")).await.unwrap(), Published::Stored);
+    assert_eq!(q.publish(message("m1")).await.unwrap(), Published::Duplicate);
+    let got = q.receive(10, LONG).await.unwrap();
+    assert_eq!(got.len(), 1);
+    for m in got {
+        m.ack().await.unwrap();
+    }
+    // Still remembered after the ack, within the window.
+    assert_eq!(q.publish(message("m1")).await.unwrap(), Published::Duplicate);
+    assert!(q.receive(10, SHORT).await.unwrap().is_empty());
+    // Concurrent publishes of one id store one message.
+    let publishes = (0..20).map(|_| q.publish(message("m2")));
+    let outcomes = futures::future::join_all(publishes).await;
+    let stored = outcomes.iter().filter(|o| matches!(o, Ok(Published::Stored))).count();
+    assert_eq!(stored, 1, "{outcomes:?}");
+}
+
+pub async fn unacked_message_is_redelivered_after_a_crash(h: &dyn QueueHarness) {
+    let name = unique("crash");
+    let options = fast(QueueOptions { ack_wait: Duration::from_millis(300), ..QueueOptions::default() });
+    {
+        let q = h.open(&name, options.clone()).await;
+        q.publish(message("m1")).await.unwrap();
+        let m = q.receive(1, LONG).await.unwrap().pop().unwrap();
+        assert_eq!(m.attempt, 1);
+        // The consumer "crashes": the message is never settled and the process goes away.
+        drop(m);
+        drop(q);
+    }
+    let q = h.open(&name, options).await;
+    let m = q.receive(1, LONG).await.unwrap().pop().expect("redelivered after the lease expired");
+    assert_eq!(m.id, "m1");
+    assert_eq!(m.attempt, 2);
+    m.ack().await.unwrap();
+}
+
+pub async fn messages_survive_reopening(h: &dyn QueueHarness) {
+    let name = unique("durable");
+    let options = fast(QueueOptions::default());
+    {
+        let q = h.open(&name, options.clone()).await;
+        for i in 0..3 {
+            q.publish(message(&format!("m{i}"))).await.unwrap();
+        }
+    }
+    let q = h.open(&name, options).await;
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while ids.len() < 3 && Instant::now() < deadline {
+        for m in q.receive(10, SHORT).await.unwrap() {
+            ids.push(m.id.clone());
+            m.ack().await.unwrap();
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, ["m0", "m1", "m2"]);
+}
+
+pub async fn competing_consumers_each_get_a_message_once(h: &dyn QueueHarness) {
+    let q = h.open(&unique("compete"), fast(QueueOptions::default())).await;
+    let total = 200;
+    for i in 0..total {
+        q.publish(message(&format!("m{i}"))).await.unwrap();
+    }
+    let consume = |q: Arc<dyn Queue>| async move {
+        let mut seen = Vec::new();
+        loop {
+            let batch = q.receive(16, SHORT).await.unwrap();
+            if batch.is_empty() {
+                return seen;
+            }
+            for m in batch {
+                seen.push(m.id.clone());
+                m.ack().await.unwrap();
+            }
+        }
+    };
+    let (a, b) = tokio::join!(consume(q.clone()), consume(q.clone()));
+    let mut all: Vec<String> = a.into_iter().chain(b).collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a message went to two consumers");
+    assert_eq!(all.len(), total);
+}
+
+pub async fn settling_after_the_lease_expired_is_refused(h: &dyn QueueHarness) {
+    let options = fast(QueueOptions { ack_wait: Duration::from_millis(200), ..QueueOptions::default() });
+    let q = h.open(&unique("lease"), options).await;
+    q.publish(message("m1")).await.unwrap();
+    let slow = q.receive(1, LONG).await.unwrap().pop().unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let fresh = q.receive(1, LONG).await.unwrap().pop().expect("redelivered");
+    assert_eq!(fresh.attempt, 2);
+    assert!(slow.ack().await.is_err(), "a stale lease must not settle the message");
+    fresh.ack().await.unwrap();
+}
+
+pub async fn in_progress_extends_the_lease(h: &dyn QueueHarness) {
+    let options = fast(QueueOptions { ack_wait: Duration::from_millis(300), ..QueueOptions::default() });
+    let q = h.open(&unique("extend"), options).await;
+    q.publish(message("m1")).await.unwrap();
+    let m = q.receive(1, LONG).await.unwrap().pop().unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        m.in_progress().await.unwrap();
+    }
+    assert!(q.receive(1, SHORT).await.unwrap().is_empty(), "redelivered while in progress");
+    m.ack().await.unwrap();
+}
+
+pub async fn receive_wakes_when_a_message_is_published(h: &dyn QueueHarness) {
+    let options = QueueOptions { poll_interval: Duration::from_secs(2), ..QueueOptions::default() };
+    let q = h.open(&unique("wake"), options).await;
+    let consumer = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = q.receive(1, Duration::from_secs(10)).await.unwrap();
+            (got.len(), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    q.publish(message("m1")).await.unwrap();
+    let (count, waited) = consumer.await.unwrap();
+    assert_eq!(count, 1);
+    assert!(waited < Duration::from_secs(2), "consumer slept through the publish: {waited:?}");
+}
+
+pub async fn depth_counts_unsettled_messages(h: &dyn QueueHarness) {
+    let q = h.open(&unique("depth"), fast(QueueOptions::default())).await;
+    for i in 0..3 {
+        q.publish(message(&format!("m{i}"))).await.unwrap();
+    }
+    assert_eq!(q.depth().await.unwrap(), 3);
+    let got = q.receive(1, LONG).await.unwrap();
+    for m in got {
+        m.ack().await.unwrap();
+    }
+    assert_eq!(q.depth().await.unwrap(), 2);
+    q.ping().await.unwrap();
+}

@@ -1,0 +1,92 @@
+//! Calling other services over HTTP: one pooled client per downstream, and a single place that
+//! decides which failures are worth retrying.
+
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode, header};
+
+/// A client with keep-alive, a connect timeout and an overall per-request timeout.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .expect("reqwest client builds with static settings")
+}
+
+/// Why a downstream call failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Connection refused or reset, timeout, 5xx, 429: may succeed later.
+    #[error("{reason}")]
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// The downstream rejected the request itself (4xx): retrying the same request cannot help.
+    #[error("{reason}")]
+    Permanent { status: u16, reason: String },
+}
+
+impl CallError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CallError::Transient { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Transient { retry_after, .. } => *retry_after,
+            CallError::Permanent { .. } => None,
+        }
+    }
+
+    /// Classifies a transport error (no response at all): always transient.
+    pub fn from_transport(service: &str, err: &reqwest::Error) -> Self {
+        CallError::Transient { reason: format!("{service}: {err}"), retry_after: None }
+    }
+
+    /// Classifies an error response from `service`; `body` is kept (shortened) for the reason.
+    pub fn from_response(service: &str, status: StatusCode, headers: &HeaderMap, body: &str) -> Self {
+        let snippet: String = body.chars().take(300).collect();
+        let reason = format!("{service} answered {status}: {snippet}");
+        if is_transient_status(status) {
+            CallError::Transient { reason, retry_after: retry_after(headers) }
+        } else {
+            CallError::Permanent { status: status.as_u16(), reason }
+        }
+    }
+}
+
+/// 408, 425, 429 and every 5xx except 501 (not implemented will not start working).
+pub fn is_transient_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 425 | 429) || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+/// The `Retry-After` header in seconds (HTTP-date form is not used between our services).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "7".parse().unwrap());
+        let busy = CallError::from_response("dronescheduler", StatusCode::SERVICE_UNAVAILABLE, &headers, "no drone");
+        assert!(busy.is_transient());
+        assert_eq!(busy.retry_after(), Some(Duration::from_secs(7)));
+        assert!(CallError::from_response("p", StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), "").is_transient());
+        assert!(!CallError::from_response("p", StatusCode::UNPROCESSABLE_ENTITY, &HeaderMap::new(), "").is_transient());
+        assert!(!CallError::from_response("p", StatusCode::NOT_IMPLEMENTED, &HeaderMap::new(), "").is_transient());
+    }
+}

@@ -1,0 +1,188 @@
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+
+/// Header carrying the request id, set when the client sent none and echoed back.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Something a service needs before it can take traffic (its store, its bus).
+#[async_trait]
+pub trait ReadinessProbe: Send + Sync {
+    /// What is checked, for the readiness report.
+    fn name(&self) -> &str;
+    /// `Err` with a reason when the dependency cannot be used now.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// Largest request body accepted, in bytes; larger gets 413.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { body_limit_bytes: 64 * 1024 }
+    }
+}
+
+/// Wraps a service's API routes with the shared routes and layers.
+pub struct ServiceRouter {
+    service: &'static str,
+    api: Router,
+    probes: Vec<Arc<dyn ReadinessProbe>>,
+    options: HttpOptions,
+}
+
+impl ServiceRouter {
+    pub fn new(service: &'static str, api: Router) -> Self {
+        Self { service, api, probes: Vec::new(), options: HttpOptions::default() }
+    }
+
+    pub fn readiness(mut self, probe: Arc<dyn ReadinessProbe>) -> Self {
+        self.probes.push(probe);
+        self
+    }
+
+    pub fn options(mut self, options: HttpOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The finished router: API routes, `/healthz*`, `/metrics`, layers, problem+json fallback.
+    pub fn build(self) -> Router {
+        let service = self.service;
+        let probes = Arc::new(self.probes);
+        let health = Router::new()
+            .route("/healthz", get(|| async { axum::Json(json!({ "status": "OK" })) }))
+            .route("/healthz/live", get(|| async { axum::Json(json!({ "status": "live" })) }))
+            .route(
+                "/healthz/ready",
+                get(move || {
+                    let probes = probes.clone();
+                    async move { readiness_report(&probes).await }
+                }),
+            )
+            .route("/metrics", get(|| async { crate::metrics::render() }));
+
+        let trace = TraceLayer::new_for_http()
+            .make_span_with(move |req: &Request| {
+                let request_id = req
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "http_request",
+                    service,
+                    http.method = %req.method(),
+                    url.path = %req.uri().path(),
+                    request_id,
+                )
+            })
+            .on_request(())
+            .on_response(
+                tower_http::trace::DefaultOnResponse::new()
+                    .level(tracing::Level::DEBUG)
+                    .latency_unit(tower_http::LatencyUnit::Micros),
+            );
+
+        self.api
+            .merge(health)
+            .fallback(|| async { Problem::not_found("no such route") })
+            .layer(middleware::from_fn(problem_for_bare_errors))
+            .layer(middleware::from_fn(move |req: Request, next: Next| {
+                crate::metrics::track_requests(service, req, next)
+            }))
+            .layer(DefaultBodyLimit::max(self.options.body_limit_bytes))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(trace)
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    .layer(CatchPanicLayer::custom(|_| {
+                        Problem::internal("handler panicked").into_response()
+                    })),
+            )
+    }
+}
+
+async fn readiness_report(probes: &[Arc<dyn ReadinessProbe>]) -> Response {
+    let mut failures = serde_json::Map::new();
+    for probe in probes {
+        if let Err(reason) = probe.check().await {
+            failures.insert(probe.name().to_owned(), reason.into());
+        }
+    }
+    if failures.is_empty() {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "not ready", "failing": failures })))
+            .into_response()
+    }
+}
+
+/// axum answers an unknown method (405) or a routing miss with an empty body; turn those into
+/// problem documents so every error a client sees has the same shape.
+async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_bare = response.headers().get(header::CONTENT_TYPE).is_none();
+    if is_bare && (status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND) {
+        let allow = response.headers().get(header::ALLOW).cloned();
+        let mut problem = Problem::new(status, "this route does not accept that method").into_response();
+        if status == StatusCode::NOT_FOUND {
+            problem = Problem::not_found("no such resource").into_response();
+        }
+        if let Some(allow) = allow {
+            problem.headers_mut().insert(header::ALLOW, allow);
+        }
+        return problem;
+    }
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
+/// finish (bounded by `drain`) before returning.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { stopping.cancelled().await })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(?addr, "in-flight requests did not finish within the drain period");
+            Ok(())
+        }
+    }
+}

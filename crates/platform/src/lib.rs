@@ -1,0 +1,19 @@
+//! What every Fabrikam service shares: configuration, telemetry, the HTTP scaffold
+//! (health, metrics, graceful shutdown, problem+json), the bus, and small utilities
+//! (clock, backoff, geography, SQLite set-up).
+
+pub mod backoff;
+pub mod bus;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod geo;
+pub mod http;
+pub mod json;
+pub mod metrics;
+pub mod problem;
+pub mod shutdown;
+pub mod sqlite;
+pub mod telemetry;
+
+pub use problem::Problem;

@@ -1,0 +1,55 @@
+//! Opening embedded SQLite databases the same way everywhere: WAL, a busy timeout, foreign
+//! keys on, and the parent directory created.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// How hard a commit works to survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a process crash, may lose the last commits on power loss.
+    Normal,
+}
+
+/// Connection options for the file at `path`.
+pub fn connect_options(path: &Path, durability: Durability) -> Result<SqliteConnectOptions, sqlx::Error> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+        }
+    }
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    Ok(options)
+}
+
+/// A pool on the file at `path`.
+pub async fn open_pool(path: &Path, durability: Durability, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(path, durability)?)
+        .await
+}
+
+/// Milliseconds since the Unix epoch, the time unit stored in our SQLite tables.
+pub fn unix_millis(time: chrono::DateTime<chrono::Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// The inverse of [`unix_millis`].
+pub fn from_unix_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
