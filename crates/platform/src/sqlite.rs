@@ -53,3 +53,33 @@ pub fn unix_millis(time: chrono::DateTime<chrono::Utc>) -> i64 {
 pub fn from_unix_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
+
+/// The file path in a `sqlite://PATH` URL (`sqlite://./data/x.db`, `sqlite:///abs/x.db`).
+pub fn path_from_url(url: &str) -> Result<std::path::PathBuf, String> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| format!("{url:?} is not a sqlite:// URL"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() {
+        return Err(format!("{url:?} names no file"));
+    }
+    Ok(std::path::PathBuf::from(path))
+}
+
+/// Readiness: the database answers a trivial query.
+pub struct SqliteProbe {
+    pub name: &'static str,
+    pub pool: SqlitePool,
+}
+
+#[async_trait::async_trait]
+impl crate::http::ReadinessProbe for SqliteProbe {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
