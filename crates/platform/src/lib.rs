@@ -12,6 +12,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod problem;
+pub mod query;
 pub mod shutdown;
 pub mod sqlite;
 pub mod telemetry;

@@ -1,1 +1,63 @@
+//! The package service: stores every package a delivery carries, answers lookups by id, and
+//! sums an owner's package weight per month for invoicing.
+//!
+//! Internal API (called by workflow); only the monthly summary is public through the gateway.
 
+pub mod api;
+pub mod domain;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use platform::clock::SharedClock;
+use platform::config::CommonArgs;
+use platform::http::ServiceRouter;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use store::{PackageStore, SqlitePackageStore, StoreProbe};
+
+/// The service's name in logs and metrics.
+pub const SERVICE: &str = "package";
+
+/// Settings for the package service.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "fabrikam-package", about = "Fabrikam package service: stores packages and sums their weight per owner and month")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "FABRIKAM_PACKAGE_LISTEN", default_value = "127.0.0.1:8083")]
+    pub listen: SocketAddr,
+
+    /// Where packages are stored: sqlite://PATH.
+    #[arg(long, env = "FABRIKAM_PACKAGE_DB", default_value = "sqlite://./data/package.db")]
+    pub database_url: String,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Opens the store named by `url`.
+pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Arc<dyn PackageStore>> {
+    let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
+    let store = SqlitePackageStore::open(&path, clock).await.with_context(|| format!("opening package store {url}"))?;
+    Ok(Arc::new(store))
+}
+
+/// The complete HTTP router: API routes plus health, metrics and the shared layers.
+pub fn router(store: Arc<dyn PackageStore>, common: &CommonArgs) -> axum::Router {
+    ServiceRouter::new(SERVICE, api::routes(store.clone()))
+        .readiness(Arc::new(StoreProbe(store)))
+        .options(common.http_options())
+        .build()
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, clock: SharedClock, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&config.database_url, clock).await?;
+    let app = router(store, &config.common);
+    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
+    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    Ok(())
+}

@@ -71,6 +71,8 @@ impl ServiceRouter {
     /// The finished router: API routes, `/healthz*`, `/metrics`, layers, problem+json fallback.
     pub fn build(self) -> Router {
         let service = self.service;
+        // Install the recorder now: series recorded before it exists would be lost.
+        crate::metrics::handle();
         let probes = Arc::new(self.probes);
         let health = Router::new()
             .route("/healthz", get(|| async { axum::Json(json!({ "status": "OK" })) }))
