@@ -64,14 +64,7 @@ pub fn is_transient_status(status: StatusCode) -> bool {
 
 /// The `Retry-After` header in seconds (HTTP-date form is not used between our services).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]

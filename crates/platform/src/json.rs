@@ -30,11 +30,7 @@ where
 
 /// Checks the content type and reads the body (bounded by the body-limit layer).
 pub async fn read_json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let is_json = content_type
         .split(';')
         .next()

@@ -60,10 +60,8 @@ impl Problem {
     /// A request whose fields are wrong; `errors` names each one.
     pub fn invalid_fields(errors: BTreeMap<String, String>) -> Self {
         let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
-        let mut problem = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid request fields: {}", fields.join(", ")),
-        );
+        let mut problem =
+            Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid request fields: {}", fields.join(", ")));
         problem.kind = "https://fabrikam.example/problems/validation".to_owned();
         problem.title = "Request validation failed".to_owned();
         problem.errors = errors;

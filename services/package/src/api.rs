@@ -26,7 +26,11 @@ pub fn routes(store: Store) -> Router {
 }
 
 /// `PUT /api/packages/{id}`: 201 with the package when new, 204 when it existed.
-async fn upsert(State(store): State<Store>, Path(id): Path<String>, JsonBody(body): JsonBody<PackageUpsert>) -> Result<Response, Problem> {
+async fn upsert(
+    State(store): State<Store>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PackageUpsert>,
+) -> Result<Response, Problem> {
     let package = domain::validate_upsert(&id, body)?;
     let stored = stored_view(&package);
     match store.upsert(package).await? {
@@ -36,7 +40,10 @@ async fn upsert(State(store): State<Store>, Path(id): Path<String>, JsonBody(bod
 }
 
 /// `PUT /api/packages`: stores a package under a new id.
-async fn create_with_new_id(State(store): State<Store>, JsonBody(body): JsonBody<PackageUpsert>) -> Result<Response, Problem> {
+async fn create_with_new_id(
+    State(store): State<Store>,
+    JsonBody(body): JsonBody<PackageUpsert>,
+) -> Result<Response, Problem> {
     let id = uuid::Uuid::new_v4().to_string();
     let package = domain::validate_upsert(&id, body)?;
     let stored = stored_view(&package);
@@ -49,7 +56,11 @@ async fn fetch(State(store): State<Store>, Path(id): Path<String>) -> Result<Jso
 }
 
 /// `PATCH /api/packages/{id}`: 204, or 404 when missing.
-async fn update(State(store): State<Store>, Path(id): Path<String>, JsonBody(body): JsonBody<PackagePatch>) -> Result<StatusCode, Problem> {
+async fn update(
+    State(store): State<Store>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PackagePatch>,
+) -> Result<StatusCode, Problem> {
     let changes = domain::validate_patch(body)?;
     if store.update(&id, changes).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -70,7 +81,13 @@ async fn summary(
 }
 
 fn stored_view(p: &domain::NewPackage) -> Package {
-    Package { id: p.id.clone(), size: p.size.to_owned(), weight: p.weight, tag: p.tag.clone(), owner_id: p.owner_id.clone() }
+    Package {
+        id: p.id.clone(),
+        size: p.size.to_owned(),
+        weight: p.weight,
+        tag: p.tag.clone(),
+        owner_id: p.owner_id.clone(),
+    }
 }
 
 fn created(package: Package) -> Response {

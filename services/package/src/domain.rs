@@ -102,9 +102,6 @@ mod tests {
     #[test]
     fn empty_patch_is_rejected() {
         assert!(validate_patch(PackagePatch::default()).is_err());
-        assert_eq!(
-            validate_patch(PackagePatch { weight: Some(3.0), ..Default::default() }).unwrap().weight,
-            Some(3.0)
-        );
+        assert_eq!(validate_patch(PackagePatch { weight: Some(3.0), ..Default::default() }).unwrap().weight, Some(3.0));
     }
 }

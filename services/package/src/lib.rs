@@ -24,7 +24,10 @@ pub const SERVICE: &str = "package";
 
 /// Settings for the package service.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "fabrikam-package", about = "Fabrikam package service: stores packages and sums their weight per owner and month")]
+#[command(
+    name = "fabrikam-package",
+    about = "Fabrikam package service: stores packages and sums their weight per owner and month"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "FABRIKAM_PACKAGE_LISTEN", default_value = "127.0.0.1:8083")]
@@ -54,7 +57,12 @@ pub fn router(store: Arc<dyn PackageStore>, common: &CommonArgs) -> axum::Router
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, clock: SharedClock, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = open_store(&config.database_url, clock).await?;
     let app = router(store, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");

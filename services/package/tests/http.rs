@@ -99,7 +99,8 @@ async fn bad_fields_are_named() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["errors"]["/size"].is_string(), "{body}");
     assert!(body["errors"]["/weight"].is_string(), "{body}");
-    let (status, body, _) = app.call(Method::PUT, "/api/packages/p1", Some(json!({ "size": "small", "weight": "x" }))).await;
+    let (status, body, _) =
+        app.call(Method::PUT, "/api/packages/p1", Some(json!({ "size": "small", "weight": "x" }))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["errors"]["/weight"].is_string(), "{body}");
 }
@@ -112,7 +113,8 @@ async fn malformed_json_and_wrong_media_type() {
         .body(Body::from("{\"size\": "))
         .unwrap();
     assert_eq!(app.router.clone().oneshot(request).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    let request = Request::put("/api/packages/p1").header(header::CONTENT_TYPE, "text/plain").body(Body::from("hi")).unwrap();
+    let request =
+        Request::put("/api/packages/p1").header(header::CONTENT_TYPE, "text/plain").body(Body::from("hi")).unwrap();
     assert_eq!(app.router.clone().oneshot(request).await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
@@ -143,8 +145,12 @@ async fn summary_sums_the_owners_month() {
     let app = spawn_app().await;
     app.call(Method::PUT, "/api/packages/march-1", Some(package(2.0))).await;
     app.call(Method::PUT, "/api/packages/march-2", Some(package(3.5))).await;
-    app.call(Method::PUT, "/api/packages/other", Some(json!({ "size": "large", "weight": 100, "ownerId": "fabrikam" })))
-        .await;
+    app.call(
+        Method::PUT,
+        "/api/packages/other",
+        Some(json!({ "size": "large", "weight": 100, "ownerId": "fabrikam" })),
+    )
+    .await;
     app.clock.advance(chrono::Duration::days(31));
     app.call(Method::PUT, "/api/packages/april-1", Some(package(7.0))).await;
 

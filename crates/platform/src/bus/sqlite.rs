@@ -16,8 +16,7 @@ use sqlx::{Connection, QueryBuilder, Row, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
-    BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, Retried,
-    Settlement,
+    BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, Retried, Settlement,
 };
 use crate::sqlite::{Durability, connect_options, from_unix_millis};
 
@@ -119,10 +118,7 @@ impl SqliteQueue {
         Ok(Self { name, commands, readers, published: Arc::new(Notify::new()), options })
     }
 
-    async fn send<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command,
-    ) -> Result<T, BusError> {
+    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command) -> Result<T, BusError> {
         send(&self.commands, make).await
     }
 
@@ -150,13 +146,8 @@ async fn send<T>(
     make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command,
 ) -> Result<T, BusError> {
     let (reply, answer) = oneshot::channel();
-    commands
-        .send(make(reply))
-        .await
-        .map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?;
-    answer
-        .await
-        .map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?
+    commands.send(make(reply)).await.map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?;
+    answer.await.map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?
 }
 
 fn unavailable(err: sqlx::Error) -> BusError {
@@ -343,7 +334,11 @@ impl Writer {
         }
     }
 
-    async fn apply_in_transaction(&mut self, commands: Vec<Command>, replies: &mut Vec<Reply>) -> Result<(), sqlx::Error> {
+    async fn apply_in_transaction(
+        &mut self,
+        commands: Vec<Command>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), sqlx::Error> {
         let now = Utc::now().timestamp_millis();
         let queue = self.queue.clone();
         let options = self.options.clone();
@@ -478,20 +473,18 @@ async fn settle(
 ) -> Result<Result<Settled, BusError>, sqlx::Error> {
     let lost = || Err(BusError::LeaseLost(lease.message_id.clone()));
     let affected = match outcome {
-        Outcome::Ack => {
-            sqlx::query(
-                "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL, payload = x''
+        Outcome::Ack => sqlx::query(
+            "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL, payload = x''
                  WHERE seq = ?3 AND lease = ?4 AND state = ?5",
-            )
-            .bind(STATE_DONE)
-            .bind(now)
-            .bind(lease.seq)
-            .bind(&lease.token)
-            .bind(STATE_READY)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        }
+        )
+        .bind(STATE_DONE)
+        .bind(now)
+        .bind(lease.seq)
+        .bind(&lease.token)
+        .bind(STATE_READY)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
         Outcome::Extend => {
             let lease_ms = i64::try_from(options.ack_wait.as_millis()).unwrap_or(i64::MAX);
             sqlx::query("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2 AND lease = ?3 AND state = ?4")

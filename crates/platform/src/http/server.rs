@@ -88,11 +88,7 @@ impl ServiceRouter {
 
         let trace = TraceLayer::new_for_http()
             .make_span_with(move |req: &Request| {
-                let request_id = req
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
+                let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
                 tracing::info_span!(
                     "http_request",
                     service,
@@ -121,9 +117,7 @@ impl ServiceRouter {
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                     .layer(trace)
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                    .layer(CatchPanicLayer::custom(|_| {
-                        Problem::internal("handler panicked").into_response()
-                    })),
+                    .layer(CatchPanicLayer::custom(|_| Problem::internal("handler panicked").into_response())),
             )
     }
 }

@@ -23,7 +23,6 @@ impl SqlitePackageStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool, clock })
     }
-
 }
 
 #[async_trait]
