@@ -190,3 +190,17 @@ pub async fn open_queue(url: &str, name: &str, options: QueueOptions) -> Result<
         "unsupported bus URL {url:?}: expected sqlite://PATH (nats:// arrives with the distributed backend)"
     )))
 }
+
+/// Readiness: the queue answers.
+pub struct QueueProbe(pub Arc<dyn Queue>);
+
+#[async_trait]
+impl crate::http::ReadinessProbe for QueueProbe {
+    fn name(&self) -> &str {
+        "bus"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}

@@ -95,6 +95,7 @@ impl ServiceRouter {
                     http.method = %req.method(),
                     url.path = %req.uri().path(),
                     request_id,
+                    delivery_id = tracing::field::Empty,
                 )
             })
             .on_request(())

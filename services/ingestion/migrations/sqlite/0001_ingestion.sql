@@ -1,0 +1,19 @@
+-- Every delivery id ingestion handed out, so reschedules and cancels of unknown ids get 404.
+CREATE TABLE IF NOT EXISTS accepted_deliveries (
+    delivery_id TEXT PRIMARY KEY NOT NULL,
+    owner_id TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL
+);
+
+-- The first response to each Idempotency-Key, replayed for retries within the window.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    location TEXT,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);

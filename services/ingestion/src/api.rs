@@ -1,0 +1,209 @@
+//! HTTP handlers of the ingestion service: validate, queue durably, answer 202.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use axum::{Router, body::Bytes};
+use chrono::Duration;
+use contracts::messages::{CancelRequest, DeliveryCommand};
+use platform::Problem;
+use platform::bus::{OutgoingMessage, Queue};
+use platform::clock::SharedClock;
+use serde_json::{Value, json};
+
+use crate::domain::{self, Limits};
+use crate::store::{IngestionStore, SavedResponse};
+
+/// The header a client sets to make a request safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Arc<dyn Queue>,
+    pub store: Arc<dyn IngestionStore>,
+    pub clock: SharedClock,
+    pub limits: Limits,
+    /// How long a saved idempotent response is replayed.
+    pub idempotency_window: Duration,
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/api/deliveryrequests", post(schedule))
+        .route("/api/deliveryrequests/{delivery_id}", patch(reschedule).delete(cancel))
+        .with_state(state)
+}
+
+/// `POST /api/deliveryrequests`: schedule a delivery.
+async fn schedule(State(state): State<AppState>, request: Request) -> Result<Response, Problem> {
+    let (headers, body) = read_body(request, &state).await?;
+    let key = idempotency_key(&headers)?;
+    let mut delivery = domain::validate_delivery_request(&body, state.limits)?;
+    let scope = format!("POST {}", delivery.owner_id);
+    let request_hash = domain::hash(&serde_json::to_vec(&delivery).map_err(Problem::internal)?);
+    if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
+        return Ok(replay);
+    }
+    let delivery_id = domain::new_delivery_id(key.as_deref().map(|k| (scope.as_str(), k)));
+    delivery.delivery_id = Some(delivery_id.clone());
+    let owner_id = delivery.owner_id.clone();
+    let body = serde_json::to_string(&delivery).map_err(Problem::internal)?;
+
+    state.store.record_accepted(&delivery_id, &owner_id, state.clock.now()).await?;
+    let published = enqueue(&state, &delivery_id, DeliveryCommand::Delivery(delivery), key.as_deref(), &headers).await;
+    if let Err(problem) = published {
+        // Nothing was queued: the id must not look known to a later reschedule or cancel.
+        if let Err(err) = state.store.forget_accepted(&delivery_id).await {
+            tracing::warn!(error = %err, delivery_id, "could not forget an id whose message was not queued");
+        }
+        return Err(problem);
+    }
+    metrics::counter!("deliveries_accepted_total", "service" => crate::SERVICE).increment(1);
+    respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, body).await
+}
+
+/// `PATCH /api/deliveryrequests/{id}`: reschedule.
+async fn reschedule(
+    State(state): State<AppState>,
+    Path(delivery_id): Path<String>,
+    request: Request,
+) -> Result<Response, Problem> {
+    ensure_known(&state, &delivery_id).await?;
+    let (headers, body) = read_body(request, &state).await?;
+    let key = idempotency_key(&headers)?;
+    let changes = domain::validate_reschedule(&body)?;
+    let scope = format!("PATCH {delivery_id}");
+    let request_hash = domain::hash(&serde_json::to_vec(&changes).map_err(Problem::internal)?);
+    if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
+        return Ok(replay);
+    }
+    let mut answer = serde_json::to_value(&changes).map_err(Problem::internal)?;
+    answer["deliveryId"] = json!(delivery_id);
+    enqueue(&state, &delivery_id, DeliveryCommand::Reschedule(changes), key.as_deref(), &headers).await?;
+    metrics::counter!("delivery_reschedules_accepted_total", "service" => crate::SERVICE).increment(1);
+    respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, answer.to_string()).await
+}
+
+/// `DELETE /api/deliveryrequests/{id}`: cancel.
+async fn cancel(
+    State(state): State<AppState>,
+    Path(delivery_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    ensure_known(&state, &delivery_id).await?;
+    let key = idempotency_key(&headers)?;
+    let scope = format!("DELETE {delivery_id}");
+    let request_hash = domain::hash(scope.as_bytes());
+    if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
+        return Ok(replay);
+    }
+    enqueue(&state, &delivery_id, DeliveryCommand::Cancel(CancelRequest {}), key.as_deref(), &headers).await?;
+    metrics::counter!("delivery_cancels_accepted_total", "service" => crate::SERVICE).increment(1);
+    let body = json!({ "deliveryId": delivery_id }).to_string();
+    respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, body).await
+}
+
+async fn read_body(request: Request, state: &AppState) -> Result<(HeaderMap, Value), Problem> {
+    let headers = request.headers().clone();
+    let bytes: Bytes = platform::json::read_json_bytes(request, state).await?;
+    let body = serde_json::from_slice(&bytes).map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    Ok((headers, body))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    match value.to_str().map(str::trim) {
+        Ok(key) if !key.is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
+        _ => Err(Problem::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+            .with_type("https://fabrikam.example/problems/idempotency-key")),
+    }
+}
+
+async fn ensure_known(state: &AppState, delivery_id: &str) -> Result<(), Problem> {
+    tracing::Span::current().record("delivery_id", delivery_id);
+    if state.store.is_accepted(delivery_id).await? {
+        Ok(())
+    } else {
+        Err(Problem::not_found(format!("no delivery request {delivery_id}")))
+    }
+}
+
+/// The saved response for a repeated idempotency key, or a 422 if the key now comes with a
+/// different request.
+async fn replay(
+    state: &AppState,
+    scope: &str,
+    key: Option<&str>,
+    request_hash: &str,
+) -> Result<Option<Response>, Problem> {
+    let Some(key) = key else { return Ok(None) };
+    let not_before = state.clock.now() - state.idempotency_window;
+    let Some(saved) = state.store.saved_response(scope, key, not_before).await? else { return Ok(None) };
+    if saved.request_hash != request_hash {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this Idempotency-Key was already used with a different request",
+        )
+        .with_type("https://fabrikam.example/problems/idempotency-key-reuse"));
+    }
+    Ok(Some(accepted(saved.location.as_deref(), saved.body)))
+}
+
+async fn enqueue(
+    state: &AppState,
+    delivery_id: &str,
+    command: DeliveryCommand,
+    key: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), Problem> {
+    tracing::Span::current().record("delivery_id", delivery_id);
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let message_id = domain::message_id(delivery_id, &command, key);
+    let envelope = domain::envelope(
+        delivery_id,
+        command,
+        message_id.clone(),
+        state.clock.now(),
+        Some(domain::traceparent(incoming)),
+    );
+    let payload = serde_json::to_vec(&envelope).map_err(Problem::internal)?;
+    state.queue.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await.map_err(|err| {
+        tracing::error!(error = %err, delivery_id, "queue refused the message; answering 503");
+        Problem::unavailable("the request could not be queued; nothing was accepted, retry it", 1)
+    })?;
+    Ok(())
+}
+
+async fn respond(
+    state: &AppState,
+    scope: &str,
+    key: Option<&str>,
+    request_hash: String,
+    delivery_id: &str,
+    body: String,
+) -> Result<Response, Problem> {
+    let location = format!("/api/deliveries/{delivery_id}");
+    if let Some(key) = key {
+        let now = state.clock.now();
+        let saved = SavedResponse { request_hash, status: 202, location: Some(location.clone()), body: body.clone() };
+        // The message is queued either way; failing to save only weakens a later replay.
+        if let Err(err) = state.store.save_response(scope, key, &saved, now, now - state.idempotency_window).await {
+            tracing::warn!(error = %err, delivery_id, "could not save the idempotent response");
+        }
+    }
+    Ok(accepted(Some(&location), body))
+}
+
+fn accepted(location: Option<&str>, body: String) -> Response {
+    let mut response = (StatusCode::ACCEPTED, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}

@@ -1,0 +1,50 @@
+//! What ingestion remembers: the delivery ids it handed out (so a reschedule or cancel of an
+//! unknown id is a 404, not a message the workflow can never apply) and the first response to
+//! each `Idempotency-Key`.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use sqlite::SqliteIngestionStore;
+
+pub type StoreError = sqlx::Error;
+
+/// A response saved under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedResponse {
+    pub request_hash: String,
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait IngestionStore: Send + Sync {
+    /// Remembers that `delivery_id` was handed out. Idempotent.
+    async fn record_accepted(&self, delivery_id: &str, owner_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Forgets an id whose message never reached the queue.
+    async fn forget_accepted(&self, delivery_id: &str) -> Result<(), StoreError>;
+    async fn is_accepted(&self, delivery_id: &str) -> Result<bool, StoreError>;
+    /// The response saved for `key` in `scope` no earlier than `not_before`.
+    async fn saved_response(
+        &self,
+        scope: &str,
+        key: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<Option<SavedResponse>, StoreError>;
+    /// Saves the first response for `key`: a later save keeps the first, unless the first was
+    /// saved before `expired_before`.
+    async fn save_response(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &SavedResponse,
+        at: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Drops responses saved before `before`.
+    async fn purge_responses(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
