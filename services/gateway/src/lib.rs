@@ -1,1 +1,132 @@
+//! The gateway: the one public entry point. It routes the public API (see [`routes`]) to the
+//! services behind it, under `/api/…` and the reference's `/v0.1.0/api/…`, and keeps every
+//! internal route out of reach. TLS, authentication and rate limits come with a later issue.
 
+pub mod proxy;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::response::Response;
+use axum::routing::on;
+use platform::Problem;
+use platform::config::CommonArgs;
+use platform::http::ServiceRouter;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use routes::{PREFIXES, PUBLIC_ROUTES, Upstream};
+
+/// The service's name in logs and metrics.
+pub const SERVICE: &str = "gateway";
+
+/// Settings for the gateway.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "fabrikam-gateway", about = "Fabrikam gateway: the public entry point routing to the services")]
+pub struct Config {
+    /// Public address to listen on.
+    #[arg(long, env = "FABRIKAM_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub upstreams: UpstreamUrls,
+
+    /// How long to wait for an upstream, in milliseconds.
+    #[arg(long, env = "FABRIKAM_GATEWAY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Where the services behind the gateway listen.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpstreamUrls {
+    #[arg(long, env = "FABRIKAM_INGESTION_URL", default_value = "http://127.0.0.1:8081")]
+    pub ingestion_url: String,
+    #[arg(long, env = "FABRIKAM_DELIVERY_URL", default_value = "http://127.0.0.1:8082")]
+    pub delivery_url: String,
+    #[arg(long, env = "FABRIKAM_PACKAGE_URL", default_value = "http://127.0.0.1:8083")]
+    pub package_url: String,
+    #[arg(long, env = "FABRIKAM_DRONESCHEDULER_URL", default_value = "http://127.0.0.1:8084")]
+    pub dronescheduler_url: String,
+}
+
+#[derive(Clone)]
+struct Gateway {
+    client: reqwest::Client,
+    upstreams: Arc<UpstreamUrls>,
+    body_limit: usize,
+}
+
+impl Gateway {
+    fn base(&self, upstream: Upstream) -> &str {
+        let u = &self.upstreams;
+        let url = match upstream {
+            Upstream::Ingestion => &u.ingestion_url,
+            Upstream::Delivery => &u.delivery_url,
+            Upstream::Package => &u.package_url,
+            Upstream::DroneScheduler => &u.dronescheduler_url,
+        };
+        url.trim_end_matches('/')
+    }
+}
+
+/// The complete router: every public route under both prefixes, health and metrics.
+pub fn router(upstreams: UpstreamUrls, timeout: Duration, common: &CommonArgs) -> Router {
+    let gateway = Gateway {
+        client: platform::client::http_client(timeout),
+        upstreams: Arc::new(upstreams),
+        body_limit: common.body_limit,
+    };
+    let mut api = Router::new();
+    for prefix in PREFIXES {
+        for route in PUBLIC_ROUTES {
+            let filter = axum::routing::MethodFilter::try_from(route.method.clone()).expect("standard method");
+            let (upstream, target) = (route.upstream, route.target);
+            let handler = move |State(gateway): State<Gateway>,
+                                Path(params): Path<Vec<(String, String)>>,
+                                RawQuery(query): RawQuery,
+                                request: Request| async move {
+                forward(gateway, upstream, target, prefix, params, query, request).await
+            };
+            api = api.route(&format!("{prefix}{}", route.public), on(filter, handler));
+        }
+    }
+    ServiceRouter::new(SERVICE, api.with_state(gateway)).options(common.http_options()).build()
+}
+
+async fn forward(
+    gateway: Gateway,
+    upstream: Upstream,
+    target: &'static str,
+    prefix: &str,
+    params: Vec<(String, String)>,
+    query: Option<String>,
+    request: Request,
+) -> Result<Response, Problem> {
+    let mut url = format!("{}{}", gateway.base(upstream), routes::fill(target, &params));
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(&query);
+    }
+    let name = match upstream {
+        Upstream::Ingestion => "ingestion",
+        Upstream::Delivery => "delivery",
+        Upstream::Package => "package",
+        Upstream::DroneScheduler => "dronescheduler",
+    };
+    proxy::forward(&gateway.client, name, url, request, gateway.body_limit, prefix).await
+}
+
+/// Runs the gateway on `listener` until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = router(config.upstreams, Duration::from_millis(config.timeout_ms.max(1)), &config.common);
+    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
+    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    Ok(())
+}

@@ -1,1 +1,9 @@
-fn main() {}
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = gateway::Config::parse();
+    platform::telemetry::init(config.common.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    gateway::run(config, listener, platform::shutdown::token_on_signal()).await
+}

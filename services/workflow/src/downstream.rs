@@ -8,7 +8,7 @@ use contracts::delivery::{Delivery, RescheduledDelivery};
 use contracts::drone::{DroneAssignment, DroneDeliveryRequest};
 use contracts::package::PackageUpsert;
 use http::StatusCode;
-use platform::client::{CallError, http_client};
+use platform::client::{CallError, encode_segment as encode, http_client};
 use reqwest::{Method, Response};
 use serde::Serialize;
 
@@ -158,27 +158,5 @@ impl Api {
             StatusCode::CONFLICT => Ok(Changed::Final),
             _ => Err(self.error(response).await),
         }
-    }
-}
-
-/// Percent-encodes an id for use as one path segment.
-fn encode(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for byte in id.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_are_one_path_segment() {
-        assert_eq!(super::encode("a/b c"), "a%2Fb%20c");
-        assert_eq!(super::encode("pkg-1_x.y~"), "pkg-1_x.y~");
     }
 }

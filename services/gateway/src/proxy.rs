@@ -1,0 +1,80 @@
+//! Forwarding one request to an upstream and its answer back, with only the headers that
+//! mean something across the hop.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use platform::Problem;
+
+/// Request headers passed to the upstream.
+static FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    HeaderName::from_static("idempotency-key"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Response headers passed back to the client.
+static FORWARDED_RESPONSE_HEADERS: [HeaderName; 5] =
+    [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER, header::ALLOW, header::CACHE_CONTROL];
+
+/// Sends `request` to `url`; a `Location` starting `/api/` is re-rooted under `public_prefix`
+/// so clients of the versioned prefix stay on it.
+pub async fn forward(
+    client: &reqwest::Client,
+    upstream_name: &str,
+    url: String,
+    request: Request,
+    body_limit: usize,
+    public_prefix: &str,
+) -> Result<Response, Problem> {
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, body_limit)
+        .await
+        .map_err(|_| Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the limit"))?;
+    let mut outgoing = client.request(parts.method.clone(), url);
+    for name in &FORWARDED_REQUEST_HEADERS {
+        if let Some(value) = parts.headers.get(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    if !bytes.is_empty() {
+        outgoing = outgoing.body(bytes);
+    }
+    let upstream = outgoing.send().await.map_err(|err| upstream_failure(upstream_name, &err))?;
+    let status = upstream.status();
+    let mut headers = Vec::new();
+    for name in &FORWARDED_RESPONSE_HEADERS {
+        if let Some(value) = upstream.headers().get(name) {
+            headers.push((name.clone(), rewrite_location(name, value, public_prefix)));
+        }
+    }
+    let body = upstream.bytes().await.map_err(|err| upstream_failure(upstream_name, &err))?;
+    let mut response = (status, Body::from(body)).into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(name, value);
+    }
+    Ok(response)
+}
+
+fn rewrite_location(name: &HeaderName, value: &HeaderValue, public_prefix: &str) -> HeaderValue {
+    if name != header::LOCATION || public_prefix == "/api" {
+        return value.clone();
+    }
+    match value.to_str().ok().and_then(|v| v.strip_prefix("/api")) {
+        Some(rest) => HeaderValue::from_str(&format!("{public_prefix}{rest}")).unwrap_or_else(|_| value.clone()),
+        None => value.clone(),
+    }
+}
+
+fn upstream_failure(upstream: &str, err: &reqwest::Error) -> Problem {
+    tracing::warn!(upstream, error = %err, "upstream call failed");
+    if err.is_timeout() {
+        Problem::new(StatusCode::GATEWAY_TIMEOUT, format!("the {upstream} service did not answer in time"))
+    } else {
+        Problem::new(StatusCode::BAD_GATEWAY, format!("the {upstream} service is unreachable")).with_retry_after(1)
+    }
+}

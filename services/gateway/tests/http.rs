@@ -1,0 +1,175 @@
+//! The gateway routes the public API to the right service and path, under both prefixes, and
+//! nothing else.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gateway::UpstreamUrls;
+use http_body_util::BodyExt;
+use platform::config::CommonArgs;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// An upstream that answers with its name, the method, path and query it saw.
+async fn start_upstream(name: &'static str, seen: Seen) -> String {
+    let app = Router::new().fallback(move |State(seen): State<Seen>, request: Request| async move {
+        let uri = request.uri().clone();
+        let key = request.headers().get("idempotency-key").map(|v| v.to_str().unwrap().to_owned());
+        let body =
+            String::from_utf8(axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+        seen.lock().unwrap().push(format!("{name} {uri}"));
+        let reply = json!({ "upstream": name, "uri": uri.to_string(), "idempotencyKey": key, "body": body });
+        let response: Response = (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, "/api/deliveries/abc"), (header::RETRY_AFTER, "3")],
+            axum::Json(reply),
+        )
+            .into_response();
+        response
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app.with_state(seen)).await.unwrap() });
+    url
+}
+
+async fn gateway() -> (Router, Seen) {
+    let seen = Seen::default();
+    let upstreams = UpstreamUrls {
+        ingestion_url: start_upstream("ingestion", seen.clone()).await,
+        delivery_url: start_upstream("delivery", seen.clone()).await,
+        package_url: start_upstream("package", seen.clone()).await,
+        dronescheduler_url: start_upstream("dronescheduler", seen.clone()).await,
+    };
+    (gateway::router(upstreams, std::time::Duration::from_secs(5), &CommonArgs::default()), seen)
+}
+
+async fn call(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let mut request = Request::builder().method(method).uri(uri).header("idempotency-key", "k1");
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(body.map(|b| Body::from(b.to_owned())).unwrap_or_else(Body::empty)).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+}
+
+#[tokio::test]
+async fn public_routes_reach_their_service_under_both_prefixes() {
+    let (router, _) = gateway().await;
+    let cases = [
+        (Method::POST, "/deliveryrequests", "ingestion", "/api/deliveryrequests"),
+        (Method::PATCH, "/deliveryrequests/d1", "ingestion", "/api/deliveryrequests/d1"),
+        (Method::DELETE, "/deliveryrequests/d1", "ingestion", "/api/deliveryrequests/d1"),
+        (Method::GET, "/deliveries/d1", "delivery", "/api/deliveries/public/d1"),
+        (Method::GET, "/deliveries/d1/status", "delivery", "/api/deliveries/d1/status"),
+        (Method::GET, "/deliveries/d1/owner", "delivery", "/api/deliveries/d1/owner"),
+        (Method::POST, "/deliveries/d1/notifymerequests", "delivery", "/api/deliveries/d1/notifymerequests"),
+        (
+            Method::GET,
+            "/deliveries/summary?ownerId=o&year=2026&month=1",
+            "delivery",
+            "/api/deliveries/summary?ownerId=o&year=2026&month=1",
+        ),
+        (
+            Method::GET,
+            "/dronedeliveries/utilization?ownerId=o&year=2026&month=1",
+            "dronescheduler",
+            "/api/dronedeliveries/utilization?ownerId=o&year=2026&month=1",
+        ),
+        (Method::GET, "/packages/summary/o?year=2026&month=1", "package", "/api/packages/summary/o?year=2026&month=1"),
+    ];
+    for prefix in ["/api", "/v0.1.0/api"] {
+        for (method, path, upstream, target) in &cases {
+            let body = (method == Method::POST || method == Method::PATCH).then_some("{\"a\":1}");
+            let (status, reply, _) = call(&router, method.clone(), &format!("{prefix}{path}"), body).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{method} {prefix}{path}");
+            assert_eq!(reply["upstream"], *upstream, "{method} {prefix}{path}");
+            assert_eq!(reply["uri"], *target, "{method} {prefix}{path}");
+            if let Some(body) = body {
+                assert_eq!(reply["body"], body);
+            }
+            assert_eq!(reply["idempotencyKey"], "k1");
+        }
+    }
+}
+
+#[tokio::test]
+async fn internal_routes_are_not_reachable() {
+    let (router, seen) = gateway().await;
+    let internal = [
+        (Method::PUT, "/api/deliveries/d1"),
+        (Method::DELETE, "/api/deliveries/d1"),
+        (Method::PATCH, "/api/deliveries/d1"),
+        (Method::POST, "/api/deliveries/d1/confirmations"),
+        (Method::GET, "/api/deliveries/public/d1"),
+        (Method::PUT, "/api/packages/p1"),
+        (Method::GET, "/api/packages/p1"),
+        (Method::PUT, "/api/dronedeliveries/d1"),
+        (Method::DELETE, "/api/dronedeliveries/d1"),
+        (Method::GET, "/api/drones"),
+        (Method::GET, "/v0.1.0/api/drones/drone-0001"),
+    ];
+    for (method, path) in internal {
+        let (status, problem, headers) = call(&router, method.clone(), path, Some("{}")).await;
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} gave {status}"
+        );
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json", "{method} {path}");
+        assert_eq!(problem["status"], status.as_u16());
+    }
+    assert!(seen.lock().unwrap().is_empty(), "an internal route reached a service: {:?}", seen.lock().unwrap());
+}
+
+#[tokio::test]
+async fn answers_keep_their_headers_and_location_follows_the_prefix() {
+    let (router, _) = gateway().await;
+    let (_, _, headers) = call(&router, Method::POST, "/api/deliveryrequests", Some("{}")).await;
+    assert_eq!(headers[header::LOCATION], "/api/deliveries/abc");
+    assert_eq!(headers[header::RETRY_AFTER], "3");
+    let (_, _, headers) = call(&router, Method::POST, "/v0.1.0/api/deliveryrequests", Some("{}")).await;
+    assert_eq!(headers[header::LOCATION], "/v0.1.0/api/deliveries/abc");
+}
+
+#[tokio::test]
+async fn an_unreachable_service_is_a_502_problem() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let upstreams = UpstreamUrls {
+        ingestion_url: dead.clone(),
+        delivery_url: dead.clone(),
+        package_url: dead.clone(),
+        dronescheduler_url: dead,
+    };
+    let router = gateway::router(upstreams, std::time::Duration::from_secs(2), &CommonArgs::default());
+    let (status, problem, headers) = call(&router, Method::GET, "/api/deliveries/d1", None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    assert!(problem["detail"].as_str().unwrap().contains("delivery"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_stop_at_the_gateway() {
+    let (router, seen) = gateway().await;
+    let huge = format!("{{\"tag\":\"{}\"}}", "x".repeat(100 * 1024));
+    let (status, problem, _) = call(&router, Method::POST, "/api/deliveryrequests", Some(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(problem["status"], 413);
+    assert!(seen.lock().unwrap().is_empty());
+}

@@ -1,0 +1,316 @@
+//! The workflow against stand-in downstream services on real sockets: which calls it makes,
+//! in what order, with what data, and how each kind of failure settles the message.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use contracts::messages::{CancelRequest, DeliveryCommand, DeliveryRequestEnvelope};
+use contracts::requests::{DeliveryRequest, PackageInfo, RescheduleRequest};
+use contracts::{ConfirmationType, ContainerSize};
+use platform::bus::{OutgoingMessage, Queue, QueueOptions, SqliteQueue};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use workflow::{Endpoints, Settings};
+
+/// A recorded call: method, path, JSON body.
+type Call = (String, String, Value);
+
+/// One fake server standing in for package, dronescheduler and delivery, answering from a
+/// script per "METHOD /path-prefix" and recording every call.
+#[derive(Clone, Default)]
+struct Downstream {
+    calls: Arc<Mutex<Vec<Call>>>,
+    scripted: Arc<Mutex<Vec<(String, VecDeque<(StatusCode, Value, Option<u64>)>)>>>,
+}
+
+impl Downstream {
+    /// The next calls matching `route` ("PUT /api/dronedeliveries") answer with these, in order.
+    fn script(&self, route: &str, answers: Vec<(StatusCode, Value, Option<u64>)>) {
+        self.scripted.lock().unwrap().push((route.to_owned(), answers.into()));
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn routes_called(&self) -> Vec<String> {
+        self.calls().into_iter().map(|(m, p, _)| format!("{m} {p}")).collect()
+    }
+
+    fn answer(&self, method: &Method, path: &str, body: &Value) -> Response {
+        let key = format!("{method} {path}");
+        for (route, answers) in self.scripted.lock().unwrap().iter_mut() {
+            if key.starts_with(route.as_str()) {
+                if let Some((status, body, retry_after)) = answers.pop_front() {
+                    let mut headers = HeaderMap::new();
+                    if let Some(secs) = retry_after {
+                        headers.insert("retry-after", secs.into());
+                    }
+                    return (status, headers, axum::Json(body)).into_response();
+                }
+            }
+        }
+        // Default: the happy path of each service.
+        match (method.as_str(), path) {
+            ("PUT", p) if p.starts_with("/api/packages/") => StatusCode::CREATED.into_response(),
+            ("PUT", p) if p.starts_with("/api/dronedeliveries/") => {
+                let delivery_id = p.trim_start_matches("/api/dronedeliveries/");
+                axum::Json(json!({
+                    "droneId": "drone-0042", "deliveryId": delivery_id, "ownerId": body["ownerId"],
+                    "depotId": "sodo", "assignedAt": Utc::now(), "traveledMiles": 5.0, "assignedHours": 0.125,
+                    "busyUntil": Utc::now(), "released": false
+                }))
+                .into_response()
+            }
+            ("DELETE", p) if p.starts_with("/api/dronedeliveries/") => StatusCode::NO_CONTENT.into_response(),
+            ("PUT", _) => StatusCode::CREATED.into_response(),
+            ("PATCH" | "DELETE", _) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+}
+
+async fn record(State(downstream): State<Downstream>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let bytes: Bytes = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    downstream.calls.lock().unwrap().push((method.to_string(), path.clone(), body.clone()));
+    downstream.answer(&method, &path, &body)
+}
+
+struct Harness {
+    queue: Arc<dyn Queue>,
+    downstream: Downstream,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(max_attempts: u32) -> Harness {
+    let downstream = Downstream::default();
+    let app = Router::new().fallback(record).with_state(downstream.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = QueueOptions { max_attempts, poll_interval: Duration::from_millis(10), ..QueueOptions::default() };
+    let queue: Arc<dyn Queue> =
+        Arc::new(SqliteQueue::open(&dir.path().join("bus.db"), "delivery-requests", options).await.unwrap());
+    let settings = Settings { backoff_base_ms: 20, backoff_max_secs: 1, ..Settings::default() };
+    let endpoints = Endpoints { package: base.clone(), dronescheduler: base.clone(), delivery: base };
+    let processor = workflow::processor(&endpoints, &settings);
+    let shutdown = CancellationToken::new();
+    let consumer_options = settings.consumer_options(Duration::from_secs(1));
+    tokio::spawn(workflow::consumer::run(queue.clone(), processor, consumer_options, shutdown.clone()));
+    Harness { queue, downstream, shutdown, _dir: dir }
+}
+
+fn request(owner: &str) -> DeliveryRequest {
+    DeliveryRequest {
+        delivery_id: None,
+        owner_id: owner.to_owned(),
+        pickup_location: "47.60,-122.33".to_owned(),
+        drop_off_location: "Space Needle".to_owned(),
+        pickup_time: "2026-11-26T10:00:00Z".to_owned(),
+        deadline: String::new(),
+        expedited: true,
+        confirmation_required: ConfirmationType::Picture,
+        package_info: PackageInfo {
+            package_id: "pkg-1".to_owned(),
+            size: ContainerSize::Large,
+            weight: 7.5,
+            tag: "t".to_owned(),
+        },
+    }
+}
+
+impl Harness {
+    async fn publish(&self, delivery_id: &str, command: DeliveryCommand) {
+        let envelope = DeliveryRequestEnvelope {
+            message_id: format!("{}:{delivery_id}:{}", command.kind(), uuid::Uuid::new_v4()),
+            delivery_id: delivery_id.to_owned(),
+            occurred_at: Utc::now(),
+            traceparent: None,
+            command,
+        };
+        let payload = serde_json::to_vec(&envelope).unwrap();
+        self.queue.publish(OutgoingMessage { id: envelope.message_id, payload: payload.into() }).await.unwrap();
+    }
+
+    async fn publish_raw(&self, payload: &str) {
+        self.queue
+            .publish(OutgoingMessage { id: "raw".to_owned(), payload: payload.as_bytes().to_vec().into() })
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the queue is empty (everything acked or dead).
+    async fn drained(&self) {
+        for _ in 0..500 {
+            if self.queue.depth().await.unwrap() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("queue did not drain; calls so far: {:?}", self.downstream.routes_called());
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_stores_the_package_assigns_a_drone_and_creates_the_delivery() {
+    let h = start(5).await;
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    let calls = h.downstream.calls();
+    let routes: Vec<String> = calls.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    assert_eq!(routes, ["PUT /api/packages/pkg-1", "PUT /api/dronedeliveries/d1", "PUT /api/deliveries/d1"]);
+    assert_eq!(calls[0].2, json!({ "size": "large", "weight": 7.5, "tag": "t", "ownerId": "contoso" }));
+    let drone = &calls[1].2;
+    assert_eq!(drone["ownerId"], "contoso");
+    assert_eq!(drone["expedited"], true);
+    assert_eq!(drone["pickup"]["latitude"], 47.60);
+    assert_eq!(drone["packageDetail"]["weight"], 7.5);
+    let delivery = &calls[2].2;
+    assert_eq!(delivery["droneId"], "drone-0042");
+    assert_eq!(delivery["owner"]["userId"], "contoso");
+    assert_eq!(delivery["expedited"], true);
+    assert_eq!(delivery["confirmationRequired"], "Picture");
+    assert_eq!(delivery["pickup"]["longitude"], -122.33);
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn no_free_drone_waits_and_tries_again() {
+    let h = start(5).await;
+    h.downstream.script(
+        "PUT /api/dronedeliveries",
+        vec![(StatusCode::SERVICE_UNAVAILABLE, json!({ "title": "no drone" }), Some(0))],
+    );
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    let routes = h.downstream.routes_called();
+    assert_eq!(routes.iter().filter(|r| r.starts_with("PUT /api/dronedeliveries")).count(), 2, "{routes:?}");
+    assert_eq!(routes.last().unwrap(), "PUT /api/deliveries/d1");
+}
+
+#[tokio::test]
+async fn a_downstream_that_is_down_is_retried_with_backoff() {
+    let h = start(10).await;
+    h.downstream.script(
+        "PUT /api/packages",
+        vec![
+            (StatusCode::INTERNAL_SERVER_ERROR, json!({}), None),
+            (StatusCode::BAD_GATEWAY, json!({}), None),
+            (StatusCode::TOO_MANY_REQUESTS, json!({}), None),
+        ],
+    );
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    let routes = h.downstream.routes_called();
+    assert_eq!(routes.iter().filter(|r| r.starts_with("PUT /api/packages")).count(), 4, "{routes:?}");
+    assert_eq!(routes.last().unwrap(), "PUT /api/deliveries/d1");
+}
+
+#[tokio::test]
+async fn a_rejected_request_is_dead_lettered_with_the_reason() {
+    let h = start(5).await;
+    h.downstream
+        .script("PUT /api/packages", vec![(StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": "weight" }), None)]);
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    let dead = h.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.contains("422"), "{}", dead[0].last_error);
+    assert_eq!(h.downstream.routes_called(), ["PUT /api/packages/pkg-1"]);
+}
+
+#[tokio::test]
+async fn a_failure_that_never_clears_ends_in_the_dead_letters() {
+    let h = start(3).await;
+    let down = (StatusCode::SERVICE_UNAVAILABLE, json!({}), None);
+    h.downstream.script("PUT /api/packages", vec![down.clone(), down.clone(), down]);
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    let dead = h.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+}
+
+#[tokio::test]
+async fn a_cancelled_delivery_is_not_scheduled() {
+    let h = start(5).await;
+    h.downstream
+        .script("PUT /api/dronedeliveries", vec![(StatusCode::CONFLICT, json!({ "detail": "released" }), None)]);
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    assert_eq!(h.downstream.routes_called(), ["PUT /api/packages/pkg-1", "PUT /api/dronedeliveries/d1"]);
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cancel_cancels_the_delivery_then_releases_the_drone() {
+    let h = start(5).await;
+    h.publish("d1", DeliveryCommand::Cancel(CancelRequest {})).await;
+    h.drained().await;
+    assert_eq!(h.downstream.routes_called(), ["DELETE /api/deliveries/d1", "DELETE /api/dronedeliveries/d1"]);
+}
+
+#[tokio::test]
+async fn cancel_of_a_completed_delivery_keeps_the_drone() {
+    let h = start(5).await;
+    h.downstream.script("DELETE /api/deliveries", vec![(StatusCode::CONFLICT, json!({}), None)]);
+    h.publish("d1", DeliveryCommand::Cancel(CancelRequest {})).await;
+    h.drained().await;
+    assert_eq!(h.downstream.routes_called(), ["DELETE /api/deliveries/d1"]);
+}
+
+#[tokio::test]
+async fn reschedule_waits_for_the_delivery_to_exist() {
+    let h = start(5).await;
+    h.downstream.script("PATCH /api/deliveries", vec![(StatusCode::NOT_FOUND, json!({}), None)]);
+    let change = RescheduleRequest { drop_off_location: Some("47.62,-122.35".to_owned()), ..Default::default() };
+    h.publish("d1", DeliveryCommand::Reschedule(change)).await;
+    h.drained().await;
+    let calls = h.downstream.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].2["dropoff"]["latitude"], 47.62);
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_dead_lettered() {
+    let h = start(5).await;
+    h.publish_raw("{not json").await;
+    h.drained().await;
+    let dead = h.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.contains("unreadable"));
+    assert!(h.downstream.calls().is_empty());
+}
+
+#[tokio::test]
+async fn many_messages_are_processed_concurrently() {
+    let h = start(5).await;
+    for i in 0..50 {
+        let mut r = request("contoso");
+        r.package_info.package_id = format!("pkg-{i}");
+        h.publish(&format!("d{i}"), DeliveryCommand::Delivery(r)).await;
+    }
+    h.drained().await;
+    let creates = h.downstream.routes_called().into_iter().filter(|r| r.starts_with("PUT /api/deliveries/")).count();
+    assert_eq!(creates, 50);
+}
