@@ -21,18 +21,20 @@ use workflow::{Endpoints, Settings};
 
 /// A recorded call: method, path, JSON body.
 type Call = (String, String, Value);
+/// A scripted answer: status, JSON body, Retry-After seconds.
+type Answer = (StatusCode, Value, Option<u64>);
 
 /// One fake server standing in for package, dronescheduler and delivery, answering from a
 /// script per "METHOD /path-prefix" and recording every call.
 #[derive(Clone, Default)]
 struct Downstream {
     calls: Arc<Mutex<Vec<Call>>>,
-    scripted: Arc<Mutex<Vec<(String, VecDeque<(StatusCode, Value, Option<u64>)>)>>>,
+    scripted: Arc<Mutex<Vec<(String, VecDeque<Answer>)>>>,
 }
 
 impl Downstream {
     /// The next calls matching `route` ("PUT /api/dronedeliveries") answer with these, in order.
-    fn script(&self, route: &str, answers: Vec<(StatusCode, Value, Option<u64>)>) {
+    fn script(&self, route: &str, answers: Vec<Answer>) {
         self.scripted.lock().unwrap().push((route.to_owned(), answers.into()));
     }
 
@@ -47,14 +49,15 @@ impl Downstream {
     fn answer(&self, method: &Method, path: &str, body: &Value) -> Response {
         let key = format!("{method} {path}");
         for (route, answers) in self.scripted.lock().unwrap().iter_mut() {
-            if key.starts_with(route.as_str()) {
-                if let Some((status, body, retry_after)) = answers.pop_front() {
-                    let mut headers = HeaderMap::new();
-                    if let Some(secs) = retry_after {
-                        headers.insert("retry-after", secs.into());
-                    }
-                    return (status, headers, axum::Json(body)).into_response();
+            if !key.starts_with(route.as_str()) {
+                continue;
+            }
+            if let Some((status, body, retry_after)) = answers.pop_front() {
+                let mut headers = HeaderMap::new();
+                if let Some(secs) = retry_after {
+                    headers.insert("retry-after", secs.into());
                 }
+                return (status, headers, axum::Json(body)).into_response();
             }
         }
         // Default: the happy path of each service.
