@@ -23,13 +23,15 @@ use workflow::{Endpoints, Settings};
 type Call = (String, String, Value);
 /// A scripted answer: status, JSON body, Retry-After seconds.
 type Answer = (StatusCode, Value, Option<u64>);
+/// Answers queued per route prefix.
+type Script = Vec<(String, VecDeque<Answer>)>;
 
 /// One fake server standing in for package, dronescheduler and delivery, answering from a
 /// script per "METHOD /path-prefix" and recording every call.
 #[derive(Clone, Default)]
 struct Downstream {
     calls: Arc<Mutex<Vec<Call>>>,
-    scripted: Arc<Mutex<Vec<(String, VecDeque<Answer>)>>>,
+    scripted: Arc<Mutex<Script>>,
 }
 
 impl Downstream {
