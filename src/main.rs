@@ -1,1 +1,65 @@
-fn main() {}
+//! `cargo run --release`: every Fabrikam service in one process, the gateway on 127.0.0.1:8080.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use fabrikam::{System, SystemOptions};
+use platform::clock::SystemClock;
+use platform::config::CommonArgs;
+
+/// Fabrikam Drone Delivery, all services in one process (embedded mode).
+///
+/// Starts the gateway, ingestion, workflow, package, dronescheduler and delivery services,
+/// each on its own loopback port talking HTTP to the others, with SQLite storage and an
+/// embedded durable queue under the data directory. Stop it with Ctrl-C; start it again on
+/// the same data directory and unfinished work resumes.
+#[derive(Debug, Parser)]
+#[command(name = "fabrikam", version)]
+struct Cli {
+    /// Public address of the gateway.
+    #[arg(long, env = "FABRIKAM_LISTEN", default_value = "127.0.0.1:8080", value_parser = platform::config::parse_addr)]
+    listen: SocketAddr,
+
+    /// Directory holding every service's data and the queue.
+    #[arg(long, env = "FABRIKAM_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    #[command(flatten)]
+    ingestion: ingestion::Settings,
+
+    #[command(flatten)]
+    workflow: workflow::Settings,
+
+    #[command(flatten)]
+    fleet: dronescheduler::FleetArgs,
+
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    platform::telemetry::init(cli.common.log_format);
+    let options = SystemOptions {
+        listen: cli.listen,
+        data_dir: cli.data_dir.clone(),
+        ingestion: cli.ingestion,
+        workflow: cli.workflow,
+        fleet: cli.fleet.into(),
+        common: cli.common,
+    };
+    let system = System::start(options, Arc::new(SystemClock)).await?;
+    let stop = system.shutdown_token();
+    tokio::spawn(async move {
+        platform::shutdown::signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight work");
+        stop.cancel();
+    });
+    let gateway = system.addresses.gateway;
+    tracing::info!(gateway = %gateway, data_dir = %cli.data_dir.display(), "Fabrikam Drone Delivery is up");
+    eprintln!("Fabrikam Drone Delivery is listening on http://{gateway} (data in {})", cli.data_dir.display());
+    system.wait().await
+}

@@ -1,0 +1,178 @@
+//! The whole Fabrikam system in one process (embedded mode).
+//!
+//! Every service runs as in production — its own HTTP listener on a loopback port, talking
+//! real HTTP to the others — with embedded storage: one SQLite file per service and one for
+//! the bus, all under the data directory. Only the gateway's address is public.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use contracts::messages::DELIVERY_REQUESTS_QUEUE;
+use platform::bus::{Queue, SqliteQueue};
+use platform::clock::SharedClock;
+use platform::config::CommonArgs;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What the all-in-one system needs to start.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// The gateway's public address (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Where every SQLite file lives.
+    pub data_dir: PathBuf,
+    pub ingestion: ingestion::Settings,
+    pub workflow: workflow::Settings,
+    pub fleet: dronescheduler::FleetConfig,
+    pub common: CommonArgs,
+}
+
+impl SystemOptions {
+    /// Defaults with the given gateway address and data directory.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            ingestion: ingestion::Settings::default(),
+            workflow: workflow::Settings::default(),
+            fleet: dronescheduler::FleetConfig::default(),
+            common: CommonArgs::default(),
+        }
+    }
+}
+
+/// Where each service listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub gateway: SocketAddr,
+    pub ingestion: SocketAddr,
+    pub workflow: SocketAddr,
+    pub package: SocketAddr,
+    pub dronescheduler: SocketAddr,
+    pub delivery: SocketAddr,
+}
+
+/// A running system.
+pub struct System {
+    pub addresses: Addresses,
+    /// The delivery-requests queue, for inspection (depth, dead letters).
+    pub queue: Arc<dyn Queue>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl System {
+    /// Opens the stores and the bus under `options.data_dir`, binds every listener and starts
+    /// every service. Unfinished work left on the queue by an earlier run resumes.
+    pub async fn start(options: SystemOptions, clock: SharedClock) -> anyhow::Result<System> {
+        let shutdown = CancellationToken::new();
+        let data = options.data_dir.as_path();
+        std::fs::create_dir_all(data).with_context(|| format!("creating data directory {}", data.display()))?;
+        let url = |file: &str| format!("sqlite://{}", data.join(file).display());
+        let common = &options.common;
+        let grace = common.shutdown_grace();
+
+        let queue: Arc<dyn Queue> = Arc::new(
+            SqliteQueue::open(&data.join("bus.db"), DELIVERY_REQUESTS_QUEUE, options.workflow.queue_options())
+                .await
+                .with_context(|| format!("opening the bus in {}", data.display()))?,
+        );
+        let package_store = package::open_store(&url("package.db"), clock.clone()).await?;
+        let delivery_store = delivery::open_store(&url("delivery.db"), clock.clone()).await?;
+        let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet, clock.clone()).await?;
+        let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
+
+        let loopback = |_| async { TcpListener::bind("127.0.0.1:0").await };
+        let (package_l, delivery_l, drones_l, ingestion_l, workflow_l) =
+            (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
+        let gateway_l =
+            TcpListener::bind(options.listen).await.with_context(|| format!("binding the gateway to {}", options.listen))?;
+        let addresses = Addresses {
+            gateway: gateway_l.local_addr()?,
+            ingestion: ingestion_l.local_addr()?,
+            workflow: workflow_l.local_addr()?,
+            package: package_l.local_addr()?,
+            dronescheduler: drones_l.local_addr()?,
+            delivery: delivery_l.local_addr()?,
+        };
+        let http = |addr: SocketAddr| format!("http://{addr}");
+
+        let mut tasks = JoinSet::new();
+        let mut serve = |listener: TcpListener, router: axum::Router| {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { Ok(platform::http::serve(listener, router, shutdown, grace).await?) });
+        };
+        serve(package_l, package::router(package_store, common));
+        serve(delivery_l, delivery::router(delivery_store, common));
+        serve(drones_l, dronescheduler::router(drone_store, &options.fleet, common));
+        serve(
+            ingestion_l,
+            ingestion::router(queue.clone(), ingestion_store, clock, &options.ingestion, common, shutdown.clone()),
+        );
+        serve(workflow_l, workflow::router(queue.clone(), common));
+        let upstreams = gateway::UpstreamUrls {
+            ingestion_url: http(addresses.ingestion),
+            delivery_url: http(addresses.delivery),
+            package_url: http(addresses.package),
+            dronescheduler_url: http(addresses.dronescheduler),
+        };
+        serve(gateway_l, gateway::router(upstreams, Duration::from_secs(10), common));
+
+        let endpoints = workflow::Endpoints {
+            package: http(addresses.package),
+            dronescheduler: http(addresses.dronescheduler),
+            delivery: http(addresses.delivery),
+        };
+        let processor = workflow::processor(&endpoints, &options.workflow);
+        let consumer_options = options.workflow.consumer_options(grace);
+        let consumer_shutdown = shutdown.clone();
+        let consumer_queue = queue.clone();
+        tasks.spawn(async move {
+            workflow::consumer::run(consumer_queue, processor, consumer_options, consumer_shutdown).await;
+            Ok(())
+        });
+        Ok(System { addresses, queue, shutdown, tasks })
+    }
+
+    /// A token that stops the system when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled or a service fails, then stops the rest.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(err) = result {
+                tracing::error!(error = %err, "a service stopped with an error; stopping the system");
+                first_error.get_or_insert(err);
+                self.shutdown.cancel();
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Graceful stop: no new work, in-flight requests and messages finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Abrupt stop, as if the process died: tasks are dropped wherever they are, and
+    /// unacknowledged messages are left for redelivery.
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The default data directory, relative to where the process runs.
+pub fn default_data_dir() -> &'static Path {
+    Path::new("./data")
+}

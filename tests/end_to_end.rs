@@ -1,0 +1,236 @@
+//! The whole system in-process, driven through the gateway as a client would.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fabrikam::{System, SystemOptions};
+use platform::clock::SystemClock;
+use platform::geo::{Geocoder, HashingGeocoder};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn start(data: &Path, tune: impl FnOnce(&mut SystemOptions)) -> System {
+    let mut options = SystemOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), data);
+    options.workflow.backoff_base_ms = 50;
+    options.workflow.backoff_max_secs = 1;
+    tune(&mut options);
+    System::start(options, Arc::new(SystemClock)).await.expect("system starts")
+}
+
+fn reference_request() -> Value {
+    json!({
+        "ownerId": "myowner",
+        "pickupLocation": "my pickup",
+        "dropOffLocation": "drop off",
+        "pickupTime": "2019-05-08T20:00:00.000Z",
+        "deadline": "",
+        "expedited": true,
+        "confirmationRequired": "None",
+        "packageInfo": { "packageId": "mypackage", "size": "Small", "weight": 10, "tag": "mytag" }
+    })
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        Self { http: reqwest::Client::new(), base: format!("http://{addr}") }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Polls `path` until `done` holds for a 200 body, or fails after `within`.
+    async fn eventually(&self, path: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path} never got there; last answer {status} {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn location(place: &str) -> Value {
+    let p = HashingGeocoder::default().locate(place).unwrap();
+    json!({ "altitude": p.altitude, "latitude": p.latitude, "longitude": p.longitude })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_becomes_a_scheduled_delivery_then_is_rescheduled_and_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = start(dir.path(), |_| {}).await;
+    let gateway = Client::new(system.addresses.gateway);
+    let internal_drones = Client::new(system.addresses.dronescheduler);
+
+    let posted = Instant::now();
+    let (status, accepted) =
+        gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(reference_request())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["deliveryId"].as_str().unwrap().to_owned();
+
+    let delivery = gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(10), |_| true).await;
+    eprintln!("POST to scheduled: {:?}", posted.elapsed());
+    assert_eq!(delivery["id"], id);
+    assert_eq!(delivery["owner"]["userId"], "myowner");
+    assert_eq!(delivery["pickup"], location("my pickup"));
+    assert_eq!(delivery["dropoff"], location("drop off"));
+    assert_eq!(delivery["expedited"], true);
+    assert_eq!(delivery["packageId"], "mypackage");
+    let drone_id = delivery["droneId"].as_str().unwrap().to_owned();
+    assert!(drone_id.starts_with("drone-"), "{delivery}");
+    let (_, drone) = internal_drones.get(&format!("/api/drones/{drone_id}")).await;
+    assert_eq!(drone["currentDeliveryId"], id, "{drone}");
+    assert_eq!(drone["status"], "assigned");
+
+    let (status, versioned) = gateway.get(&format!("/v0.1.0/api/deliveries/{id}")).await;
+    assert_eq!((status, &versioned), (StatusCode::OK, &delivery));
+    let (_, status_now) = gateway.get(&format!("/api/deliveries/{id}/status")).await;
+    assert_eq!(status_now["stage"], "Created");
+
+    let now = chrono::Utc::now();
+    let summary_path = format!("/api/packages/summary/myowner?year={}&month={}", now.format("%Y"), now.format("%m"));
+    let (_, summary) = gateway.get(&summary_path).await;
+    assert_eq!(summary["totalWeight"], 10.0);
+
+    let (status, _) = gateway
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/deliveryrequests/{id}"),
+            Some(json!({ "dropOffLocation": "47.61,-122.33" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    gateway
+        .eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(10), |d| d["dropoff"]["latitude"] == 47.61)
+        .await;
+    let (_, status_now) = gateway.get(&format!("/api/deliveries/{id}/status")).await;
+    assert_eq!(status_now["stage"], "Rescheduled");
+
+    let (status, _) = gateway.send(reqwest::Method::DELETE, &format!("/api/deliveryrequests/{id}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    gateway
+        .eventually(&format!("/api/deliveries/{id}/status"), Duration::from_secs(10), |s| s["stage"] == "Cancelled")
+        .await;
+    internal_drones
+        .eventually(&format!("/api/drones/{drone_id}"), Duration::from_secs(10), |d| d["status"] == "idle")
+        .await;
+    assert!(system.queue.dead_letters(10).await.unwrap().is_empty());
+    system.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_at_the_door_and_nothing_is_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = start(dir.path(), |_| {}).await;
+    let gateway = Client::new(system.addresses.gateway);
+    let raw = |body: &'static str| {
+        gateway
+            .http
+            .post(format!("{}/api/deliveryrequests", gateway.base))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let response = raw("{\"ownerId\": ").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    let mut bad = reference_request();
+    bad["packageInfo"]["size"] = json!("Colossal");
+    bad["expedited"] = json!("sometimes");
+    bad.as_object_mut().unwrap().remove("pickupTime");
+    let (status, problem) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["/packageInfo/size", "/expedited", "/pickupTime"] {
+        assert!(problem["errors"][field].is_string(), "{field}: {problem}");
+    }
+
+    let mut huge = reference_request();
+    huge["packageInfo"]["tag"] = json!("x".repeat(1 << 20));
+    let (status, _) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let unknown = uuid::Uuid::new_v4();
+    let (status, problem) = gateway
+        .send(reqwest::Method::PATCH, &format!("/api/deliveryrequests/{unknown}"), Some(json!({ "deadline": "" })))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, _) = gateway.send(reqwest::Method::DELETE, &format!("/api/deliveryrequests/{unknown}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, problem) = gateway.get(&format!("/api/deliveries/{unknown}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["status"], 404);
+    let (status, _) = gateway.send(reqwest::Method::PUT, &format!("/api/deliveries/{unknown}"), Some(json!({}))).await;
+    assert!(status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND, "{status}");
+
+    assert_eq!(system.queue.depth().await.unwrap(), 0);
+    assert!(system.queue.dead_letters(10).await.unwrap().is_empty());
+    system.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_request_is_scheduled_once_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashy = |options: &mut SystemOptions| {
+        // A short lease so work the crash interrupted comes back quickly.
+        options.workflow.ack_wait_secs = 2;
+    };
+    let system = start(dir.path(), crashy).await;
+    let gateway = Client::new(system.addresses.gateway);
+    let total = 60;
+    let posts = (0..total).map(|i| {
+        let mut request = reference_request();
+        request["ownerId"] = json!(format!("owner-{}", i % 7));
+        request["packageInfo"]["packageId"] = json!(format!("package-{i}"));
+        request["pickupLocation"] = json!(format!("warehouse {i}"));
+        let gateway = &gateway;
+        async move { gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request)).await }
+    });
+    let accepted: Vec<String> = futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            body["deliveryId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // The process dies with work queued and in flight.
+    system.kill().await;
+
+    let system = start(dir.path(), crashy).await;
+    let gateway = Client::new(system.addresses.gateway);
+    let mut drones = Vec::new();
+    for id in &accepted {
+        let delivery = gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(30), |_| true).await;
+        drones.push(delivery["droneId"].as_str().unwrap().to_owned());
+    }
+    drones.sort();
+    drones.dedup();
+    assert_eq!(drones.len(), total, "two deliveries share a drone");
+    let internal_drones = Client::new(system.addresses.dronescheduler);
+    let (_, fleet) = internal_drones.get("/api/drones").await;
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    assert_eq!(busy, total, "each delivery holds exactly one drone");
+    assert!(system.queue.dead_letters(10).await.unwrap().is_empty());
+    system.stop().await.unwrap();
+}
