@@ -83,7 +83,7 @@ impl System {
         );
         let package_store = package::open_store(&url("package.db"), clock.clone()).await?;
         let delivery_store = delivery::open_store(&url("delivery.db"), clock.clone()).await?;
-        let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet, clock.clone()).await?;
+        let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet).await?;
         let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
 
         let loopback = |_| async { TcpListener::bind("127.0.0.1:0").await };
@@ -108,7 +108,7 @@ impl System {
         };
         serve(package_l, package::router(package_store, common));
         serve(delivery_l, delivery::router(delivery_store, common));
-        serve(drones_l, dronescheduler::router(drone_store, &options.fleet, common));
+        serve(drones_l, dronescheduler::router(drone_store, &options.fleet, clock.clone(), common));
         serve(
             ingestion_l,
             ingestion::router(queue.clone(), ingestion_store, clock, &options.ingestion, common, shutdown.clone()),

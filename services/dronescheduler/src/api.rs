@@ -1,0 +1,109 @@
+//! HTTP handlers of the drone scheduler.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use contracts::Location;
+use contracts::drone::{Drone, DroneAssignment, DroneDeliveryRequest, DroneUtilization};
+use platform::Problem;
+use platform::clock::SharedClock;
+use platform::json::JsonBody;
+
+use crate::domain::{self, DroneRecord, FleetConfig};
+use crate::store::{Assigned, DroneStore};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn DroneStore>,
+    pub fleet: Arc<FleetConfig>,
+    pub clock: SharedClock,
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/api/dronedeliveries/utilization", get(utilization))
+        .route("/api/dronedeliveries/{delivery_id}", put(assign).delete(release))
+        .route("/api/drones", get(list_drones))
+        .route("/api/drones/{drone_id}", get(get_drone))
+        .with_state(state)
+}
+
+/// `PUT /api/dronedeliveries/{deliveryId}`: the drone for this delivery (the same one every time).
+async fn assign(
+    State(state): State<AppState>,
+    Path(delivery_id): Path<String>,
+    JsonBody(body): JsonBody<DroneDeliveryRequest>,
+) -> Result<Json<DroneAssignment>, Problem> {
+    tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    let request = domain::validate(&delivery_id, body, &state.fleet)?;
+    match state.store.assign(&request, state.clock.now(), &state.fleet).await? {
+        Assigned::Drone(assignment) => {
+            metrics::counter!("drone_assignments_total", "service" => crate::SERVICE).increment(1);
+            Ok(Json(assignment))
+        }
+        Assigned::Released => Err(Problem::conflict(format!(
+            "delivery {delivery_id} was cancelled and its drone released; it will not be assigned again"
+        ))),
+        Assigned::NoneFree => {
+            metrics::counter!("drone_assignments_deferred_total", "service" => crate::SERVICE).increment(1);
+            Err(Problem::unavailable(
+                format!("no free drone can carry {} kg right now; try again later", request.weight),
+                state.fleet.retry_after_secs,
+            ))
+        }
+    }
+}
+
+/// `DELETE /api/dronedeliveries/{deliveryId}`: releases the drone; idempotent.
+async fn release(State(state): State<AppState>, Path(delivery_id): Path<String>) -> Result<StatusCode, Problem> {
+    tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    state.store.release(&delivery_id, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/dronedeliveries/utilization?ownerId=&year=&month=`.
+async fn utilization(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<DroneUtilization>, Problem> {
+    let owner_id = platform::query::required(&params, "ownerId")?;
+    let month = platform::query::month(&params)?;
+    match state.store.utilization(owner_id, month).await? {
+        Some((traveled_miles, assigned_hours)) => Ok(Json(DroneUtilization { traveled_miles, assigned_hours })),
+        None => Err(Problem::not_found(format!(
+            "no flights for owner {owner_id} in {}-{:02}",
+            month.year, month.month
+        ))),
+    }
+}
+
+async fn list_drones(State(state): State<AppState>) -> Result<Json<Vec<Drone>>, Problem> {
+    let now = state.clock.now();
+    Ok(Json(state.store.drones().await?.iter().map(|d| view(d, now)).collect()))
+}
+
+async fn get_drone(State(state): State<AppState>, Path(drone_id): Path<String>) -> Result<Json<Drone>, Problem> {
+    let now = state.clock.now();
+    let drone = state.store.drone(&drone_id).await?.ok_or_else(|| Problem::not_found(format!("no drone {drone_id}")))?;
+    Ok(Json(view(&drone, now)))
+}
+
+/// A drone as the API shows it: between flights it rests at its depot.
+fn view(d: &DroneRecord, now: chrono::DateTime<chrono::Utc>) -> Drone {
+    let busy = d.busy_until > now;
+    let depot = domain::depot(&d.depot_id).map(|depot| depot.location).unwrap_or_default();
+    Drone {
+        id: d.id.clone(),
+        depot_id: d.depot_id.clone(),
+        location: Location::new(depot.latitude, depot.longitude, depot.altitude),
+        max_payload: d.max_payload,
+        speed_mph: d.speed_mph,
+        status: if busy { "assigned" } else { "idle" }.to_owned(),
+        current_delivery_id: if busy { d.current_delivery_id.clone() } else { None },
+        busy_until: busy.then_some(d.busy_until),
+    }
+}

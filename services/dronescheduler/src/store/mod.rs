@@ -1,0 +1,61 @@
+//! Where the fleet and its assignments live: the [`DroneStore`] port and its backends.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use contracts::drone::DroneAssignment;
+use platform::query::Month;
+
+pub use sqlite::SqliteDroneStore;
+
+use crate::domain::{AssignmentRequest, DroneRecord, FleetConfig};
+
+pub type StoreError = sqlx::Error;
+
+/// What an assignment did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assigned {
+    /// A drone was assigned now, or had been earlier for this delivery (same answer).
+    Drone(DroneAssignment),
+    /// The delivery was cancelled and its drone released: it must not get one again.
+    Released,
+    /// No free drone can carry the package now.
+    NoneFree,
+}
+
+/// The fleet repository. Assignment and release are atomic: a drone never serves two
+/// deliveries at once, and a delivery never gets two drones.
+#[async_trait]
+pub trait DroneStore: Send + Sync {
+    /// Creates the fleet when the store has none; keeps an existing one.
+    async fn seed(&self, fleet: &[DroneRecord]) -> Result<(), StoreError>;
+    async fn assign(
+        &self,
+        request: &AssignmentRequest,
+        now: DateTime<Utc>,
+        fleet: &FleetConfig,
+    ) -> Result<Assigned, StoreError>;
+    /// Frees the delivery's drone; for a delivery with no assignment yet, records the release
+    /// so that a later assignment is refused. Idempotent.
+    async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Miles and hours of the owner's flown (not released) assignments in `month`; `None` if none.
+    async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError>;
+    async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError>;
+    async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Readiness probe over any [`DroneStore`].
+pub struct StoreProbe(pub std::sync::Arc<dyn DroneStore>);
+
+#[async_trait]
+impl platform::http::ReadinessProbe for StoreProbe {
+    fn name(&self) -> &str {
+        "dronescheduler-store"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}

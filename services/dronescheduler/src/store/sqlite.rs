@@ -1,0 +1,244 @@
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use contracts::drone::DroneAssignment;
+use platform::geo::distance_miles;
+use platform::query::Month;
+use platform::sqlite::{Durability, from_unix_millis, open_pool, unix_millis};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::Mutex;
+
+use super::{Assigned, DroneStore, StoreError};
+use crate::domain::{self, AssignmentRequest, DEPOTS, DroneRecord, FleetConfig};
+
+/// The fleet in an embedded SQLite file.
+pub struct SqliteDroneStore {
+    pool: SqlitePool,
+    /// Assignments and releases read then write; one at a time keeps them atomic.
+    writer: Mutex<()>,
+}
+
+impl SqliteDroneStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let pool = open_pool(path, Durability::Normal, 8).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, writer: Mutex::new(()) })
+    }
+}
+
+const ASSIGNMENT_COLUMNS: &str =
+    "delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles, assigned_hours, busy_until, released";
+
+fn assignment(row: &SqliteRow) -> Option<DroneAssignment> {
+    Some(DroneAssignment {
+        delivery_id: row.get(0),
+        drone_id: row.get::<Option<String>, _>(1)?,
+        owner_id: row.get(2),
+        depot_id: row.get::<Option<String>, _>(3).unwrap_or_default(),
+        assigned_at: from_unix_millis(row.get(4)),
+        traveled_miles: row.get(5),
+        assigned_hours: row.get(6),
+        busy_until: from_unix_millis(row.get(7)),
+        released: row.get::<i64, _>(8) != 0,
+    })
+}
+
+fn drone(row: &SqliteRow) -> DroneRecord {
+    DroneRecord {
+        id: row.get(0),
+        depot_id: row.get(1),
+        max_payload: row.get(2),
+        speed_mph: row.get(3),
+        busy_until: from_unix_millis(row.get(4)),
+        current_delivery_id: row.get(5),
+    }
+}
+
+async fn existing(conn: &mut SqliteConnection, delivery_id: &str) -> Result<Option<SqliteRow>, StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE delivery_id = ?1")))
+        .bind(delivery_id)
+        .fetch_optional(conn)
+        .await
+}
+
+#[async_trait]
+impl DroneStore for SqliteDroneStore {
+    async fn seed(&self, fleet: &[DroneRecord]) -> Result<(), StoreError> {
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drones").fetch_one(&mut *tx).await?;
+        if count > 0 {
+            return Ok(());
+        }
+        for depot in DEPOTS {
+            sqlx::query("INSERT OR IGNORE INTO depots (id, name, latitude, longitude) VALUES (?1, ?2, ?3, ?4)")
+                .bind(depot.id)
+                .bind(depot.name)
+                .bind(depot.location.latitude)
+                .bind(depot.location.longitude)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for d in fleet {
+            sqlx::query("INSERT INTO drones (id, depot_id, max_payload, speed_mph, busy_until) VALUES (?1, ?2, ?3, ?4, 0)")
+                .bind(&d.id)
+                .bind(&d.depot_id)
+                .bind(d.max_payload)
+                .bind(d.speed_mph)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn assign(
+        &self,
+        request: &AssignmentRequest,
+        now: DateTime<Utc>,
+        fleet: &FleetConfig,
+    ) -> Result<Assigned, StoreError> {
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        if let Some(row) = existing(&mut tx, &request.delivery_id).await? {
+            return Ok(match assignment(&row) {
+                Some(a) if !a.released => Assigned::Drone(a),
+                _ => Assigned::Released,
+            });
+        }
+        // The nearest depot with a free drone that can carry the package: one small query per
+        // depot, nearest first, so the cost does not grow with the fleet.
+        let mut depots: Vec<_> = DEPOTS.iter().collect();
+        depots.sort_by(|a, b| {
+            distance_miles(a.location, request.pickup).total_cmp(&distance_miles(b.location, request.pickup))
+        });
+        let mut candidates = Vec::new();
+        for depot in depots {
+            let row = sqlx::query(
+                "SELECT id, depot_id, max_payload, speed_mph, busy_until, current_delivery_id FROM drones
+                 WHERE depot_id = ?1 AND busy_until <= ?2 AND max_payload >= ?3
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(depot.id)
+            .bind(unix_millis(now))
+            .bind(request.weight)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                candidates.push(drone(&row));
+                break;
+            }
+        }
+        let Some(plan) = domain::choose_drone(&candidates, request, now, fleet) else {
+            return Ok(Assigned::NoneFree);
+        };
+        sqlx::query("UPDATE drones SET busy_until = ?1, current_delivery_id = ?2 WHERE id = ?3")
+            .bind(unix_millis(plan.busy_until))
+            .bind(&request.delivery_id)
+            .bind(&plan.drone_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
+                 assigned_hours, busy_until, released)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+        )
+        .bind(&request.delivery_id)
+        .bind(&plan.drone_id)
+        .bind(&request.owner_id)
+        .bind(&plan.depot_id)
+        .bind(unix_millis(now))
+        .bind(plan.miles)
+        .bind(plan.hours)
+        .bind(unix_millis(plan.busy_until))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Assigned::Drone(DroneAssignment {
+            drone_id: plan.drone_id,
+            delivery_id: request.delivery_id.clone(),
+            owner_id: request.owner_id.clone(),
+            depot_id: plan.depot_id,
+            assigned_at: from_unix_millis(unix_millis(now)),
+            traveled_miles: plan.miles,
+            assigned_hours: plan.hours,
+            busy_until: from_unix_millis(unix_millis(plan.busy_until)),
+            released: false,
+        }))
+    }
+
+    async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        match existing(&mut tx, delivery_id).await?.as_ref().map(|row| (assignment(row), row.get::<i64, _>(8))) {
+            None => {
+                sqlx::query(
+                    "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
+                         assigned_hours, busy_until, released, released_at)
+                     VALUES (?1, NULL, '', NULL, ?2, 0, 0, ?2, 1, ?2)",
+                )
+                .bind(delivery_id)
+                .bind(unix_millis(now))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some((Some(a), 0)) => {
+                sqlx::query("UPDATE assignments SET released = 1, released_at = ?1 WHERE delivery_id = ?2")
+                    .bind(unix_millis(now))
+                    .bind(delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE drones SET busy_until = MIN(busy_until, ?1), current_delivery_id = NULL
+                     WHERE id = ?2 AND current_delivery_id = ?3",
+                )
+                .bind(unix_millis(now))
+                .bind(&a.drone_id)
+                .bind(delivery_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(_) => return Ok(()),
+        }
+        tx.commit().await
+    }
+
+    async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
+        let (start, end) = month.range();
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(traveled_miles), 0), COALESCE(SUM(assigned_hours), 0) FROM assignments
+             WHERE owner_id = ?1 AND assigned_at >= ?2 AND assigned_at < ?3 AND released = 0 AND drone_id IS NOT NULL",
+        )
+        .bind(owner_id)
+        .bind(unix_millis(start))
+        .bind(unix_millis(end))
+        .fetch_one(&self.pool)
+        .await?;
+        let count: i64 = row.get(0);
+        Ok((count > 0).then(|| (row.get(1), row.get(2))))
+    }
+
+    async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, depot_id, max_payload, speed_mph, busy_until, current_delivery_id FROM drones ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(drone).collect())
+    }
+
+    async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, depot_id, max_payload, speed_mph, busy_until, current_delivery_id FROM drones WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(drone))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+}
