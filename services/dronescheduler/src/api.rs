@@ -74,10 +74,9 @@ async fn utilization(
     let month = platform::query::month(&params)?;
     match state.store.utilization(owner_id, month).await? {
         Some((traveled_miles, assigned_hours)) => Ok(Json(DroneUtilization { traveled_miles, assigned_hours })),
-        None => Err(Problem::not_found(format!(
-            "no flights for owner {owner_id} in {}-{:02}",
-            month.year, month.month
-        ))),
+        None => {
+            Err(Problem::not_found(format!("no flights for owner {owner_id} in {}-{:02}", month.year, month.month)))
+        }
     }
 }
 
@@ -88,7 +87,8 @@ async fn list_drones(State(state): State<AppState>) -> Result<Json<Vec<Drone>>, 
 
 async fn get_drone(State(state): State<AppState>, Path(drone_id): Path<String>) -> Result<Json<Drone>, Problem> {
     let now = state.clock.now();
-    let drone = state.store.drone(&drone_id).await?.ok_or_else(|| Problem::not_found(format!("no drone {drone_id}")))?;
+    let drone =
+        state.store.drone(&drone_id).await?.ok_or_else(|| Problem::not_found(format!("no drone {drone_id}")))?;
     Ok(Json(view(&drone, now)))
 }
 

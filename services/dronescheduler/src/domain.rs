@@ -19,9 +19,21 @@ pub struct Depot {
 /// Fabrikam's depots around Seattle.
 pub const DEPOTS: &[Depot] = &[
     Depot { id: "sodo", name: "SoDo", location: Point { latitude: 47.5802, longitude: -122.3353, altitude: 0.0 } },
-    Depot { id: "ballard", name: "Ballard", location: Point { latitude: 47.6687, longitude: -122.3847, altitude: 0.0 } },
-    Depot { id: "northgate", name: "Northgate", location: Point { latitude: 47.7062, longitude: -122.3252, altitude: 0.0 } },
-    Depot { id: "bellevue", name: "Bellevue", location: Point { latitude: 47.6101, longitude: -122.2015, altitude: 0.0 } },
+    Depot {
+        id: "ballard",
+        name: "Ballard",
+        location: Point { latitude: 47.6687, longitude: -122.3847, altitude: 0.0 },
+    },
+    Depot {
+        id: "northgate",
+        name: "Northgate",
+        location: Point { latitude: 47.7062, longitude: -122.3252, altitude: 0.0 },
+    },
+    Depot {
+        id: "bellevue",
+        name: "Bellevue",
+        location: Point { latitude: 47.6101, longitude: -122.2015, altitude: 0.0 },
+    },
 ];
 
 /// Payload classes, kilograms, assigned to drones in turn.

@@ -89,7 +89,12 @@ pub async fn open_store(url: &str, fleet: &FleetConfig) -> anyhow::Result<Arc<dy
 }
 
 /// The complete HTTP router: API routes plus health, metrics and the shared layers.
-pub fn router(store: Arc<dyn DroneStore>, fleet: &FleetConfig, clock: SharedClock, common: &CommonArgs) -> axum::Router {
+pub fn router(
+    store: Arc<dyn DroneStore>,
+    fleet: &FleetConfig,
+    clock: SharedClock,
+    common: &CommonArgs,
+) -> axum::Router {
     let state = api::AppState { store: store.clone(), fleet: Arc::new(fleet.clone()), clock };
     ServiceRouter::new(SERVICE, api::routes(state))
         .readiness(Arc::new(StoreProbe(store)))
@@ -98,7 +103,12 @@ pub fn router(store: Arc<dyn DroneStore>, fleet: &FleetConfig, clock: SharedCloc
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, clock: SharedClock, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let fleet = FleetConfig::from(config.fleet.clone());
     let store = open_store(&config.database_url, &fleet).await?;
     let app = router(store, &fleet, clock, &config.common);

@@ -82,13 +82,15 @@ impl DroneStore for SqliteDroneStore {
                 .await?;
         }
         for d in fleet {
-            sqlx::query("INSERT INTO drones (id, depot_id, max_payload, speed_mph, busy_until) VALUES (?1, ?2, ?3, ?4, 0)")
-                .bind(&d.id)
-                .bind(&d.depot_id)
-                .bind(d.max_payload)
-                .bind(d.speed_mph)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO drones (id, depot_id, max_payload, speed_mph, busy_until) VALUES (?1, ?2, ?3, ?4, 0)",
+            )
+            .bind(&d.id)
+            .bind(&d.depot_id)
+            .bind(d.max_payload)
+            .bind(d.speed_mph)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await
     }
