@@ -82,7 +82,7 @@ impl System {
                 .with_context(|| format!("opening the bus in {}", data.display()))?,
         );
         let package_store = package::open_store(&url("package.db"), clock.clone()).await?;
-        let delivery_store = delivery::open_store(&url("delivery.db"), clock.clone()).await?;
+        let delivery_store = delivery::open_store(&url("delivery.db")).await?;
         let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet).await?;
         let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
 
@@ -107,7 +107,7 @@ impl System {
             tasks.spawn(async move { Ok(platform::http::serve(listener, router, shutdown, grace).await?) });
         };
         serve(package_l, package::router(package_store, common));
-        serve(delivery_l, delivery::router(delivery_store, common));
+        serve(delivery_l, delivery::router(delivery_store, clock.clone(), common));
         serve(drones_l, dronescheduler::router(drone_store, &options.fleet, clock.clone(), common));
         serve(
             ingestion_l,

@@ -1,1 +1,12 @@
-fn main() {}
+use std::sync::Arc;
+
+use clap::Parser;
+use platform::clock::SystemClock;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = delivery::Config::parse();
+    platform::telemetry::init(config.common.log_format);
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    delivery::run(config, listener, Arc::new(SystemClock), platform::shutdown::token_on_signal()).await
+}

@@ -1,0 +1,240 @@
+//! What the delivery service decides: valid input, and which stage changes are allowed.
+//! Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use contracts::DeliveryStage;
+use contracts::Location;
+use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest, RescheduledDelivery};
+use platform::Problem;
+
+type Errors = BTreeMap<String, String>;
+
+/// What a client asks to do to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Reschedule,
+    Cancel,
+    Complete,
+}
+
+/// The answer of the stage rules to an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Apply it: the delivery moves to this stage.
+    To(DeliveryStage),
+    /// It already happened; nothing changes (a retried request).
+    AlreadyDone,
+    /// Not allowed from the current stage.
+    Refused(String),
+}
+
+/// The stage rules. A delivery can be cancelled until the drone has picked the package up, and
+/// neither a cancelled nor a completed delivery changes again.
+pub fn transition(current: DeliveryStage, action: Action) -> Transition {
+    use DeliveryStage::*;
+    match (action, current) {
+        (Action::Cancel, Cancelled) | (Action::Complete, Completed) => Transition::AlreadyDone,
+        (_, Cancelled | Completed) => Transition::Refused(format!("the delivery is already {current}")),
+        (Action::Cancel, HeadedToDropoff) => {
+            Transition::Refused("the drone has picked the package up; it can no longer be cancelled".to_owned())
+        }
+        (Action::Reschedule, _) => Transition::To(Rescheduled),
+        (Action::Cancel, _) => Transition::To(Cancelled),
+        (Action::Complete, _) => Transition::To(Completed),
+    }
+}
+
+/// Checks a PUT body; the stage is the service's to set, so it is dropped.
+pub fn validate_delivery(path_id: &str, mut delivery: Delivery) -> Result<Delivery, Problem> {
+    let mut errors = Errors::new();
+    if delivery.id.is_empty() {
+        delivery.id = path_id.to_owned();
+    } else if delivery.id != path_id {
+        errors.insert("/id".to_owned(), format!("must equal the id in the path ({path_id})"));
+    }
+    if delivery.owner.user_id.trim().is_empty() {
+        errors.insert("/owner/userId".to_owned(), "required".to_owned());
+    }
+    if delivery.drone_id.trim().is_empty() {
+        errors.insert("/droneId".to_owned(), "required".to_owned());
+    }
+    check_location(&delivery.pickup, "/pickup", &mut errors);
+    check_location(&delivery.dropoff, "/dropoff", &mut errors);
+    check_time(&delivery.deadline, "/deadline", true, &mut errors);
+    if let Some(pickup_time) = &delivery.pickup_time {
+        check_time(pickup_time, "/pickupTime", false, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(Problem::invalid_fields(errors));
+    }
+    delivery.stage = None;
+    Ok(delivery)
+}
+
+/// Checks a PATCH body: at least one change, each well formed.
+pub fn validate_reschedule(change: &RescheduledDelivery) -> Result<(), Problem> {
+    let mut errors = Errors::new();
+    if let Some(pickup) = &change.pickup {
+        check_location(pickup, "/pickup", &mut errors);
+    }
+    if let Some(dropoff) = &change.dropoff {
+        check_location(dropoff, "/dropoff", &mut errors);
+    }
+    if let Some(deadline) = &change.deadline {
+        check_time(deadline, "/deadline", true, &mut errors);
+    }
+    if let Some(pickup_time) = &change.pickup_time {
+        check_time(pickup_time, "/pickupTime", false, &mut errors);
+    }
+    if *change == RescheduledDelivery::default() {
+        errors.insert("/".to_owned(), "give at least one of pickup, dropoff, deadline, pickupTime".to_owned());
+    }
+    if errors.is_empty() { Ok(()) } else { Err(Problem::invalid_fields(errors)) }
+}
+
+/// Applies a reschedule to a delivery document.
+pub fn rescheduled(mut delivery: Delivery, change: &RescheduledDelivery) -> Delivery {
+    if let Some(pickup) = change.pickup {
+        delivery.pickup = pickup;
+    }
+    if let Some(dropoff) = change.dropoff {
+        delivery.dropoff = dropoff;
+    }
+    if let Some(deadline) = &change.deadline {
+        delivery.deadline.clone_from(deadline);
+    }
+    if let Some(pickup_time) = &change.pickup_time {
+        delivery.pickup_time = Some(pickup_time.clone());
+    }
+    delivery
+}
+
+/// Checks a notify-me request: at least one channel, each well formed. Returns it trimmed.
+pub fn validate_notify(request: NotifyMeRequest) -> Result<NotifyMeRequest, Problem> {
+    let mut errors = Errors::new();
+    let email = request.email_address.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
+    let sms = request.sms.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    if email.is_none() && sms.is_none() {
+        errors.insert("/".to_owned(), "give emailAddress, sms, or both".to_owned());
+    }
+    if email.as_deref().is_some_and(|e| !is_email(e)) {
+        errors.insert("/emailAddress".to_owned(), "must look like name@example.com".to_owned());
+    }
+    if sms.as_deref().is_some_and(|s| !is_phone_number(s)) {
+        errors.insert("/sms".to_owned(), "must be a phone number: optional +, then 7 to 15 digits".to_owned());
+    }
+    if errors.is_empty() {
+        Ok(NotifyMeRequest { email_address: email, sms })
+    } else {
+        Err(Problem::invalid_fields(errors))
+    }
+}
+
+/// Checks a confirmation's location.
+pub fn validate_confirmation(confirmation: &Confirmation) -> Result<(), Problem> {
+    let mut errors = Errors::new();
+    check_location(&confirmation.geo_coordinates, "/geoCoordinates", &mut errors);
+    if errors.is_empty() { Ok(()) } else { Err(Problem::invalid_fields(errors)) }
+}
+
+fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.rsplit_once('@') else { return false };
+    let labels: Vec<&str> = domain.split('.').collect();
+    !local.is_empty()
+        && text.len() <= 254
+        && !text.chars().any(char::is_whitespace)
+        && labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty())
+}
+
+fn is_phone_number(text: &str) -> bool {
+    let body = text.strip_prefix('+').unwrap_or(text);
+    let digits = body.chars().filter(char::is_ascii_digit).count();
+    body.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') && (7..=15).contains(&digits)
+}
+
+fn check_location(location: &Location, field: &str, errors: &mut Errors) {
+    let p = platform::geo::Point { latitude: location.latitude, longitude: location.longitude, altitude: location.altitude };
+    if !p.is_valid() {
+        errors.insert(field.to_owned(), "latitude must be in [-90, 90] and longitude in [-180, 180]".to_owned());
+    }
+}
+
+fn check_time(text: &str, field: &str, empty_allowed: bool, errors: &mut Errors) {
+    if empty_allowed && text.trim().is_empty() {
+        return;
+    }
+    if DateTime::parse_from_rfc3339(text.trim()).is_err() {
+        errors.insert(field.to_owned(), format!("{text:?} is not an RFC 3339 time"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use contracts::{ConfirmationType, UserAccount};
+
+    use super::*;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            id: "d1".into(),
+            owner: UserAccount { user_id: "u".into(), account_id: "a".into() },
+            pickup: Location::new(47.6, -122.3, 0.0),
+            dropoff: Location::new(47.7, -122.3, 0.0),
+            deadline: String::new(),
+            expedited: false,
+            confirmation_required: ConfirmationType::None,
+            drone_id: "drone-0001".into(),
+            stage: Some(DeliveryStage::Completed),
+            pickup_time: None,
+            package_id: None,
+        }
+    }
+
+    #[test]
+    fn stage_rules() {
+        use DeliveryStage::*;
+        assert_eq!(transition(Created, Action::Cancel), Transition::To(Cancelled));
+        assert_eq!(transition(Cancelled, Action::Cancel), Transition::AlreadyDone);
+        assert!(matches!(transition(Completed, Action::Cancel), Transition::Refused(_)));
+        assert!(matches!(transition(HeadedToDropoff, Action::Cancel), Transition::Refused(_)));
+        assert_eq!(transition(HeadedToPickup, Action::Reschedule), Transition::To(Rescheduled));
+        assert!(matches!(transition(Cancelled, Action::Reschedule), Transition::Refused(_)));
+        assert_eq!(transition(Completed, Action::Complete), Transition::AlreadyDone);
+        assert!(matches!(transition(Cancelled, Action::Complete), Transition::Refused(_)));
+    }
+
+    #[test]
+    fn put_drops_the_clients_stage_and_names_bad_fields() {
+        assert_eq!(validate_delivery("d1", delivery()).unwrap().stage, None);
+        let mut bad = delivery();
+        bad.id = "other".into();
+        bad.drone_id = " ".into();
+        bad.pickup.latitude = 120.0;
+        bad.deadline = "tomorrow".into();
+        let problem = validate_delivery("d1", bad).unwrap_err();
+        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/deadline", "/droneId", "/id", "/pickup"]);
+    }
+
+    #[test]
+    fn notify_me_needs_a_well_formed_channel() {
+        assert!(validate_notify(NotifyMeRequest::default()).is_err());
+        assert!(validate_notify(NotifyMeRequest { email_address: Some("a@b.co".into()), sms: None }).is_ok());
+        assert!(validate_notify(NotifyMeRequest { email_address: None, sms: Some("+1 425-555-0100".into()) }).is_ok());
+        let problem =
+            validate_notify(NotifyMeRequest { email_address: Some("nope".into()), sms: Some("12ab".into()) }).unwrap_err();
+        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/emailAddress", "/sms"]);
+    }
+
+    #[test]
+    fn reschedule_applies_only_what_is_given() {
+        let change = RescheduledDelivery { dropoff: Some(Location::new(47.5, -122.2, 0.0)), ..Default::default() };
+        validate_reschedule(&change).unwrap();
+        let moved = rescheduled(delivery(), &change);
+        assert_eq!(moved.dropoff.latitude, 47.5);
+        assert_eq!(moved.pickup, delivery().pickup);
+        assert!(validate_reschedule(&RescheduledDelivery::default()).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
+use contracts::{DeliveryStage, Location};
+use platform::query::Month;
+use platform::sqlite::{Durability, from_unix_millis, open_pool, unix_millis};
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::Mutex;
+
+use super::{Changed, DeliveryStore, StoreError, Upserted};
+use crate::domain::{self, Action, Transition};
+
+/// Deliveries in an embedded SQLite file.
+pub struct SqliteDeliveryStore {
+    pool: SqlitePool,
+    /// Stage changes read then write; one at a time keeps them atomic.
+    writer: Mutex<()>,
+}
+
+impl SqliteDeliveryStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let pool = open_pool(path, Durability::Normal, 8).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, writer: Mutex::new(()) })
+    }
+
+    /// Applies `action` to the delivery if the stage rules allow it, in one transaction.
+    async fn change(
+        &self,
+        id: &str,
+        action: Action,
+        now: DateTime<Utc>,
+        update: impl FnOnce(Delivery) -> (Delivery, Option<Location>) + Send,
+        confirmation: Option<String>,
+    ) -> Result<Changed, StoreError> {
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(current) = load(&mut tx, id).await? else { return Ok(Changed::NotFound) };
+        let stage = current.stage.unwrap_or(DeliveryStage::Created);
+        let next = match domain::transition(stage, action) {
+            Transition::AlreadyDone => return Ok(Changed::Done(current)),
+            Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
+            Transition::To(next) => next,
+        };
+        let (mut updated, location) = update(current);
+        updated.stage = None;
+        sqlx::query("UPDATE deliveries SET body = ?1, stage = ?2, updated_at = ?3 WHERE id = ?4")
+            .bind(to_json(&updated)?)
+            .bind(next.as_str())
+            .bind(unix_millis(now))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        record_event(&mut tx, id, next, location, now).await?;
+        if let Some(body) = confirmation {
+            sqlx::query("INSERT OR REPLACE INTO confirmations (delivery_id, body, at) VALUES (?1, ?2, ?3)")
+                .bind(id)
+                .bind(body)
+                .bind(unix_millis(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        updated.stage = Some(next);
+        Ok(Changed::Done(updated))
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Encode(Box::new(e)))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Decode(Box::new(e)))
+}
+
+async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Delivery>, StoreError> {
+    let row = sqlx::query("SELECT body, stage FROM deliveries WHERE id = ?1").bind(id).fetch_optional(conn).await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut delivery: Delivery = from_json(row.get::<&str, _>(0))?;
+    delivery.stage = row.get::<&str, _>(1).parse().ok();
+    Ok(Some(delivery))
+}
+
+async fn record_event(
+    conn: &mut SqliteConnection,
+    id: &str,
+    stage: DeliveryStage,
+    location: Option<Location>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let location = location.map(|l| to_json(&l)).transpose()?;
+    sqlx::query("INSERT INTO tracking_events (delivery_id, stage, location, at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(id)
+        .bind(stage.as_str())
+        .bind(location)
+        .bind(unix_millis(now))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteDeliveryStore {
+    async fn upsert(&self, mut delivery: Delivery, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
+        delivery.stage = None;
+        let body = to_json(&delivery)?;
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO deliveries (id, owner_user_id, body, stage, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&delivery.id)
+        .bind(&delivery.owner.user_id)
+        .bind(&body)
+        .bind(DeliveryStage::Created.as_str())
+        .bind(unix_millis(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            record_event(&mut tx, &delivery.id, DeliveryStage::Created, Some(delivery.pickup), now).await?;
+        } else {
+            sqlx::query("UPDATE deliveries SET owner_user_id = ?1, body = ?2, updated_at = ?3 WHERE id = ?4")
+                .bind(&delivery.owner.user_id)
+                .bind(&body)
+                .bind(unix_millis(now))
+                .bind(&delivery.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if inserted {
+            delivery.stage = Some(DeliveryStage::Created);
+            Ok(Upserted::Created(delivery))
+        } else {
+            Ok(Upserted::Updated)
+        }
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load(&mut conn, id).await
+    }
+
+    async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
+        let rows = sqlx::query("SELECT stage, location, at FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let stage: &str = row.get(0);
+                Ok(DeliveryTrackingEvent {
+                    delivery_id: id.to_owned(),
+                    stage: stage.parse().map_err(|e| StoreError::Decode(Box::new(e)))?,
+                    location: row.get::<Option<&str>, _>(1).map(from_json).transpose()?,
+                    at: from_unix_millis(row.get(2)),
+                })
+            })
+            .collect()
+    }
+
+    async fn reschedule(&self, id: &str, change: &RescheduledDelivery, now: DateTime<Utc>) -> Result<Changed, StoreError> {
+        let change = change.clone();
+        let location = change.pickup;
+        self.change(id, Action::Reschedule, now, move |d| (domain::rescheduled(d, &change), location), None).await
+    }
+
+    async fn cancel(&self, id: &str, now: DateTime<Utc>) -> Result<Changed, StoreError> {
+        self.change(id, Action::Cancel, now, |d| (d, None), None).await
+    }
+
+    async fn confirm(&self, id: &str, confirmation: &Confirmation, now: DateTime<Utc>) -> Result<Changed, StoreError> {
+        let body = to_json(confirmation)?;
+        let location = Some(confirmation.geo_coordinates);
+        self.change(id, Action::Complete, now, move |d| (d, location), Some(body)).await
+    }
+
+    async fn add_notify_request(
+        &self,
+        id: &str,
+        request: &NotifyMeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO notify_requests (delivery_id, email, sms, created_at)
+             SELECT id, ?2, ?3, ?4 FROM deliveries WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(&request.email_address)
+        .bind(&request.sms)
+        .bind(unix_millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
+        let (start, end) = month.range();
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE owner_user_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+        )
+        .bind(owner_user_id)
+        .bind(unix_millis(start))
+        .bind(unix_millis(end))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+}
