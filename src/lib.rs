@@ -89,8 +89,9 @@ impl System {
         let loopback = |_| async { TcpListener::bind("127.0.0.1:0").await };
         let (package_l, delivery_l, drones_l, ingestion_l, workflow_l) =
             (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
-        let gateway_l =
-            TcpListener::bind(options.listen).await.with_context(|| format!("binding the gateway to {}", options.listen))?;
+        let gateway_l = TcpListener::bind(options.listen)
+            .await
+            .with_context(|| format!("binding the gateway to {}", options.listen))?;
         let addresses = Addresses {
             gateway: gateway_l.local_addr()?,
             ingestion: ingestion_l.local_addr()?,

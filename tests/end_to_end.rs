@@ -192,8 +192,10 @@ async fn bad_input_is_rejected_at_the_door_and_nothing_is_queued() {
 async fn every_accepted_request_is_scheduled_once_across_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let crashy = |options: &mut SystemOptions| {
-        // A short lease so work the crash interrupted comes back quickly.
+        // A short lease so work the crash interrupted comes back quickly, and flights long
+        // enough that every drone is still out when the test counts them.
         options.workflow.ack_wait_secs = 2;
+        options.fleet.time_scale = 1.0;
     };
     let system = start(dir.path(), crashy).await;
     let gateway = Client::new(system.addresses.gateway);
@@ -215,6 +217,9 @@ async fn every_accepted_request_is_scheduled_once_across_a_crash() {
         })
         .collect();
     // The process dies with work queued and in flight.
+    let unfinished = system.queue.depth().await.unwrap();
+    eprintln!("killing with {unfinished} of {total} requests unfinished");
+    assert!(unfinished > 0, "the workflow finished everything before the crash; the test proves nothing");
     system.kill().await;
 
     let system = start(dir.path(), crashy).await;

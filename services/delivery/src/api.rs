@@ -58,7 +58,7 @@ async fn upsert(
         Upserted::Created(delivery) => {
             metrics::counter!("deliveries_created_total", "service" => crate::SERVICE).increment(1);
             let location = format!("/api/deliveries/{id}");
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(delivery)).into_response())
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(*delivery)).into_response())
         }
         Upserted::Updated => Ok(StatusCode::NO_CONTENT.into_response()),
     }
@@ -115,7 +115,7 @@ fn changed(id: &str, outcome: Changed, stage: DeliveryStage) -> Result<Json<Deli
         Changed::Done(delivery) => {
             metrics::counter!("delivery_stage_changes_total", "service" => crate::SERVICE, "stage" => stage.as_str())
                 .increment(1);
-            Ok(Json(delivery))
+            Ok(Json(*delivery))
         }
         Changed::NotFound => Err(not_found(id)),
         Changed::Refused(reason) => Err(Problem::conflict(reason)),

@@ -156,7 +156,11 @@ fn is_phone_number(text: &str) -> bool {
 }
 
 fn check_location(location: &Location, field: &str, errors: &mut Errors) {
-    let p = platform::geo::Point { latitude: location.latitude, longitude: location.longitude, altitude: location.altitude };
+    let p = platform::geo::Point {
+        latitude: location.latitude,
+        longitude: location.longitude,
+        altitude: location.altitude,
+    };
     if !p.is_valid() {
         errors.insert(field.to_owned(), "latitude must be in [-90, 90] and longitude in [-180, 180]".to_owned());
     }
@@ -223,8 +227,8 @@ mod tests {
         assert!(validate_notify(NotifyMeRequest::default()).is_err());
         assert!(validate_notify(NotifyMeRequest { email_address: Some("a@b.co".into()), sms: None }).is_ok());
         assert!(validate_notify(NotifyMeRequest { email_address: None, sms: Some("+1 425-555-0100".into()) }).is_ok());
-        let problem =
-            validate_notify(NotifyMeRequest { email_address: Some("nope".into()), sms: Some("12ab".into()) }).unwrap_err();
+        let problem = validate_notify(NotifyMeRequest { email_address: Some("nope".into()), sms: Some("12ab".into()) })
+            .unwrap_err();
         assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/emailAddress", "/sms"]);
     }
 

@@ -57,7 +57,12 @@ pub fn router(store: Arc<dyn DeliveryStore>, clock: SharedClock, common: &Common
 }
 
 /// Runs the service on `listener` until `shutdown` is cancelled.
-pub async fn run(config: Config, listener: TcpListener, clock: SharedClock, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = open_store(&config.database_url).await?;
     let app = router(store, clock, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");

@@ -14,7 +14,7 @@ pub type StoreError = sqlx::Error;
 /// Whether a PUT created the delivery or found it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Upserted {
-    Created(Delivery),
+    Created(Box<Delivery>),
     Updated,
 }
 
@@ -22,7 +22,7 @@ pub enum Upserted {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Changed {
     /// Applied, or already applied before: the delivery as it is now.
-    Done(Delivery),
+    Done(Box<Delivery>),
     NotFound,
     /// The stage rules refused it; the reason says why.
     Refused(String),
@@ -38,12 +38,21 @@ pub trait DeliveryStore: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
     /// Its tracking events, oldest first.
     async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError>;
-    async fn reschedule(&self, id: &str, change: &RescheduledDelivery, now: DateTime<Utc>) -> Result<Changed, StoreError>;
+    async fn reschedule(
+        &self,
+        id: &str,
+        change: &RescheduledDelivery,
+        now: DateTime<Utc>,
+    ) -> Result<Changed, StoreError>;
     async fn cancel(&self, id: &str, now: DateTime<Utc>) -> Result<Changed, StoreError>;
     async fn confirm(&self, id: &str, confirmation: &Confirmation, now: DateTime<Utc>) -> Result<Changed, StoreError>;
     /// Stores a notify-me request; `false` when there is no such delivery.
-    async fn add_notify_request(&self, id: &str, request: &NotifyMeRequest, now: DateTime<Utc>)
-    -> Result<bool, StoreError>;
+    async fn add_notify_request(
+        &self,
+        id: &str,
+        request: &NotifyMeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Deliveries of `owner_user_id` created in `month`.
     async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;

@@ -41,7 +41,7 @@ impl SqliteDeliveryStore {
         let Some(current) = load(&mut tx, id).await? else { return Ok(Changed::NotFound) };
         let stage = current.stage.unwrap_or(DeliveryStage::Created);
         let next = match domain::transition(stage, action) {
-            Transition::AlreadyDone => return Ok(Changed::Done(current)),
+            Transition::AlreadyDone => return Ok(Changed::Done(Box::new(current))),
             Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
             Transition::To(next) => next,
         };
@@ -65,7 +65,7 @@ impl SqliteDeliveryStore {
         }
         tx.commit().await?;
         updated.stage = Some(next);
-        Ok(Changed::Done(updated))
+        Ok(Changed::Done(Box::new(updated)))
     }
 }
 
@@ -137,7 +137,7 @@ impl DeliveryStore for SqliteDeliveryStore {
         tx.commit().await?;
         if inserted {
             delivery.stage = Some(DeliveryStage::Created);
-            Ok(Upserted::Created(delivery))
+            Ok(Upserted::Created(Box::new(delivery)))
         } else {
             Ok(Upserted::Updated)
         }
@@ -166,7 +166,12 @@ impl DeliveryStore for SqliteDeliveryStore {
             .collect()
     }
 
-    async fn reschedule(&self, id: &str, change: &RescheduledDelivery, now: DateTime<Utc>) -> Result<Changed, StoreError> {
+    async fn reschedule(
+        &self,
+        id: &str,
+        change: &RescheduledDelivery,
+        now: DateTime<Utc>,
+    ) -> Result<Changed, StoreError> {
         let change = change.clone();
         let location = change.pickup;
         self.change(id, Action::Reschedule, now, move |d| (domain::rescheduled(d, &change), location), None).await

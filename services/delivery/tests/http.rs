@@ -1,0 +1,281 @@
+//! The delivery service's HTTP API, route by route, against a real SQLite store.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use chrono::TimeZone;
+use http_body_util::BodyExt;
+use platform::clock::ManualClock;
+use platform::config::CommonArgs;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct TestApp {
+    router: Router,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(chrono::Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap());
+    let store = delivery::open_store(&format!("sqlite://{}", dir.path().join("delivery.db").display())).await.unwrap();
+    TestApp { router: delivery::router(store, Arc::new(clock.clone()), &CommonArgs::default()), clock, _dir: dir }
+}
+
+fn delivery(id: &str, owner: &str) -> Value {
+    json!({
+        "id": id,
+        "owner": { "userId": owner, "accountId": owner },
+        "pickup": { "altitude": 0, "latitude": 47.60, "longitude": -122.33 },
+        "dropoff": { "altitude": 0, "latitude": 47.62, "longitude": -122.35 },
+        "deadline": "",
+        "expedited": true,
+        "confirmationRequired": "Picture",
+        "droneId": "drone-0007"
+    })
+}
+
+impl TestApp {
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
+        let mut request = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+    }
+
+    async fn create(&self, id: &str, owner: &str) {
+        let (status, _, _) = self.call(Method::PUT, &format!("/api/deliveries/{id}"), Some(delivery(id, owner))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+}
+
+fn confirmation() -> Value {
+    json!({
+        "dateTime": "2026-03-15T13:00:00Z",
+        "geoCoordinates": { "altitude": 0, "latitude": 47.62, "longitude": -122.35 },
+        "confirmationType": "picture",
+        "confirmationBlob": "aGVsbG8="
+    })
+}
+
+#[tokio::test]
+async fn put_creates_then_updates_without_touching_the_stage() {
+    let app = spawn_app().await;
+    let (status, body, headers) = app.call(Method::PUT, "/api/deliveries/d1", Some(delivery("d1", "contoso"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers[header::LOCATION], "/api/deliveries/d1");
+    assert_eq!(body["stage"], "Created");
+    assert_eq!(app.call(Method::DELETE, "/api/deliveries/d1", None).await.0, StatusCode::OK);
+    let mut changed = delivery("d1", "contoso");
+    changed["droneId"] = json!("drone-0008");
+    changed["stage"] = json!("Created");
+    let (status, body, _) = app.call(Method::PUT, "/api/deliveries/d1", Some(changed)).await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    let (_, body, _) = app.call(Method::GET, "/api/deliveries/d1", None).await;
+    assert_eq!(body["droneId"], "drone-0008");
+    assert_eq!(body["stage"], "Cancelled", "a PUT must not resurrect a cancelled delivery");
+}
+
+#[tokio::test]
+async fn concurrent_puts_create_once() {
+    let app = spawn_app().await;
+    let calls = (0..10).map(|_| app.call(Method::PUT, "/api/deliveries/same", Some(delivery("same", "o"))));
+    let created = futures::future::join_all(calls).await.into_iter().filter(|r| r.0 == StatusCode::CREATED).count();
+    assert_eq!(created, 1);
+}
+
+#[tokio::test]
+async fn reads_by_id_public_owner_and_404() {
+    let app = spawn_app().await;
+    app.create("d1", "contoso").await;
+    let (status, body, _) = app.call(Method::GET, "/api/deliveries/d1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["owner"]["userId"], "contoso");
+    assert_eq!(body["confirmationRequired"], "Picture");
+    let (_, public, _) = app.call(Method::GET, "/api/deliveries/public/d1", None).await;
+    assert_eq!(public, body);
+    let (_, owner, _) = app.call(Method::GET, "/api/deliveries/d1/owner", None).await;
+    assert_eq!(owner, json!({ "userId": "contoso", "accountId": "contoso" }));
+    for uri in [
+        "/api/deliveries/none",
+        "/api/deliveries/public/none",
+        "/api/deliveries/none/owner",
+        "/api/deliveries/none/status",
+    ] {
+        let (status, problem, headers) = app.call(Method::GET, uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(problem["status"], 404);
+    }
+    let (status, _, _) = app.call(Method::PUT, "/api/deliveries/public/d1", Some(delivery("d1", "x"))).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn status_follows_the_tracking_events() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Created");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.60);
+    assert_eq!(status["pickupETA"], Value::Null);
+
+    let change = json!({ "pickup": { "altitude": 0, "latitude": 47.55, "longitude": -122.30 }, "deadline": "2026-03-16T00:00:00Z" });
+    let (code, body, _) = app.call(Method::PATCH, "/api/deliveries/d1", Some(change)).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["stage"], "Rescheduled");
+    assert_eq!(body["pickup"]["latitude"], 47.55);
+    assert_eq!(body["deadline"], "2026-03-16T00:00:00Z");
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Rescheduled");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.55);
+
+    let (code, body, _) = app.call(Method::DELETE, "/api/deliveries/d1", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["stage"], "Cancelled");
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Cancelled");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.55);
+}
+
+#[tokio::test]
+async fn stage_rules_are_enforced() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    assert_eq!(app.call(Method::DELETE, "/api/deliveries/d1", None).await.0, StatusCode::OK);
+    assert_eq!(app.call(Method::DELETE, "/api/deliveries/d1", None).await.0, StatusCode::OK, "cancel is idempotent");
+    let (status, problem, _) =
+        app.call(Method::PATCH, "/api/deliveries/d1", Some(json!({ "deadline": "2026-03-16T00:00:00Z" }))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(
+        app.call(Method::POST, "/api/deliveries/d1/confirmations", Some(confirmation())).await.0,
+        StatusCode::CONFLICT
+    );
+
+    app.create("d2", "o").await;
+    let (status, body, _) = app.call(Method::POST, "/api/deliveries/d2/confirmations", Some(confirmation())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["stage"], "Completed");
+    assert_eq!(
+        app.call(Method::POST, "/api/deliveries/d2/confirmations", Some(confirmation())).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(app.call(Method::DELETE, "/api/deliveries/d2", None).await.0, StatusCode::CONFLICT);
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d2/status", None).await;
+    assert_eq!(status["stage"], "Completed");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.62);
+
+    for (method, uri, body) in [
+        (Method::PATCH, "/api/deliveries/none", Some(json!({ "deadline": "" }))),
+        (Method::DELETE, "/api/deliveries/none", None),
+        (Method::POST, "/api/deliveries/none/confirmations", Some(confirmation())),
+        (Method::POST, "/api/deliveries/none/notifymerequests", Some(json!({ "sms": "+14255550100" }))),
+    ] {
+        assert_eq!(app.call(method.clone(), uri, body).await.0, StatusCode::NOT_FOUND, "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_names_the_fields() {
+    let app = spawn_app().await;
+    let mut bad = delivery("other", "");
+    bad["pickup"]["latitude"] = json!(100);
+    bad["droneId"] = json!("");
+    let (status, problem, _) = app.call(Method::PUT, "/api/deliveries/d1", Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["/id", "/owner/userId", "/pickup", "/droneId"] {
+        assert!(problem["errors"][field].is_string(), "{field}: {problem}");
+    }
+    let mut wrong_type = delivery("d1", "o");
+    wrong_type["expedited"] = json!("yes");
+    let (status, problem, _) = app.call(Method::PUT, "/api/deliveries/d1", Some(wrong_type)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/expedited"].is_string(), "{problem}");
+    let mut bad_enum = delivery("d1", "o");
+    bad_enum["confirmationRequired"] = json!("Telepathy");
+    assert_eq!(app.call(Method::PUT, "/api/deliveries/d1", Some(bad_enum)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    app.create("d1", "o").await;
+    assert_eq!(
+        app.call(Method::PATCH, "/api/deliveries/d1", Some(json!({}))).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let (status, problem, _) =
+        app.call(Method::PATCH, "/api/deliveries/d1", Some(json!({ "deadline": "whenever" }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/deadline"].is_string());
+
+    let request = Request::put("/api/deliveries/d1")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"id\":"))
+        .unwrap();
+    assert_eq!(app.router.clone().oneshot(request).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let request = Request::put("/api/deliveries/d1").body(Body::from("{}")).unwrap();
+    assert_eq!(app.router.clone().oneshot(request).await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut huge = delivery("d1", "o");
+    huge["deadline"] = json!("x".repeat(100 * 1024));
+    assert_eq!(app.call(Method::PUT, "/api/deliveries/d1", Some(huge)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn notify_me_requests_are_validated_and_stored() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let uri = "/api/deliveries/d1/notifymerequests";
+    assert_eq!(
+        app.call(Method::POST, uri, Some(json!({ "emailAddress": "pat@contoso.com" }))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.call(Method::POST, uri, Some(json!({ "sms": "+1 425 555 0100" }))).await.0, StatusCode::NO_CONTENT);
+    let (status, problem, _) = app.call(Method::POST, uri, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let (status, problem, _) =
+        app.call(Method::POST, uri, Some(json!({ "emailAddress": "pat", "sms": "call me" }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/emailAddress"].is_string() && problem["errors"]["/sms"].is_string());
+}
+
+#[tokio::test]
+async fn summary_counts_the_owners_deliveries_per_month() {
+    let app = spawn_app().await;
+    app.create("m1", "contoso").await;
+    app.create("m2", "contoso").await;
+    app.create("x1", "fabrikam").await;
+    app.clock.advance(chrono::Duration::days(31));
+    app.create("a1", "contoso").await;
+    let (status, body, _) =
+        app.call(Method::GET, "/api/deliveries/summary?ownerId=contoso&year=2026&month=3", None).await;
+    assert_eq!(status, StatusCode::OK, "the summary route must not be taken for a delivery id");
+    assert_eq!(body, json!({ "count": 2 }));
+    let (_, body, _) = app.call(Method::GET, "/api/deliveries/summary?ownerId=contoso&year=2026&month=4", None).await;
+    assert_eq!(body, json!({ "count": 1 }));
+    let (_, body, _) = app.call(Method::GET, "/api/deliveries/summary?ownerId=nobody&year=2026&month=4", None).await;
+    assert_eq!(body, json!({ "count": 0 }));
+    let (status, problem, _) = app.call(Method::GET, "/api/deliveries/summary?year=2026&month=4", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["errors"]["ownerId"].is_string());
+    assert_eq!(
+        app.call(Method::GET, "/api/deliveries/summary?ownerId=o&year=2026&month=20", None).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn health_routes() {
+    let app = spawn_app().await;
+    for uri in ["/healthz", "/healthz/live", "/healthz/ready", "/metrics"] {
+        assert_eq!(app.call(Method::GET, uri, None).await.0, StatusCode::OK, "{uri}");
+    }
+}
