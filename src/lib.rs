@@ -75,6 +75,9 @@ impl System {
         let url = |file: &str| format!("sqlite://{}", data.join(file).display());
         let common = &options.common;
         let grace = common.shutdown_grace();
+        // Ingestion must not accept a package no drone of this fleet can carry.
+        let mut ingestion_settings = options.ingestion.clone();
+        ingestion_settings.max_package_weight = ingestion_settings.max_package_weight.min(options.fleet.max_payload());
 
         let queue: Arc<dyn Queue> = Arc::new(
             SqliteQueue::open(&data.join("bus.db"), DELIVERY_REQUESTS_QUEUE, options.workflow.queue_options())
@@ -112,7 +115,7 @@ impl System {
         serve(drones_l, dronescheduler::router(drone_store, &options.fleet, clock.clone(), common));
         serve(
             ingestion_l,
-            ingestion::router(queue.clone(), ingestion_store, clock, &options.ingestion, common, shutdown.clone()),
+            ingestion::router(queue.clone(), ingestion_store, clock, &ingestion_settings, common, shutdown.clone()),
         );
         serve(workflow_l, workflow::router(queue.clone(), common));
         let upstreams = gateway::UpstreamUrls {
