@@ -56,3 +56,18 @@ pub struct RescheduleRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
 }
+
+/// The delivery request the reference implementation uses to validate a deployment; clients,
+/// docs and tests use it as the canonical example.
+pub fn reference_validation_request() -> serde_json::Value {
+    serde_json::json!({
+        "ownerId": "myowner",
+        "pickupLocation": "my pickup",
+        "dropOffLocation": "drop off",
+        "pickupTime": "2019-05-08T20:00:00.000Z",
+        "deadline": "",
+        "expedited": true,
+        "confirmationRequired": "None",
+        "packageInfo": { "packageId": "mypackage", "size": "Small", "weight": 10, "tag": "mytag" }
+    })
+}

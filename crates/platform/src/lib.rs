@@ -15,6 +15,8 @@ pub mod problem;
 pub mod query;
 pub mod shutdown;
 pub mod sqlite;
+
 pub mod telemetry;
+pub mod testing;
 
 pub use problem::Problem;

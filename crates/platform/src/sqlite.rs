@@ -64,20 +64,3 @@ pub fn path_from_url(url: &str) -> Result<std::path::PathBuf, String> {
     }
     Ok(std::path::PathBuf::from(path))
 }
-
-/// Readiness: the database answers a trivial query.
-pub struct SqliteProbe {
-    pub name: &'static str,
-    pub pool: SqlitePool,
-}
-
-#[async_trait::async_trait]
-impl crate::http::ReadinessProbe for SqliteProbe {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| e.to_string())
-    }
-}

@@ -16,7 +16,7 @@ use platform::http::ServiceRouter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{DeliveryStore, SqliteDeliveryStore, StoreProbe};
+pub use store::{DeliveryStore, SqliteDeliveryStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "delivery";
@@ -51,7 +51,10 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DeliveryStore>> {
 pub fn router(store: Arc<dyn DeliveryStore>, clock: SharedClock, common: &CommonArgs) -> axum::Router {
     let state = api::AppState { store: store.clone(), clock };
     ServiceRouter::new(SERVICE, api::routes(state))
-        .readiness(Arc::new(StoreProbe(store)))
+        .readiness(platform::http::probe("delivery-store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
         .options(common.http_options())
         .build()
 }

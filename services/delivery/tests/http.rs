@@ -6,7 +6,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::TimeZone;
-use http_body_util::BodyExt;
 use platform::clock::ManualClock;
 use platform::config::CommonArgs;
 use serde_json::{Value, json};
@@ -40,19 +39,7 @@ fn delivery(id: &str, owner: &str) -> Value {
 
 impl TestApp {
     async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
-        let mut request = Request::builder().method(method).uri(uri);
-        let body = match body {
-            Some(json) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(json.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+        platform::testing::call(&self.router, method, uri, body).await
     }
 
     async fn create(&self, id: &str, owner: &str) {

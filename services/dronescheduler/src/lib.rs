@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use domain::FleetConfig;
-pub use store::{DroneStore, SqliteDroneStore, StoreProbe};
+pub use store::{DroneStore, SqliteDroneStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "dronescheduler";
@@ -97,7 +97,10 @@ pub fn router(
 ) -> axum::Router {
     let state = api::AppState { store: store.clone(), fleet: Arc::new(fleet.clone()), clock };
     ServiceRouter::new(SERVICE, api::routes(state))
-        .readiness(Arc::new(StoreProbe(store)))
+        .readiness(platform::http::probe("dronescheduler-store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
         .options(common.http_options())
         .build()
 }

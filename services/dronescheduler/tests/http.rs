@@ -4,15 +4,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use chrono::TimeZone;
 use dronescheduler::FleetConfig;
-use http_body_util::BodyExt;
 use platform::clock::ManualClock;
 use platform::config::CommonArgs;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 struct TestApp {
     router: Router,
@@ -55,7 +52,7 @@ const DOWNTOWN: (f64, f64) = (47.6062, -122.3321);
 const BELLEVUE: (f64, f64) = (47.6150, -122.1950);
 
 impl TestApp {
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, axum::http::HeaderMap) {
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
         call(&self.router, method, uri, body).await
     }
 
@@ -66,25 +63,8 @@ impl TestApp {
     }
 }
 
-async fn call(
-    router: &Router,
-    method: Method,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value, axum::http::HeaderMap) {
-    let mut request = Request::builder().method(method).uri(uri);
-    let body = match body {
-        Some(json) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(json.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
+    platform::testing::call(router, method, uri, body).await
 }
 
 #[tokio::test]

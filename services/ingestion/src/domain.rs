@@ -280,16 +280,7 @@ mod tests {
     const LIMITS: Limits = Limits { max_package_weight: 25.0 };
 
     fn reference_request() -> Value {
-        json!({
-            "ownerId": "myowner",
-            "pickupLocation": "my pickup",
-            "dropOffLocation": "drop off",
-            "pickupTime": "2019-05-08T20:00:00.000Z",
-            "deadline": "",
-            "expedited": true,
-            "confirmationRequired": "None",
-            "packageInfo": { "packageId": "mypackage", "size": "Small", "weight": 10, "tag": "mytag" }
-        })
+        contracts::requests::reference_validation_request()
     }
 
     #[test]

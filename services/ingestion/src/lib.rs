@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use contracts::messages::DELIVERY_REQUESTS_QUEUE;
-use platform::bus::{Queue, QueueOptions, QueueProbe};
+use platform::bus::{Queue, QueueOptions};
 use platform::clock::SharedClock;
 use platform::config::CommonArgs;
-use platform::http::{ReadinessProbe, ServiceRouter};
+use platform::http::ServiceRouter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -99,8 +98,11 @@ pub fn router(
         idempotency_window: window,
     };
     ServiceRouter::new(SERVICE, api::routes(state))
-        .readiness(Arc::new(QueueProbe(queue)))
-        .readiness(Arc::new(StoreProbe(store)))
+        .readiness(platform::bus::readiness_probe(queue))
+        .readiness(platform::http::probe("ingestion-store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
         .options(common.http_options())
         .build()
 }
@@ -141,17 +143,4 @@ fn spawn_idempotency_purge(
             }
         }
     });
-}
-
-struct StoreProbe(Arc<dyn IngestionStore>);
-
-#[async_trait]
-impl ReadinessProbe for StoreProbe {
-    fn name(&self) -> &str {
-        "ingestion-store"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
 }

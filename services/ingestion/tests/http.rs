@@ -48,16 +48,7 @@ async fn spawn_with_queue(dir: tempfile::TempDir, queue: Arc<dyn Queue>) -> Test
 }
 
 fn reference_request() -> Value {
-    json!({
-        "ownerId": "myowner",
-        "pickupLocation": "my pickup",
-        "dropOffLocation": "drop off",
-        "pickupTime": "2019-05-08T20:00:00.000Z",
-        "deadline": "",
-        "expedited": true,
-        "confirmationRequired": "None",
-        "packageInfo": { "packageId": "mypackage", "size": "Small", "weight": 10, "tag": "mytag" }
-    })
+    contracts::requests::reference_validation_request()
 }
 
 impl TestApp {

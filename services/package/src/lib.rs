@@ -17,7 +17,7 @@ use platform::http::ServiceRouter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{PackageStore, SqlitePackageStore, StoreProbe};
+pub use store::{PackageStore, SqlitePackageStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "package";
@@ -51,7 +51,10 @@ pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Arc<dyn
 /// The complete HTTP router: API routes plus health, metrics and the shared layers.
 pub fn router(store: Arc<dyn PackageStore>, common: &CommonArgs) -> axum::Router {
     ServiceRouter::new(SERVICE, api::routes(store.clone()))
-        .readiness(Arc::new(StoreProbe(store)))
+        .readiness(platform::http::probe("package-store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
         .options(common.http_options())
         .build()
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use chrono::TimeZone;
 use http_body_util::BodyExt;
 use platform::clock::ManualClock;
@@ -27,21 +27,8 @@ async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, axum::http::HeaderMap) {
-        let mut request = Request::builder().method(method).uri(uri);
-        let body = match body {
-            Some(json) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(json.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-        (status, value, headers)
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
+        platform::testing::call(&self.router, method, uri, body).await
     }
 }
 

@@ -24,7 +24,7 @@ use axum::routing::get;
 use contracts::messages::DELIVERY_REQUESTS_QUEUE;
 use platform::Problem;
 use platform::backoff::Backoff;
-use platform::bus::{Queue, QueueOptions, QueueProbe};
+use platform::bus::{Queue, QueueOptions};
 use platform::config::CommonArgs;
 use platform::geo::HashingGeocoder;
 use platform::http::ServiceRouter;
@@ -148,7 +148,10 @@ pub fn processor(endpoints: &Endpoints, settings: &Settings) -> Processor {
 /// Health, metrics and `GET /api/deadletters`.
 pub fn router(queue: Arc<dyn Queue>, common: &CommonArgs) -> axum::Router {
     let api = axum::Router::new().route("/api/deadletters", get(dead_letters)).with_state(queue.clone());
-    ServiceRouter::new(SERVICE, api).readiness(Arc::new(QueueProbe(queue))).options(common.http_options()).build()
+    ServiceRouter::new(SERVICE, api)
+        .readiness(platform::bus::readiness_probe(queue))
+        .options(common.http_options())
+        .build()
 }
 
 /// Lists messages that failed for good, oldest first (`?limit=`, default 100).

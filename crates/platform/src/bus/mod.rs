@@ -192,15 +192,9 @@ pub async fn open_queue(url: &str, name: &str, options: QueueOptions) -> Result<
 }
 
 /// Readiness: the queue answers.
-pub struct QueueProbe(pub Arc<dyn Queue>);
-
-#[async_trait]
-impl crate::http::ReadinessProbe for QueueProbe {
-    fn name(&self) -> &str {
-        "bus"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
+pub fn readiness_probe(queue: Arc<dyn Queue>) -> Arc<dyn crate::http::ReadinessProbe> {
+    crate::http::probe("bus", move || {
+        let queue = queue.clone();
+        async move { queue.ping().await.map_err(|e| e.to_string()) }
+    })
 }

@@ -3,4 +3,4 @@
 
 mod server;
 
-pub use server::{HttpOptions, ReadinessProbe, ServiceRouter, serve};
+pub use server::{HttpOptions, ReadinessProbe, ServiceRouter, probe, serve};

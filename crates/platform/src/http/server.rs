@@ -32,6 +32,35 @@ pub trait ReadinessProbe: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// A readiness probe made of a name and an async check.
+pub fn probe<F, Fut>(name: &'static str, check: F) -> Arc<dyn ReadinessProbe>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    struct FnProbe<F> {
+        name: &'static str,
+        check: F,
+    }
+
+    #[async_trait]
+    impl<F, Fut> ReadinessProbe for FnProbe<F>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        async fn check(&self) -> Result<(), String> {
+            (self.check)().await
+        }
+    }
+
+    Arc::new(FnProbe { name, check })
+}
+
 /// Limits applied to every request.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpOptions {

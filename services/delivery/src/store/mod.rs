@@ -57,17 +57,3 @@ pub trait DeliveryStore: Send + Sync {
     async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
-
-/// Readiness probe over any [`DeliveryStore`].
-pub struct StoreProbe(pub std::sync::Arc<dyn DeliveryStore>);
-
-#[async_trait]
-impl platform::http::ReadinessProbe for StoreProbe {
-    fn name(&self) -> &str {
-        "delivery-store"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
-}

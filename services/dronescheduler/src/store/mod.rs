@@ -45,17 +45,3 @@ pub trait DroneStore: Send + Sync {
     async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
-
-/// Readiness probe over any [`DroneStore`].
-pub struct StoreProbe(pub std::sync::Arc<dyn DroneStore>);
-
-#[async_trait]
-impl platform::http::ReadinessProbe for StoreProbe {
-    fn name(&self) -> &str {
-        "dronescheduler-store"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
-}

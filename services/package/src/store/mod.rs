@@ -33,17 +33,3 @@ pub trait PackageStore: Send + Sync {
     /// `Ok` when the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
-
-/// Readiness probe over any [`PackageStore`].
-pub struct StoreProbe(pub std::sync::Arc<dyn PackageStore>);
-
-#[async_trait]
-impl platform::http::ReadinessProbe for StoreProbe {
-    fn name(&self) -> &str {
-        "package-store"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
-}

@@ -1,0 +1,26 @@
+//! Helpers for tests that drive a service's router in-process, without a socket.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Sends one request (a JSON body when given) and returns the status, the body parsed as JSON
+/// (`Null` when empty or not JSON) and the headers.
+pub async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
+    let mut request = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(json) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router.clone().oneshot(request.body(body).expect("valid request")).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("body reads").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+}
