@@ -134,11 +134,15 @@ impl System {
         let processor = workflow::processor(&endpoints, &options.workflow);
         let consumer_options = options.workflow.consumer_options(grace);
         let consumer_shutdown = shutdown.clone();
-        let consumer_queue = queue.clone();
-        tasks.spawn(async move {
-            workflow::consumer::run(consumer_queue, processor, consumer_options, consumer_shutdown).await;
-            Ok(())
-        });
+        if options.workflow.paused {
+            tracing::warn!("the workflow is paused: requests stay queued until it runs unpaused");
+        } else {
+            let consumer_queue = queue.clone();
+            tasks.spawn(async move {
+                workflow::consumer::run(consumer_queue, processor, consumer_options, consumer_shutdown).await;
+                Ok(())
+            });
+        }
         Ok(System { addresses, queue, shutdown, tasks })
     }
 

@@ -99,6 +99,10 @@ pub struct Settings {
     /// Longest retry delay, in seconds.
     #[arg(long, env = "FABRIKAM_WORKFLOW_BACKOFF_MAX_SECS", default_value_t = 60)]
     pub backoff_max_secs: u64,
+
+    /// Accept and queue requests but do not consume them (maintenance, ingest benchmarks).
+    #[arg(long, env = "FABRIKAM_WORKFLOW_PAUSED")]
+    pub paused: bool,
 }
 
 impl Default for Settings {
@@ -110,6 +114,7 @@ impl Default for Settings {
             call_timeout_ms: 5000,
             backoff_base_ms: 200,
             backoff_max_secs: 60,
+            paused: false,
         }
     }
 }
@@ -197,7 +202,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
     let processor = processor(&endpoints, &config.settings);
     let options = config.settings.consumer_options(config.common.shutdown_grace());
-    let consumer = tokio::spawn(consumer::run(queue.clone(), processor, options, shutdown.clone()));
+    let consumer = if config.settings.paused {
+        tracing::warn!(service = SERVICE, "paused: requests stay queued until the workflow runs unpaused");
+        tokio::spawn(async {})
+    } else {
+        tokio::spawn(consumer::run(queue.clone(), processor, options, shutdown.clone()))
+    };
     let app = router(queue, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;

@@ -1,0 +1,94 @@
+//! Load generator and benchmark harness for Fabrikam Drone Delivery.
+//!
+//! Open-loop (constant arrival rate, latency from each request's due time) or closed-loop load
+//! through the gateway, with a reference-shaped request mix; the system's own counters say how
+//! many deliveries were scheduled and whether any accepted request was lost; /proc says what it
+//! cost. A bare HTTP server measured the same way gives the yardstick every report is divided by.
+
+pub mod baseline;
+pub mod bench;
+pub mod pacing;
+pub mod procfs;
+pub mod prom;
+pub mod report;
+pub mod runner;
+pub mod stats;
+pub mod system;
+pub mod workload;
+
+use std::time::Duration;
+
+use report::Report;
+use runner::{Mode, RunOptions};
+use stats::Percentiles;
+use workload::{Mix, Workload};
+
+/// Where the system under test can be observed.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    /// Its Prometheus endpoint (the all-in-one gateway's `/metrics` shows every service).
+    pub metrics_url: Option<String>,
+    /// Its processes, for CPU and memory.
+    pub pids: Vec<u32>,
+    /// How long to wait for accepted requests to be scheduled once the load stops.
+    pub drain_stall: Duration,
+}
+
+/// Runs one scenario and reports it.
+pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &Observe) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let before = match &observe.metrics_url {
+        Some(url) => Some(system::counters(&client, url).await?),
+        None => None,
+    };
+    let cpu_before = system::usage(&observe.pids).cpu_seconds;
+    let result = runner::run(options, Workload::new(mix, 0x5eed), observe.drain_stall).await;
+    let created = result.stats.created;
+    let settled = match (&observe.metrics_url, before) {
+        (Some(url), Some(before)) => Some(system::drain(&client, url, &before, created, observe.drain_stall).await?),
+        _ => None,
+    };
+    let usage = system::usage(&observe.pids);
+    let cpu_seconds = (!observe.pids.is_empty()).then(|| usage.cpu_seconds - cpu_before);
+    let elapsed = result.elapsed.as_secs_f64();
+    let stats = &result.stats;
+    let scheduled = settled.map(|(c, _)| c.scheduled.max(0.0) as u64);
+    let mode = match options.mode {
+        Mode::Open { rate } => format!("open loop {rate:.0}/s, {:.0} s", options.duration.as_secs_f64()),
+        Mode::Closed { connections } => {
+            format!("closed loop {connections} conn, {:.0} s", options.duration.as_secs_f64())
+        }
+    };
+    Ok(Report {
+        scenario: scenario.to_owned(),
+        mode,
+        duration_s: elapsed,
+        sent: result.sent,
+        ok: stats.ok(),
+        errors: stats.errors() + result.dropped,
+        errors_by_status: stats
+            .by_status
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(s, n)| (s.to_string(), *n))
+            .chain((stats.transport_errors > 0).then(|| ("transport".to_owned(), stats.transport_errors)))
+            .collect(),
+        dropped_by_client: result.dropped,
+        accepted_per_s: stats.ok() as f64 / elapsed,
+        accept_latency: Some(Percentiles::of(&stats.accept_latency)),
+        created,
+        scheduled,
+        scheduled_per_s: scheduled.map(|s| s as f64 / elapsed),
+        accept_to_scheduled_sampled: (!stats.scheduled_latency.is_empty())
+            .then(|| Percentiles::of(&stats.scheduled_latency)),
+        lost: settled.map(|(c, _)| created as i64 - c.settled().round() as i64),
+        dead_lettered: settled.map(|(c, _)| c.dead_lettered as u64),
+        cpu_seconds,
+        peak_rss_mib: (!observe.pids.is_empty()).then_some(usage.peak_rss_mib),
+        cpu_ms_per_scheduled: match (cpu_seconds, scheduled) {
+            (Some(cpu), Some(s)) if s > 0 => Some(cpu * 1000.0 / s as f64),
+            _ => None,
+        },
+        ratio_to_baseline: None,
+    })
+}

@@ -1,0 +1,230 @@
+//! Drives load at a target: open loop (constant arrival rate) or closed loop (N connections,
+//! each sending as soon as its previous answer arrives).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::pacing;
+use crate::stats::{Percentiles, Stats};
+use crate::workload::{Operation, Workload};
+
+/// How load is applied.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// Requests arrive at this rate per second, whether or not earlier ones were answered.
+    Open { rate: f64 },
+    /// This many connections, each with one request outstanding.
+    Closed { connections: usize },
+}
+
+/// One run's settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Base URL of the gateway (or the bare server), e.g. `http://127.0.0.1:8080`.
+    pub base: String,
+    pub mode: Mode,
+    pub duration: Duration,
+    /// Follow one created delivery in this many until it is scheduled (0: none).
+    pub sample_every: u64,
+    /// Open loop: requests outstanding beyond this are not sent and counted as dropped.
+    pub max_in_flight: usize,
+    /// Print a progress line every second.
+    pub progress: bool,
+}
+
+/// What a run saw.
+#[derive(Debug)]
+pub struct RunResult {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+struct Shared {
+    client: reqwest::Client,
+    base: String,
+    workload: Workload,
+    stats: Mutex<Stats>,
+    sample_every: u64,
+    created: AtomicU64,
+    in_flight: AtomicUsize,
+    samplers: Mutex<JoinSet<()>>,
+}
+
+/// Runs the load and waits (up to `drain`) for sampled deliveries to be scheduled.
+pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> RunResult {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client builds");
+    let shared = Arc::new(Shared {
+        client,
+        base: options.base.trim_end_matches('/').to_owned(),
+        workload,
+        stats: Mutex::new(Stats::default()),
+        sample_every: options.sample_every,
+        created: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        samplers: Mutex::new(JoinSet::new()),
+    });
+    let started = Instant::now();
+    let progress = options.progress.then(|| tokio::spawn(report_progress(shared.clone(), started)));
+    let (sent, dropped) = match options.mode {
+        Mode::Open { rate } => open_loop(&shared, rate, options.duration, options.max_in_flight).await,
+        Mode::Closed { connections } => (closed_loop(&shared, connections, options.duration).await, 0),
+    };
+    let elapsed = started.elapsed();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let mut samplers = std::mem::take(&mut *shared.samplers.lock().expect("samplers lock"));
+    let _ = tokio::time::timeout(drain, async { while samplers.join_next().await.is_some() {} }).await;
+    samplers.abort_all();
+    let stats = shared.stats.lock().expect("stats lock").clone();
+    RunResult { stats, elapsed, sent, dropped }
+}
+
+async fn open_loop(shared: &Arc<Shared>, rate: f64, duration: Duration, max_in_flight: usize) -> (u64, u64) {
+    let total = pacing::due(duration, rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = JoinSet::new();
+    let (mut sent, mut dropped) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while sent + dropped < total {
+        tick.tick().await;
+        let due = pacing::due(start.elapsed(), rate).min(total);
+        while sent + dropped < due {
+            let index = sent + dropped;
+            let intended = start + pacing::due_at(index, rate);
+            if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
+                dropped += 1;
+                continue;
+            }
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                send(&shared, index, intended.into_std()).await;
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+            sent += 1;
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    (sent, dropped)
+}
+
+async fn closed_loop(shared: &Arc<Shared>, connections: usize, duration: Duration) -> u64 {
+    let deadline = Instant::now() + duration;
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut workers = JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let (shared, counter) = (shared.clone(), counter.clone());
+        workers.spawn(async move {
+            while Instant::now() < deadline {
+                let index = counter.fetch_add(1, Ordering::Relaxed);
+                send(&shared, index, Instant::now()).await;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    counter.load(Ordering::Relaxed)
+}
+
+/// Sends one operation; latency counts from `intended`, the moment it was due.
+async fn send(shared: &Arc<Shared>, index: u64, intended: Instant) {
+    let operation = shared.workload.next(index);
+    let request = match &operation {
+        Operation::Create(body) => shared.client.post(format!("{}/api/deliveryrequests", shared.base)).json(body),
+        Operation::Reschedule { delivery_id, body } => {
+            shared.client.patch(format!("{}/api/deliveryrequests/{delivery_id}", shared.base)).json(body)
+        }
+        Operation::Cancel { delivery_id } => {
+            shared.client.delete(format!("{}/api/deliveryrequests/{delivery_id}", shared.base))
+        }
+    };
+    let response = request.send().await;
+    let answered = Instant::now();
+    let response = match response {
+        Ok(response) => response,
+        Err(_) => {
+            shared.stats.lock().expect("stats lock").record_transport_error();
+            return;
+        }
+    };
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    {
+        let mut stats = shared.stats.lock().expect("stats lock");
+        stats.record_answer(status, answered.saturating_duration_since(intended));
+        if status == 202 {
+            match operation {
+                Operation::Create(_) => stats.created += 1,
+                Operation::Reschedule { .. } => stats.rescheduled += 1,
+                Operation::Cancel { .. } => stats.cancelled += 1,
+            }
+        }
+    }
+    if status != 202 || !matches!(operation, Operation::Create(_)) {
+        return;
+    }
+    let Some(delivery_id) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["deliveryId"].as_str().map(str::to_owned))
+    else {
+        return;
+    };
+    let created = shared.created.fetch_add(1, Ordering::Relaxed) + 1;
+    if shared.sample_every > 0 && created.is_multiple_of(shared.sample_every) {
+        let follower = shared.clone();
+        let id = delivery_id.clone();
+        shared.samplers.lock().expect("samplers lock").spawn(async move { follow(&follower, &id, answered).await });
+    }
+    shared.workload.accepted(delivery_id);
+}
+
+/// Polls the delivery until it exists, recording accept-to-scheduled latency.
+async fn follow(shared: &Shared, delivery_id: &str, accepted_at: Instant) {
+    let url = format!("{}/api/deliveries/{delivery_id}", shared.base);
+    let give_up = accepted_at + Duration::from_secs(60);
+    while Instant::now() < give_up {
+        if let Ok(response) = shared.client.get(&url).send().await
+            && response.status().is_success()
+        {
+            let waited = accepted_at.elapsed();
+            shared.stats.lock().expect("stats lock").record_scheduled(waited);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn report_progress(shared: Arc<Shared>, started: Instant) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.tick().await;
+    let mut last_ok = 0;
+    loop {
+        every.tick().await;
+        let stats = shared.stats.lock().expect("stats lock").clone();
+        let p = Percentiles::of(&stats.accept_latency);
+        let ok = stats.ok();
+        eprintln!(
+            "[{:>5.1}s] {:>7} ok/s  total ok {:>8}  errors {:>6}  in flight {:>5}  p50 {:>7.2} ms  p99 {:>8.2} ms",
+            started.elapsed().as_secs_f64(),
+            ok - last_ok,
+            ok,
+            stats.errors(),
+            shared.in_flight.load(Ordering::Relaxed),
+            p.p50_ms,
+            p.p99_ms
+        );
+        last_ok = ok;
+    }
+}
