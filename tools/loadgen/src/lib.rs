@@ -49,7 +49,7 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
         _ => None,
     };
     let usage = system::usage(&observe.pids);
-    let cpu_seconds = (!observe.pids.is_empty()).then(|| usage.cpu_seconds - cpu_before);
+    let cpu_seconds = (!observe.pids.is_empty()).then_some(usage.cpu_seconds - cpu_before);
     let elapsed = result.elapsed.as_secs_f64();
     let stats = &result.stats;
     let scheduled = settled.map(|(c, _)| c.scheduled.max(0.0) as u64);
