@@ -30,13 +30,18 @@ pub enum Transition {
     Refused(String),
 }
 
+/// Whether a delivery in `stage` is finished: it never changes again.
+pub fn is_final(stage: DeliveryStage) -> bool {
+    matches!(stage, DeliveryStage::Completed | DeliveryStage::Cancelled)
+}
+
 /// The stage rules. A delivery can be cancelled until the drone has picked the package up, and
 /// neither a cancelled nor a completed delivery changes again.
 pub fn transition(current: DeliveryStage, action: Action) -> Transition {
     use DeliveryStage::*;
     match (action, current) {
         (Action::Cancel, Cancelled) | (Action::Complete, Completed) => Transition::AlreadyDone,
-        (_, Cancelled | Completed) => Transition::Refused(format!("the delivery is already {current}")),
+        (_, stage) if is_final(stage) => Transition::Refused(format!("the delivery is already {current}")),
         (Action::Cancel, HeadedToDropoff) => {
             Transition::Refused("the drone has picked the package up; it can no longer be cancelled".to_owned())
         }
@@ -155,14 +160,17 @@ fn is_phone_number(text: &str) -> bool {
     body.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') && (7..=15).contains(&digits)
 }
 
+/// Names each bad coordinate (`/pickup/latitude`, …); every one must be a finite number and
+/// latitude and longitude within their ranges.
 fn check_location(location: &Location, field: &str, errors: &mut Errors) {
-    let p = platform::geo::Point {
-        latitude: location.latitude,
-        longitude: location.longitude,
-        altitude: location.altitude,
-    };
-    if !p.is_valid() {
-        errors.insert(field.to_owned(), "latitude must be in [-90, 90] and longitude in [-180, 180]".to_owned());
+    if !(location.latitude.is_finite() && (-90.0..=90.0).contains(&location.latitude)) {
+        errors.insert(format!("{field}/latitude"), "must be a number in [-90, 90]".to_owned());
+    }
+    if !(location.longitude.is_finite() && (-180.0..=180.0).contains(&location.longitude)) {
+        errors.insert(format!("{field}/longitude"), "must be a number in [-180, 180]".to_owned());
+    }
+    if !location.altitude.is_finite() {
+        errors.insert(format!("{field}/altitude"), "must be a finite number".to_owned());
     }
 }
 
@@ -219,7 +227,7 @@ mod tests {
         bad.pickup.latitude = 120.0;
         bad.deadline = "tomorrow".into();
         let problem = validate_delivery("d1", bad).unwrap_err();
-        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/deadline", "/droneId", "/id", "/pickup"]);
+        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/deadline", "/droneId", "/id", "/pickup/latitude"]);
     }
 
     #[test]
@@ -240,5 +248,78 @@ mod tests {
         assert_eq!(moved.dropoff.latitude, 47.5);
         assert_eq!(moved.pickup, delivery().pickup);
         assert!(validate_reschedule(&RescheduledDelivery::default()).is_err());
+    }
+
+    #[test]
+    fn locations_name_each_bad_coordinate() {
+        let mut errors = Errors::new();
+        check_location(&Location::new(90.0, -180.0, 0.0), "/pickup", &mut errors);
+        assert!(errors.is_empty(), "the bounds are inclusive");
+        check_location(&Location::new(-90.5, 180.5, f64::NAN), "/dropoff", &mut errors);
+        check_location(&Location::new(f64::INFINITY, 0.0, 0.0), "/pickup", &mut errors);
+        assert_eq!(
+            errors.keys().collect::<Vec<_>>(),
+            ["/dropoff/altitude", "/dropoff/latitude", "/dropoff/longitude", "/pickup/latitude"]
+        );
+    }
+
+    #[test]
+    fn times_are_rfc_3339_and_deadline_may_be_empty() {
+        let mut errors = Errors::new();
+        check_time("", "/deadline", true, &mut errors);
+        check_time("2026-03-15T12:00:00Z", "/deadline", true, &mut errors);
+        check_time("2026-03-15T12:00:00.123+02:00", "/pickupTime", false, &mut errors);
+        assert!(errors.is_empty());
+        check_time("", "/pickupTime", false, &mut errors);
+        check_time("2026-03-15", "/deadline", true, &mut errors);
+        assert_eq!(errors.keys().collect::<Vec<_>>(), ["/deadline", "/pickupTime"]);
+    }
+
+    #[test]
+    fn email_and_phone_shapes() {
+        for good in ["pat@contoso.com", "a.b+c@mail.example.co.uk"] {
+            assert!(is_email(good), "{good}");
+        }
+        for bad in ["pat", "@contoso.com", "pat@contoso", "pat@.com", "pat@contoso.", "p at@contoso.com"] {
+            assert!(!is_email(bad), "{bad}");
+        }
+        for good in ["4255550100", "+1 425-555-0100", "1234567", "+123456789012345"] {
+            assert!(is_phone_number(good), "{good}");
+        }
+        for bad in ["123456", "+1234567890123456", "call me", "++1234567", "425.555.0100", "+"] {
+            assert!(!is_phone_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reschedule_and_confirmation_name_bad_fields() {
+        let change = RescheduledDelivery {
+            pickup: Some(Location::new(0.0, 200.0, 0.0)),
+            pickup_time: Some("soon".into()),
+            ..Default::default()
+        };
+        let problem = validate_reschedule(&change).unwrap_err();
+        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/pickup/longitude", "/pickupTime"]);
+        let confirmation = Confirmation {
+            date_time: chrono::Utc::now(),
+            geo_coordinates: Location::new(91.0, 0.0, 0.0),
+            confirmation_type: ConfirmationType::Picture,
+            confirmation_blob: String::new(),
+        };
+        let problem = validate_confirmation(&confirmation).unwrap_err();
+        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/geoCoordinates/latitude"]);
+    }
+
+    #[test]
+    fn final_stages_never_change() {
+        use DeliveryStage::*;
+        for stage in [Created, Rescheduled, HeadedToPickup, HeadedToDropoff] {
+            assert!(!is_final(stage), "{stage}");
+            assert_eq!(transition(stage, Action::Complete), Transition::To(Completed));
+        }
+        for stage in [Completed, Cancelled] {
+            assert!(is_final(stage));
+            assert!(matches!(transition(stage, Action::Reschedule), Transition::Refused(_)));
+        }
     }
 }

@@ -180,9 +180,10 @@ async fn bad_input_names_the_fields() {
     let mut bad = delivery("other", "");
     bad["pickup"]["latitude"] = json!(100);
     bad["droneId"] = json!("");
+    bad["deadline"] = json!("next tuesday");
     let (status, problem, _) = app.call(Method::PUT, "/api/deliveries/d1", Some(bad)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    for field in ["/id", "/owner/userId", "/pickup", "/droneId"] {
+    for field in ["/id", "/owner/userId", "/pickup/latitude", "/droneId", "/deadline"] {
         assert!(problem["errors"][field].is_string(), "{field}: {problem}");
     }
     let mut wrong_type = delivery("d1", "o");
@@ -265,4 +266,127 @@ async fn health_routes() {
     for uri in ["/healthz", "/healthz/live", "/healthz/ready", "/metrics"] {
         assert_eq!(app.call(Method::GET, uri, None).await.0, StatusCode::OK, "{uri}");
     }
+}
+
+#[tokio::test]
+async fn put_takes_the_id_from_the_path_and_a_repeat_keeps_the_history() {
+    let app = spawn_app().await;
+    let mut body = delivery("", "contoso");
+    body["packageId"] = json!("p1");
+    body["pickupTime"] = json!("2026-03-15T13:00:00Z");
+    let (status, created, _) = app.call(Method::PUT, "/api/deliveries/d9", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["id"], "d9");
+    assert_eq!(created["packageId"], "p1");
+    let change = json!({ "pickup": { "altitude": 0, "latitude": 47.50, "longitude": -122.30 } });
+    assert_eq!(app.call(Method::PATCH, "/api/deliveries/d9", Some(change)).await.0, StatusCode::OK);
+
+    body["owner"] = json!({ "userId": "fabrikam", "accountId": "acct-2" });
+    body["pickup"]["latitude"] = json!(47.45);
+    let (status, empty, headers) = app.call(Method::PUT, "/api/deliveries/d9", Some(body)).await;
+    assert_eq!((status, empty), (StatusCode::NO_CONTENT, Value::Null));
+    assert!(headers.get(header::LOCATION).is_none());
+    let (_, owner, _) = app.call(Method::GET, "/api/deliveries/d9/owner", None).await;
+    assert_eq!(owner, json!({ "userId": "fabrikam", "accountId": "acct-2" }));
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d9/status", None).await;
+    assert_eq!(status["stage"], "Rescheduled", "a repeated PUT neither resets the stage nor adds an event");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.50);
+    let (_, read, _) = app.call(Method::GET, "/api/deliveries/d9", None).await;
+    assert_eq!(read["pickup"]["latitude"], 47.45);
+    assert_eq!(read["stage"], "Rescheduled");
+    let (_, summary, _) =
+        app.call(Method::GET, "/api/deliveries/summary?ownerId=fabrikam&year=2026&month=3", None).await;
+    assert_eq!(summary, json!({ "count": 1 }), "the summary follows the current owner");
+}
+
+#[tokio::test]
+async fn reschedule_is_validated_repeatable_and_keeps_the_last_location() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let uri = "/api/deliveries/d1";
+    let (status, problem, _) = app
+        .call(
+            Method::PATCH,
+            uri,
+            Some(json!({ "pickup": { "latitude": 47.6, "longitude": -190 }, "pickupTime": "at noon" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"].as_object().unwrap().keys().collect::<Vec<_>>(), ["/pickup/longitude", "/pickupTime"]);
+    let (status, problem, _) = app.call(Method::PATCH, uri, Some(json!({ "dropoff": { "latitude": "north" } }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+
+    let change = json!({ "dropoff": { "altitude": 0, "latitude": 47.70, "longitude": -122.20 }, "pickupTime": "2026-03-15T18:00:00Z" });
+    let (first, once, _) = app.call(Method::PATCH, uri, Some(change.clone())).await;
+    let (second, twice, _) = app.call(Method::PATCH, uri, Some(change)).await;
+    assert_eq!((first, second), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(once, twice);
+    assert_eq!(twice["dropoff"]["latitude"], 47.70);
+    assert_eq!(twice["pickupTime"], "2026-03-15T18:00:00Z");
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Rescheduled");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.60, "a reschedule without a pickup has no location");
+    assert_eq!((status["pickupETA"].clone(), status["deliveryETA"].clone()), (Value::Null, Value::Null));
+
+    assert_eq!(
+        app.call(Method::POST, "/api/deliveries/d1/confirmations", Some(confirmation())).await.0,
+        StatusCode::OK
+    );
+    let (status, problem, headers) = app.call(Method::PATCH, uri, Some(json!({ "deadline": "" }))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a completed delivery cannot be rescheduled");
+    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(problem["status"], 409);
+}
+
+#[tokio::test]
+async fn confirmations_are_validated() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let uri = "/api/deliveries/d1/confirmations";
+    let mut bad = confirmation();
+    bad["geoCoordinates"]["longitude"] = json!(181);
+    let (status, problem, _) = app.call(Method::POST, uri, Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/geoCoordinates/longitude"].is_string(), "{problem}");
+    let mut bad = confirmation();
+    bad["dateTime"] = json!("yesterday");
+    let (status, problem, _) = app.call(Method::POST, uri, Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/dateTime"].is_string(), "{problem}");
+    let mut bad = confirmation();
+    bad["confirmationType"] = json!("Smell");
+    assert_eq!(app.call(Method::POST, uri, Some(bad)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Created", "a rejected confirmation changes nothing");
+}
+
+#[tokio::test]
+async fn wrong_methods_and_bodies_are_problems() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    for (method, uri) in [
+        (Method::PUT, "/api/deliveries/public/d1"),
+        (Method::DELETE, "/api/deliveries/public/d1"),
+        (Method::POST, "/api/deliveries/d1"),
+        (Method::GET, "/api/deliveries/d1/confirmations"),
+    ] {
+        let (status, problem, headers) = app.call(method.clone(), uri, Some(delivery("d1", "o"))).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json", "{method} {uri}");
+        assert_eq!(problem["status"], 405);
+    }
+    let request = Request::post("/api/deliveries/d1/notifymerequests")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("{\"sms\":\"4255550100\"}"))
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+    let request = Request::patch("/api/deliveries/d1")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("not json"))
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
 }
