@@ -48,6 +48,10 @@ async fn assign(
         Assigned::Released => Err(Problem::conflict(format!(
             "delivery {delivery_id} was cancelled and its drone released; it will not be assigned again"
         ))),
+        Assigned::TooHeavy(max) => Err(Problem::invalid_field(
+            "/packageDetail/weight",
+            format!("no drone of the fleet carries more than {max} kg"),
+        )),
         Assigned::NoneFree => {
             metrics::counter!("drone_assignments_deferred_total", "service" => crate::SERVICE).increment(1);
             Err(Problem::unavailable(
@@ -95,11 +99,10 @@ async fn get_drone(State(state): State<AppState>, Path(drone_id): Path<String>) 
 /// A drone as the API shows it: between flights it rests at its depot.
 fn view(d: &DroneRecord, now: chrono::DateTime<chrono::Utc>) -> Drone {
     let busy = d.busy_until > now;
-    let depot = domain::depot(&d.depot_id).map(|depot| depot.location).unwrap_or_default();
     Drone {
         id: d.id.clone(),
         depot_id: d.depot_id.clone(),
-        location: Location::new(depot.latitude, depot.longitude, depot.altitude),
+        location: Location::new(d.location.latitude, d.location.longitude, d.location.altitude),
         max_payload: d.max_payload,
         speed_mph: d.speed_mph,
         status: if busy { "assigned" } else { "idle" }.to_owned(),

@@ -11,35 +11,32 @@ use platform::geo::{Point, distance_miles};
 /// A drone's home, where it rests between flights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Depot {
-    pub id: &'static str,
-    pub name: &'static str,
+    pub id: String,
+    pub name: String,
     pub location: Point,
 }
 
-/// Fabrikam's depots around Seattle.
-pub const DEPOTS: &[Depot] = &[
-    Depot { id: "sodo", name: "SoDo", location: Point { latitude: 47.5802, longitude: -122.3353, altitude: 0.0 } },
-    Depot {
-        id: "ballard",
-        name: "Ballard",
-        location: Point { latitude: 47.6687, longitude: -122.3847, altitude: 0.0 },
-    },
-    Depot {
-        id: "northgate",
-        name: "Northgate",
-        location: Point { latitude: 47.7062, longitude: -122.3252, altitude: 0.0 },
-    },
-    Depot {
-        id: "bellevue",
-        name: "Bellevue",
-        location: Point { latitude: 47.6101, longitude: -122.2015, altitude: 0.0 },
-    },
-];
+impl Depot {
+    pub fn new(id: &str, name: &str, latitude: f64, longitude: f64) -> Self {
+        Self { id: id.to_owned(), name: name.to_owned(), location: Point::new(latitude, longitude) }
+    }
+}
 
-/// Payload classes, kilograms, assigned to drones in turn.
+/// Fabrikam's depots around Seattle (all inside [`platform::geo::ServiceArea::SEATTLE`]).
+pub fn seattle_depots() -> Vec<Depot> {
+    vec![
+        Depot::new("sodo", "SoDo", 47.5802, -122.3353),
+        Depot::new("ballard", "Ballard", 47.6687, -122.3847),
+        Depot::new("northgate", "Northgate", 47.7062, -122.3252),
+        Depot::new("bellevue", "Bellevue", 47.6101, -122.2015),
+    ]
+}
+
+/// Payload classes, kilograms, given to drones in turn.
 pub const PAYLOAD_TIERS: &[f64] = &[5.0, 10.0, 25.0];
 
-/// How the fleet is built and flown.
+/// How the fleet is built and flown. Only the first start of a store builds the fleet from it;
+/// later starts keep the stored fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetConfig {
     pub size: u32,
@@ -48,27 +45,62 @@ pub struct FleetConfig {
     pub time_scale: f64,
     /// Seconds a caller should wait when no drone is free.
     pub retry_after_secs: u64,
+    /// Where drones live; drone `n` (from 0) belongs to depot `n % depots.len()`.
+    pub depots: Vec<Depot>,
+    /// Maximum payloads in kilograms; drone `n` carries `payload_tiers[n % payload_tiers.len()]`.
+    pub payload_tiers: Vec<f64>,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        Self { size: 300, speed_mph: 40.0, time_scale: 60.0, retry_after_secs: 5 }
+        Self {
+            size: 300,
+            speed_mph: 40.0,
+            time_scale: 60.0,
+            retry_after_secs: 5,
+            depots: seattle_depots(),
+            payload_tiers: PAYLOAD_TIERS.to_vec(),
+        }
     }
 }
 
 impl FleetConfig {
-    /// The heaviest package any drone can carry.
+    /// The heaviest package any drone of this fleet can carry.
     pub fn max_payload(&self) -> f64 {
-        let tiers = usize::try_from(self.size).unwrap_or(usize::MAX).min(PAYLOAD_TIERS.len());
-        PAYLOAD_TIERS[..tiers].iter().copied().fold(0.0, f64::max)
+        let tiers = usize::try_from(self.size).unwrap_or(usize::MAX).min(self.payload_tiers.len());
+        self.payload_tiers[..tiers].iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Whether this configuration can build and fly a fleet; the error says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.size == 0 {
+            return Err("the fleet needs at least one drone".into());
+        }
+        if !(self.speed_mph.is_finite() && self.speed_mph > 0.0) {
+            return Err(format!("drone speed must be a positive number of mph, not {}", self.speed_mph));
+        }
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(format!("the time scale must be a positive number, not {}", self.time_scale));
+        }
+        if self.depots.is_empty() {
+            return Err("the fleet needs at least one depot".into());
+        }
+        if let Some(d) = self.depots.iter().find(|d| d.id.is_empty() || !d.location.is_valid()) {
+            return Err(format!("depot {:?} needs an id and a valid location", d.id));
+        }
+        if self.payload_tiers.is_empty() || self.payload_tiers.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err("payload tiers must be positive numbers of kilograms, at least one".into());
+        }
+        Ok(())
     }
 }
 
-/// A drone as stored.
+/// A drone as stored. Between flights it rests at its depot, at `location`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DroneRecord {
     pub id: String,
     pub depot_id: String,
+    pub location: Point,
     pub max_payload: f64,
     pub speed_mph: f64,
     pub busy_until: DateTime<Utc>,
@@ -77,20 +109,23 @@ pub struct DroneRecord {
 
 /// The fleet a new installation starts with: deterministic, so two runs agree.
 pub fn initial_fleet(config: &FleetConfig) -> Vec<DroneRecord> {
+    if config.depots.is_empty() || config.payload_tiers.is_empty() {
+        return Vec::new();
+    }
     (0..config.size as usize)
-        .map(|i| DroneRecord {
-            id: format!("drone-{:04}", i + 1),
-            depot_id: DEPOTS[i % DEPOTS.len()].id.to_owned(),
-            max_payload: PAYLOAD_TIERS[i % PAYLOAD_TIERS.len()],
-            speed_mph: config.speed_mph,
-            busy_until: DateTime::<Utc>::UNIX_EPOCH,
-            current_delivery_id: None,
+        .map(|i| {
+            let depot = &config.depots[i % config.depots.len()];
+            DroneRecord {
+                id: format!("drone-{:04}", i + 1),
+                depot_id: depot.id.clone(),
+                location: depot.location,
+                max_payload: config.payload_tiers[i % config.payload_tiers.len()],
+                speed_mph: config.speed_mph,
+                busy_until: DateTime::<Utc>::UNIX_EPOCH,
+                current_delivery_id: None,
+            }
         })
         .collect()
-}
-
-pub fn depot(id: &str) -> Option<&'static Depot> {
-    DEPOTS.iter().find(|d| d.id == id)
 }
 
 /// A validated assignment request.
@@ -161,23 +196,20 @@ pub fn choose_drone(
     now: DateTime<Utc>,
     fleet: &FleetConfig,
 ) -> Option<FlightPlan> {
-    let chosen = candidates
-        .iter()
-        .filter(|d| d.busy_until <= now && d.max_payload >= request.weight)
-        .filter_map(|d| depot(&d.depot_id).map(|depot| (d, depot)))
-        .min_by(|(a, da), (b, db)| {
-            let (ka, kb) = (distance_miles(da.location, request.pickup), distance_miles(db.location, request.pickup));
+    let drone =
+        candidates.iter().filter(|d| d.busy_until <= now && d.max_payload >= request.weight).min_by(|a, b| {
+            let (ka, kb) = (distance_miles(a.location, request.pickup), distance_miles(b.location, request.pickup));
             ka.total_cmp(&kb).then_with(|| a.id.cmp(&b.id))
         })?;
-    let (drone, depot) = chosen;
-    let miles = distance_miles(depot.location, request.pickup)
+    let home = drone.location;
+    let miles = distance_miles(home, request.pickup)
         + distance_miles(request.pickup, request.dropoff)
-        + distance_miles(request.dropoff, depot.location);
+        + distance_miles(request.dropoff, home);
     let hours = if drone.speed_mph > 0.0 { miles / drone.speed_mph } else { 0.0 };
     let real_ms = hours * 3_600_000.0 / fleet.time_scale.max(f64::MIN_POSITIVE);
     Some(FlightPlan {
         drone_id: drone.id.clone(),
-        depot_id: depot.id.to_owned(),
+        depot_id: drone.depot_id.clone(),
         miles,
         hours,
         busy_until: now + Duration::milliseconds(real_ms.ceil().min(i64::MAX as f64) as i64),
@@ -254,5 +286,72 @@ mod tests {
         };
         let problem = validate("d1", body, &FleetConfig::default()).unwrap_err();
         assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/deliveryId", "/packageDetail/weight", "/pickup"]);
+    }
+
+    #[test]
+    fn depots_are_in_seattle_and_payloads_cycle_through_the_tiers() {
+        let config = FleetConfig::default();
+        assert!(config.depots.iter().all(|d| platform::geo::ServiceArea::SEATTLE.contains(d.location)));
+        assert!(config.check().is_ok());
+        let fleet = initial_fleet(&FleetConfig { size: 7, ..FleetConfig::default() });
+        let payloads: Vec<f64> = fleet.iter().map(|d| d.max_payload).collect();
+        assert_eq!(payloads, [5.0, 10.0, 25.0, 5.0, 10.0, 25.0, 5.0]);
+        let depots: Vec<&str> = fleet.iter().map(|d| d.depot_id.as_str()).collect();
+        assert_eq!(depots, ["sodo", "ballard", "northgate", "bellevue", "sodo", "ballard", "northgate"]);
+        assert_eq!(fleet[3].location, config.depots[3].location);
+        assert_eq!(fleet[6].id, "drone-0007");
+        assert!(config.max_payload() >= 25.0);
+        // A fleet smaller than the tier list only carries what its drones carry.
+        assert_eq!(FleetConfig { size: 2, ..FleetConfig::default() }.max_payload(), 10.0);
+    }
+
+    #[test]
+    fn equally_near_drones_are_chosen_by_id() {
+        let config = FleetConfig {
+            size: 6,
+            depots: vec![Depot::new("b", "B", 47.6, -122.3), Depot::new("a", "A", 47.6, -122.3)],
+            payload_tiers: vec![10.0],
+            ..FleetConfig::default()
+        };
+        let mut fleet = initial_fleet(&config);
+        fleet.reverse();
+        let plan = choose_drone(&fleet, &request(1.0, Point::new(47.7, -122.3)), now(), &config).unwrap();
+        assert_eq!(plan.drone_id, "drone-0001");
+        assert_eq!(plan.depot_id, "b");
+    }
+
+    #[test]
+    fn the_flight_starts_and_ends_at_the_drones_depot() {
+        let config =
+            FleetConfig { size: 1, depots: vec![Depot::new("x", "X", 47.5, -122.3)], ..FleetConfig::default() };
+        let fleet = initial_fleet(&config);
+        let r = request(1.0, Point::new(47.6, -122.3));
+        let plan = choose_drone(&fleet, &r, now(), &config).unwrap();
+        let expected = distance_miles(Point::new(47.5, -122.3), r.pickup)
+            + distance_miles(r.pickup, r.dropoff)
+            + distance_miles(r.dropoff, Point::new(47.5, -122.3));
+        assert!((plan.miles - expected).abs() < 1e-9);
+        assert!(plan.miles > 13.0, "{}", plan.miles);
+    }
+
+    #[test]
+    fn unusable_fleet_configurations_are_refused() {
+        let base = FleetConfig::default();
+        assert!(FleetConfig { size: 0, ..base.clone() }.check().is_err());
+        assert!(FleetConfig { speed_mph: 0.0, ..base.clone() }.check().is_err());
+        assert!(FleetConfig { time_scale: f64::NAN, ..base.clone() }.check().is_err());
+        assert!(FleetConfig { depots: vec![], ..base.clone() }.check().is_err());
+        assert!(FleetConfig { depots: vec![Depot::new("x", "X", 95.0, 0.0)], ..base.clone() }.check().is_err());
+        assert!(FleetConfig { payload_tiers: vec![], ..base.clone() }.check().is_err());
+        assert!(FleetConfig { payload_tiers: vec![5.0, -1.0], ..base }.check().is_err());
+    }
+
+    #[test]
+    fn a_drone_that_cannot_carry_the_package_is_never_chosen() {
+        let config = FleetConfig { size: 2, ..FleetConfig::default() };
+        let fleet = initial_fleet(&config);
+        assert!(choose_drone(&fleet, &request(10.5, Point::new(47.6, -122.3)), now(), &config).is_none());
+        let plan = choose_drone(&fleet, &request(10.0, Point::new(47.58, -122.33)), now(), &config).unwrap();
+        assert_eq!(plan.drone_id, "drone-0002", "the nearer SoDo drone carries only 5 kg");
     }
 }

@@ -74,17 +74,17 @@ impl From<FleetArgs> for FleetConfig {
             speed_mph: a.drone_speed_mph,
             time_scale: a.time_scale,
             retry_after_secs: a.retry_after_secs,
+            ..FleetConfig::default()
         }
     }
 }
 
 /// Opens the store named by `url` and creates the fleet on first start.
 pub async fn open_store(url: &str, fleet: &FleetConfig) -> anyhow::Result<Arc<dyn DroneStore>> {
-    anyhow::ensure!(fleet.size > 0, "the fleet needs at least one drone");
-    anyhow::ensure!(fleet.speed_mph > 0.0 && fleet.time_scale > 0.0, "drone speed and time scale must be positive");
+    fleet.check().map_err(anyhow::Error::msg)?;
     let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
     let store = SqliteDroneStore::open(&path).await.with_context(|| format!("opening drone store {url}"))?;
-    store.seed(&domain::initial_fleet(fleet)).await.context("creating the fleet")?;
+    store.seed(&fleet.depots, &domain::initial_fleet(fleet)).await.context("creating the fleet")?;
     Ok(Arc::new(store))
 }
 

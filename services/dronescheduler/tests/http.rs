@@ -221,3 +221,203 @@ async fn a_restart_keeps_the_fleet_and_its_assignments() {
     let (_, fleet, _) = call(&reopened, Method::GET, "/api/drones", None).await;
     assert_eq!(fleet.as_array().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_requests_on_many_threads_never_share_a_drone() {
+    let app = spawn_app(small_fleet(40)).await;
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let router = app.router.clone();
+            tokio::spawn(async move {
+                let id = format!("p{i}");
+                call(&router, Method::PUT, &format!("/api/dronedeliveries/{id}"), Some(body(&id, "o", 1.0, DOWNTOWN)))
+                    .await
+            })
+        })
+        .collect();
+    let mut drones = Vec::new();
+    for task in tasks {
+        let (status, b, _) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{b}");
+        drones.push(b["droneId"].as_str().unwrap().to_owned());
+    }
+    drones.sort();
+    drones.dedup();
+    assert_eq!(drones.len(), 30);
+
+    let same: Vec<_> = (0..10)
+        .map(|_| {
+            let router = app.router.clone();
+            tokio::spawn(async move {
+                call(&router, Method::PUT, "/api/dronedeliveries/one", Some(body("one", "o", 1.0, DOWNTOWN))).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in same {
+        let (status, b, _) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{b}");
+        answers.push(b);
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "one delivery got several answers: {answers:?}");
+    let (_, fleet, _) = app.call(Method::GET, "/api/drones", None).await;
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    assert_eq!(busy, 31);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_never_share_a_drone() {
+    // Two instances of the service (two processes in production) on the same database file.
+    let app = spawn_app(small_fleet(12)).await;
+    let other = build(app.dir.path(), &small_fleet(12), &app.clock).await;
+    let routers = [app.router.clone(), other];
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let router = routers[i % 2].clone();
+            // Ten deliveries, each asked for by both instances at once.
+            let id = format!("d{}", i / 2);
+            tokio::spawn(async move {
+                call(&router, Method::PUT, &format!("/api/dronedeliveries/{id}"), Some(body(&id, "o", 1.0, DOWNTOWN)))
+                    .await
+            })
+        })
+        .collect();
+    let mut by_delivery = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (status, b, _) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{b}");
+        let drone = b["droneId"].as_str().unwrap().to_owned();
+        let previous = by_delivery.insert(b["deliveryId"].as_str().unwrap().to_owned(), drone.clone());
+        assert!(previous.is_none_or(|p| p == drone), "one delivery got two drones");
+    }
+    let mut drones: Vec<_> = by_delivery.into_values().collect();
+    drones.sort();
+    drones.dedup();
+    assert_eq!(drones.len(), 10, "two deliveries shared a drone");
+}
+
+#[tokio::test]
+async fn a_two_drone_fleet_runs_out_and_comes_back_as_flights_end() {
+    let app = spawn_app(small_fleet(2)).await;
+    let (_, a) = app.assign("d1", "o", 1.0, DOWNTOWN).await;
+    let (_, b) = app.assign("d2", "o", 1.0, DOWNTOWN).await;
+    assert_ne!(a["droneId"], b["droneId"]);
+    let (status, problem, headers) =
+        app.call(Method::PUT, "/api/dronedeliveries/d3", Some(body("d3", "o", 1.0, DOWNTOWN))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    assert_eq!(problem["status"], 503);
+    // Just before the first flight ends there is still no drone.
+    let first_back = [&a, &b]
+        .iter()
+        .map(|x| chrono::DateTime::parse_from_rfc3339(x["busyUntil"].as_str().unwrap()).unwrap())
+        .min()
+        .unwrap();
+    app.clock.set(first_back.with_timezone(&chrono::Utc) - chrono::Duration::milliseconds(1));
+    assert_eq!(app.assign("d3", "o", 1.0, DOWNTOWN).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    app.clock.set(first_back.with_timezone(&chrono::Utc));
+    assert_eq!(app.assign("d3", "o", 1.0, DOWNTOWN).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_drone_view_follows_the_clock() {
+    let app = spawn_app(small_fleet(1)).await;
+    let (_, a) = app.assign("d1", "o", 1.0, DOWNTOWN).await;
+    let (status, drone, _) = app.call(Method::GET, "/api/drones/drone-0001", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(drone["status"], "assigned");
+    assert_eq!(drone["busyUntil"], a["busyUntil"]);
+    assert_eq!(drone["depotId"], "sodo");
+    assert_eq!(drone["location"]["latitude"], 47.5802);
+    app.clock.advance(chrono::Duration::hours(1));
+    let (_, drone, _) = app.call(Method::GET, "/api/drones/drone-0001", None).await;
+    assert_eq!(drone["status"], "idle");
+    assert!(drone.get("currentDeliveryId").is_none() && drone.get("busyUntil").is_none(), "{drone}");
+}
+
+#[tokio::test]
+async fn depots_and_payloads_come_from_the_fleet_config() {
+    let fleet = FleetConfig {
+        size: 4,
+        depots: vec![
+            dronescheduler::domain::Depot::new("north", "North", 47.75, -122.30),
+            dronescheduler::domain::Depot::new("south", "South", 47.45, -122.30),
+        ],
+        payload_tiers: vec![30.0, 2.0],
+        ..small_fleet(4)
+    };
+    let app = spawn_app(fleet).await;
+    let (_, drones, _) = app.call(Method::GET, "/api/drones", None).await;
+    let drones = drones.as_array().unwrap();
+    assert_eq!(drones[1]["depotId"], "south");
+    assert_eq!(drones[1]["location"]["latitude"], 47.45);
+    assert_eq!(drones[1]["maxPayload"], 2.0);
+    let (status, south) = app.assign("d1", "o", 1.0, (47.46, -122.30)).await;
+    assert_eq!(status, StatusCode::OK, "{south}");
+    assert_eq!((south["depotId"].as_str(), south["droneId"].as_str()), (Some("south"), Some("drone-0002")));
+    let (_, heavy) = app.assign("d2", "o", 28.0, (47.46, -122.30)).await;
+    assert_eq!(heavy["depotId"], "north", "only the north drones carry 28 kg");
+    let (status, problem) = app.assign("d3", "o", 31.0, DOWNTOWN).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/packageDetail/weight"].as_str().unwrap().contains("30"), "{problem}");
+}
+
+#[tokio::test]
+async fn a_reopened_store_judges_weight_by_the_fleet_it_has() {
+    // Created with two drones (5 and 10 kg), reopened with a config whose drones would carry 25 kg.
+    let app = spawn_app(small_fleet(2)).await;
+    let reopened = build(app.dir.path(), &FleetConfig::default(), &app.clock).await;
+    let (status, problem, _) =
+        call(&reopened, Method::PUT, "/api/dronedeliveries/d1", Some(body("d1", "o", 20.0, DOWNTOWN))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem["errors"]["/packageDetail/weight"].as_str().unwrap().contains("10"), "{problem}");
+}
+
+#[tokio::test]
+async fn malformed_and_empty_requests_are_refused_with_named_fields() {
+    let app = spawn_app(small_fleet(3)).await;
+    let (status, problem) = app.assign("d1", "o", 0.0, DOWNTOWN).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/packageDetail/weight"].is_string(), "{problem}");
+    let (status, problem) = app.assign("d1", "o", -3.0, DOWNTOWN).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/packageDetail/weight"].is_string(), "{problem}");
+    let (status, problem) = app.assign("d1", " ", 1.0, (47.6, -190.0)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/ownerId"].is_string() && problem["errors"]["/pickup"].is_string(), "{problem}");
+    let mut wrong_type = body("d1", "o", 1.0, DOWNTOWN);
+    wrong_type["packageDetail"]["weight"] = json!("heavy");
+    let (status, problem, headers) = app.call(Method::PUT, "/api/dronedeliveries/d1", Some(wrong_type)).await;
+    assert!(status.is_client_error(), "{status}");
+    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    assert!(problem["detail"].as_str().unwrap().contains("weight") || problem["errors"].is_object(), "{problem}");
+
+    let request = axum::http::Request::builder()
+        .method(Method::PUT)
+        .uri("/api/dronedeliveries/d1")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from("{not json"))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.router.clone(), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+    // Nothing was assigned by any of these.
+    let (_, fleet, _) = app.call(Method::GET, "/api/drones", None).await;
+    assert!(fleet.as_array().unwrap().iter().all(|d| d["status"] == "idle"));
+}
+
+#[tokio::test]
+async fn health_and_metrics_routes_answer() {
+    let app = spawn_app(small_fleet(1)).await;
+    for path in ["/healthz", "/healthz/live", "/healthz/ready"] {
+        assert_eq!(app.call(Method::GET, path, None).await.0, StatusCode::OK, "{path}");
+    }
+    app.assign("d1", "o", 1.0, DOWNTOWN).await;
+    let request = axum::http::Request::builder().uri("/metrics").body(axum::body::Body::empty()).unwrap();
+    let response = tower::ServiceExt::oneshot(app.router.clone(), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, problem, _) = app.call(Method::GET, "/api/nowhere", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["status"], 404);
+}

@@ -9,7 +9,7 @@ use platform::query::Month;
 
 pub use sqlite::SqliteDroneStore;
 
-use crate::domain::{AssignmentRequest, DroneRecord, FleetConfig};
+use crate::domain::{AssignmentRequest, Depot, DroneRecord, FleetConfig};
 
 pub type StoreError = sqlx::Error;
 
@@ -20,16 +20,20 @@ pub enum Assigned {
     Drone(DroneAssignment),
     /// The delivery was cancelled and its drone released: it must not get one again.
     Released,
-    /// No free drone can carry the package now.
+    /// No free drone can carry the package now; one will be after its flight.
     NoneFree,
+    /// No drone of the stored fleet can ever carry the package: its heaviest payload, kg.
+    TooHeavy(f64),
 }
 
 /// The fleet repository. Assignment and release are atomic: a drone never serves two
 /// deliveries at once, and a delivery never gets two drones.
 #[async_trait]
 pub trait DroneStore: Send + Sync {
-    /// Creates the fleet when the store has none; keeps an existing one.
-    async fn seed(&self, fleet: &[DroneRecord]) -> Result<(), StoreError>;
+    /// Creates the depots and the fleet when the store has no drones; keeps an existing fleet.
+    async fn seed(&self, depots: &[Depot], fleet: &[DroneRecord]) -> Result<(), StoreError>;
+    /// Assigns the chosen drone to the delivery in one transaction, or returns the delivery's
+    /// earlier answer unchanged (`Drone` again, or `Released` once it was cancelled).
     async fn assign(
         &self,
         request: &AssignmentRequest,

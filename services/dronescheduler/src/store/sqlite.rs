@@ -3,7 +3,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::drone::DroneAssignment;
-use platform::geo::distance_miles;
+use platform::geo::Point;
 use platform::query::Month;
 use platform::sqlite::{Durability, from_unix_millis, open_pool, unix_millis};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -11,12 +11,16 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{Assigned, DroneStore, StoreError};
-use crate::domain::{self, AssignmentRequest, DEPOTS, DroneRecord, FleetConfig};
+use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
 
 /// The fleet in an embedded SQLite file.
+///
+/// Every write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock before
+/// the first read: two stores on the same file (two processes) cannot both pick the same free
+/// drone. Within one process the writes also queue on a mutex, so they wait their turn without
+/// SQLite's busy-retry sleeps.
 pub struct SqliteDroneStore {
     pool: SqlitePool,
-    /// Assignments and releases read then write; one at a time keeps them atomic.
     writer: Mutex<()>,
 }
 
@@ -28,8 +32,7 @@ impl SqliteDroneStore {
     }
 }
 
-const ASSIGNMENT_COLUMNS: &str =
-    "delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles, assigned_hours, busy_until, released";
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 fn assignment(row: &SqliteRow) -> Option<DroneAssignment> {
     Some(DroneAssignment {
@@ -45,37 +48,51 @@ fn assignment(row: &SqliteRow) -> Option<DroneAssignment> {
     })
 }
 
+/// What an earlier request for this delivery decided.
+fn earlier(row: &SqliteRow) -> Assigned {
+    match assignment(row) {
+        Some(a) if !a.released => Assigned::Drone(a),
+        _ => Assigned::Released,
+    }
+}
+
+/// Reads a drone joined with its depot's position.
 fn drone(row: &SqliteRow) -> DroneRecord {
     DroneRecord {
         id: row.get(0),
         depot_id: row.get(1),
-        max_payload: row.get(2),
-        speed_mph: row.get(3),
-        busy_until: from_unix_millis(row.get(4)),
-        current_delivery_id: row.get(5),
+        location: Point::new(row.get(2), row.get(3)),
+        max_payload: row.get(4),
+        speed_mph: row.get(5),
+        busy_until: from_unix_millis(row.get(6)),
+        current_delivery_id: row.get(7),
     }
 }
 
 async fn existing(conn: &mut SqliteConnection, delivery_id: &str) -> Result<Option<SqliteRow>, StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE delivery_id = ?1")))
-        .bind(delivery_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query(
+        "SELECT delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles, assigned_hours, busy_until,
+             released
+         FROM assignments WHERE delivery_id = ?1",
+    )
+    .bind(delivery_id)
+    .fetch_optional(conn)
+    .await
 }
 
 #[async_trait]
 impl DroneStore for SqliteDroneStore {
-    async fn seed(&self, fleet: &[DroneRecord]) -> Result<(), StoreError> {
+    async fn seed(&self, depots: &[Depot], fleet: &[DroneRecord]) -> Result<(), StoreError> {
         let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drones").fetch_one(&mut *tx).await?;
         if count > 0 {
             return Ok(());
         }
-        for depot in DEPOTS {
+        for depot in depots {
             sqlx::query("INSERT OR IGNORE INTO depots (id, name, latitude, longitude) VALUES (?1, ?2, ?3, ?4)")
-                .bind(depot.id)
-                .bind(depot.name)
+                .bind(&depot.id)
+                .bind(&depot.name)
                 .bind(depot.location.latitude)
                 .bind(depot.location.longitude)
                 .execute(&mut *tx)
@@ -101,39 +118,37 @@ impl DroneStore for SqliteDroneStore {
         now: DateTime<Utc>,
         fleet: &FleetConfig,
     ) -> Result<Assigned, StoreError> {
+        // A retry of a decided delivery needs no lock.
+        if let Some(row) = existing(&mut *self.pool.acquire().await?, &request.delivery_id).await? {
+            return Ok(earlier(&row));
+        }
         let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         if let Some(row) = existing(&mut tx, &request.delivery_id).await? {
-            return Ok(match assignment(&row) {
-                Some(a) if !a.released => Assigned::Drone(a),
-                _ => Assigned::Released,
-            });
+            return Ok(earlier(&row));
         }
-        // The nearest depot with a free drone that can carry the package: one small query per
-        // depot, nearest first, so the cost does not grow with the fleet.
-        let mut depots: Vec<_> = DEPOTS.iter().collect();
-        depots.sort_by(|a, b| {
-            distance_miles(a.location, request.pickup).total_cmp(&distance_miles(b.location, request.pickup))
-        });
-        let mut candidates = Vec::new();
-        for depot in depots {
-            let row = sqlx::query(
-                "SELECT id, depot_id, max_payload, speed_mph, busy_until, current_delivery_id FROM drones
-                 WHERE depot_id = ?1 AND busy_until <= ?2 AND max_payload >= ?3
-                 ORDER BY id LIMIT 1",
-            )
-            .bind(depot.id)
-            .bind(unix_millis(now))
-            .bind(request.weight)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                candidates.push(drone(&row));
-                break;
-            }
-        }
+        // Each depot's first free drone (by id) able to carry the package; the domain picks the
+        // nearest of them. One indexed lookup per depot, so the cost does not grow with the fleet.
+        let candidates: Vec<DroneRecord> = sqlx::query(
+            "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+                 d.current_delivery_id
+             FROM depots p JOIN drones d ON d.id = (
+                 SELECT f.id FROM drones f
+                 WHERE f.depot_id = p.id AND f.busy_until <= ?1 AND f.max_payload >= ?2
+                 ORDER BY f.id LIMIT 1)",
+        )
+        .bind(unix_millis(now))
+        .bind(request.weight)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(drone)
+        .collect();
         let Some(plan) = domain::choose_drone(&candidates, request, now, fleet) else {
-            return Ok(Assigned::NoneFree);
+            let heaviest: Option<f64> =
+                sqlx::query_scalar("SELECT MAX(max_payload) FROM drones").fetch_one(&mut *tx).await?;
+            let heaviest = heaviest.unwrap_or(0.0);
+            return Ok(if heaviest < request.weight { Assigned::TooHeavy(heaviest) } else { Assigned::NoneFree });
         };
         sqlx::query("UPDATE drones SET busy_until = ?1, current_delivery_id = ?2 WHERE id = ?3")
             .bind(unix_millis(plan.busy_until))
@@ -172,9 +187,10 @@ impl DroneStore for SqliteDroneStore {
 
     async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         match existing(&mut tx, delivery_id).await?.as_ref().map(|row| (assignment(row), row.get::<i64, _>(8))) {
             None => {
+                // Cancelled before any drone was assigned: a fence, so a late assignment is refused.
                 sqlx::query(
                     "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
                          assigned_hours, busy_until, released, released_at)
@@ -223,7 +239,9 @@ impl DroneStore for SqliteDroneStore {
 
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, depot_id, max_payload, speed_mph, busy_until, current_delivery_id FROM drones ORDER BY id",
+            "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+                 d.current_delivery_id
+             FROM drones d JOIN depots p ON p.id = d.depot_id ORDER BY d.id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -232,7 +250,9 @@ impl DroneStore for SqliteDroneStore {
 
     async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, depot_id, max_payload, speed_mph, busy_until, current_delivery_id FROM drones WHERE id = ?1",
+            "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+                 d.current_delivery_id
+             FROM drones d JOIN depots p ON p.id = d.depot_id WHERE d.id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
