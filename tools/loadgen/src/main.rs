@@ -66,6 +66,9 @@ struct RunArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Exit non-zero when any request failed (for smoke tests).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[tokio::main]
@@ -97,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report.text());
             if let Some(path) = args.json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+            }
+            if args.strict && report.errors > 0 {
+                anyhow::bail!("{} requests failed: {:?}", report.errors, report.errors_by_status);
             }
             if report.lost.is_some_and(|l| l > 0) {
                 anyhow::bail!("{} accepted requests were never scheduled", report.lost.unwrap_or_default());
