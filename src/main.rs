@@ -63,3 +63,11 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("Fabrikam Drone Delivery is listening on http://{gateway} (data in {})", cli.data_dir.display());
     system.wait().await
 }
+
+#[cfg(test)]
+mod cli_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -119,3 +119,11 @@ pub async fn run(
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod cli_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -56,6 +56,7 @@ pub struct Config {
 
 /// Behaviour settings, separate from where things live so the all-in-one runner can reuse them.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "ingestion-settings")]
 pub struct Settings {
     /// The heaviest package accepted, in kilograms (the largest drone payload).
     #[arg(long, env = "FABRIKAM_MAX_PACKAGE_WEIGHT", default_value_t = 25.0)]
@@ -143,4 +144,12 @@ fn spawn_idempotency_purge(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod cli_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -75,6 +75,7 @@ pub struct Config {
 
 /// How the workflow consumes and retries.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "workflow-settings")]
 pub struct Settings {
     /// Messages processed at once.
     #[arg(long, env = "FABRIKAM_WORKFLOW_CONCURRENCY", default_value_t = 64)]
@@ -213,4 +214,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
     consumer.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod cli_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
 }
