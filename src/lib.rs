@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use contracts::messages::DELIVERY_REQUESTS_QUEUE;
@@ -28,6 +27,7 @@ pub struct SystemOptions {
     pub ingestion: ingestion::Settings,
     pub workflow: workflow::Settings,
     pub fleet: dronescheduler::FleetConfig,
+    pub gateway: gateway::GatewayOptions,
     pub common: CommonArgs,
 }
 
@@ -40,6 +40,7 @@ impl SystemOptions {
             ingestion: ingestion::Settings::default(),
             workflow: workflow::Settings::default(),
             fleet: dronescheduler::FleetConfig::default(),
+            gateway: gateway::GatewayOptions::default(),
             common: CommonArgs::default(),
         }
     }
@@ -124,7 +125,7 @@ impl System {
             package_url: http(addresses.package),
             dronescheduler_url: http(addresses.dronescheduler),
         };
-        serve(gateway_l, gateway::router(upstreams, Duration::from_secs(10), common));
+        serve(gateway_l, gateway::router(upstreams, &options.gateway, common));
 
         let endpoints = workflow::Endpoints {
             package: http(addresses.package),

@@ -36,6 +36,9 @@ struct Cli {
     fleet: dronescheduler::FleetArgs,
 
     #[command(flatten)]
+    gateway: gateway::GatewayOptions,
+
+    #[command(flatten)]
     common: CommonArgs,
 }
 
@@ -49,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         ingestion: cli.ingestion,
         workflow: cli.workflow,
         fleet: cli.fleet.into(),
+        gateway: cli.gateway,
         common: cli.common,
     };
     let system = System::start(options, Arc::new(SystemClock)).await?;

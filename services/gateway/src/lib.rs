@@ -17,6 +17,7 @@ use platform::Problem;
 use platform::config::CommonArgs;
 use platform::http::ServiceRouter;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use routes::{PREFIXES, PUBLIC_ROUTES, Upstream};
@@ -35,9 +36,8 @@ pub struct Config {
     #[command(flatten)]
     pub upstreams: UpstreamUrls,
 
-    /// How long to wait for an upstream, in milliseconds.
-    #[arg(long, env = "FABRIKAM_GATEWAY_TIMEOUT_MS", default_value_t = 10_000)]
-    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub options: GatewayOptions,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -56,11 +56,37 @@ pub struct UpstreamUrls {
     pub dronescheduler_url: String,
 }
 
+/// How the gateway protects the services behind it.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "gateway-options")]
+pub struct GatewayOptions {
+    /// How long to wait for an upstream, in milliseconds.
+    #[arg(long, env = "FABRIKAM_GATEWAY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+
+    /// Requests forwarded at once; more wait (see --queue-wait-ms), then get 503 + Retry-After
+    /// instead of piling connections onto the services until they fail.
+    #[arg(long, env = "FABRIKAM_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// How long a request waits for a free slot before it is shed, in milliseconds.
+    #[arg(long, env = "FABRIKAM_GATEWAY_QUEUE_WAIT_MS", default_value_t = 1000)]
+    pub queue_wait_ms: u64,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self { timeout_ms: 10_000, max_in_flight: 1024, queue_wait_ms: 1000 }
+    }
+}
+
 #[derive(Clone)]
 struct Gateway {
     client: reqwest::Client,
     upstreams: Arc<UpstreamUrls>,
     body_limit: usize,
+    in_flight: Arc<Semaphore>,
+    queue_wait: Duration,
 }
 
 impl Gateway {
@@ -77,11 +103,13 @@ impl Gateway {
 }
 
 /// The complete router: every public route under both prefixes, health and metrics.
-pub fn router(upstreams: UpstreamUrls, timeout: Duration, common: &CommonArgs) -> Router {
+pub fn router(upstreams: UpstreamUrls, options: &GatewayOptions, common: &CommonArgs) -> Router {
     let gateway = Gateway {
-        client: platform::client::http_client(timeout),
+        client: platform::client::http_client(Duration::from_millis(options.timeout_ms.max(1))),
         upstreams: Arc::new(upstreams),
         body_limit: common.body_limit,
+        in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+        queue_wait: Duration::from_millis(options.queue_wait_ms),
     };
     let mut api = Router::new();
     for prefix in PREFIXES {
@@ -120,12 +148,17 @@ async fn forward(
         Upstream::Package => "package",
         Upstream::DroneScheduler => "dronescheduler",
     };
+    let Ok(Ok(_slot)) = tokio::time::timeout(gateway.queue_wait, gateway.in_flight.clone().acquire_owned()).await
+    else {
+        metrics::counter!("gateway_requests_shed_total", "service" => SERVICE).increment(1);
+        return Err(Problem::unavailable("the system is at capacity; retry shortly", 1));
+    };
     proxy::forward(&gateway.client, name, url, request, gateway.body_limit, prefix).await
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let app = router(config.upstreams, Duration::from_millis(config.timeout_ms.max(1)), &config.common);
+    let app = router(config.upstreams, &config.options, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
     Ok(())

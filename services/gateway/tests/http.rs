@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gateway::UpstreamUrls;
+use gateway::{GatewayOptions, UpstreamUrls};
 use http_body_util::BodyExt;
 use platform::config::CommonArgs;
 use serde_json::{Value, json};
@@ -47,7 +47,7 @@ async fn gateway() -> (Router, Seen) {
         package_url: start_upstream("package", seen.clone()).await,
         dronescheduler_url: start_upstream("dronescheduler", seen.clone()).await,
     };
-    (gateway::router(upstreams, std::time::Duration::from_secs(5), &CommonArgs::default()), seen)
+    (gateway::router(upstreams, &GatewayOptions::default(), &CommonArgs::default()), seen)
 }
 
 async fn call(
@@ -157,7 +157,8 @@ async fn an_unreachable_service_is_a_502_problem() {
         package_url: dead.clone(),
         dronescheduler_url: dead,
     };
-    let router = gateway::router(upstreams, std::time::Duration::from_secs(2), &CommonArgs::default());
+    let options = GatewayOptions { timeout_ms: 2000, ..GatewayOptions::default() };
+    let router = gateway::router(upstreams, &options, &CommonArgs::default());
     let (status, problem, headers) = call(&router, Method::GET, "/api/deliveries/d1", None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
@@ -172,4 +173,33 @@ async fn oversized_bodies_stop_at_the_gateway() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(problem["status"], 413);
     assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn over_capacity_requests_are_shed_with_retry_after() {
+    let slow = Router::new().fallback(|| async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        StatusCode::ACCEPTED
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await.unwrap() });
+    let upstreams = UpstreamUrls {
+        ingestion_url: url.clone(),
+        delivery_url: url.clone(),
+        package_url: url.clone(),
+        dronescheduler_url: url,
+    };
+    let options = GatewayOptions { max_in_flight: 1, queue_wait_ms: 50, ..GatewayOptions::default() };
+    let router = gateway::router(upstreams, &options, &CommonArgs::default());
+    let (first, second) = tokio::join!(
+        call(&router, Method::GET, "/api/deliveries/a", None),
+        call(&router, Method::GET, "/api/deliveries/b", None)
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::ACCEPTED, StatusCode::SERVICE_UNAVAILABLE]);
+    let shed = if first.0 == StatusCode::SERVICE_UNAVAILABLE { first } else { second };
+    assert_eq!(shed.2[header::RETRY_AFTER], "1");
+    assert_eq!(shed.2[header::CONTENT_TYPE], "application/problem+json");
 }

@@ -53,6 +53,8 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
     let elapsed = result.elapsed.as_secs_f64();
     let stats = &result.stats;
     let scheduled = settled.map(|(c, _)| c.scheduled.max(0.0) as u64);
+    // Scheduling goes on after the load stops (the backlog drains): the rate counts that time too.
+    let scheduling_secs = elapsed + settled.map_or(0.0, |(_, drained)| drained.as_secs_f64());
     let mode = match options.mode {
         Mode::Open { rate } => format!("open loop {rate:.0}/s, {:.0} s", options.duration.as_secs_f64()),
         Mode::Closed { connections } => {
@@ -78,7 +80,7 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
         accept_latency: Some(Percentiles::of(&stats.accept_latency)),
         created,
         scheduled,
-        scheduled_per_s: scheduled.map(|s| s as f64 / elapsed),
+        scheduled_per_s: scheduled.map(|s| s as f64 / scheduling_secs),
         accept_to_scheduled_sampled: (!stats.scheduled_latency.is_empty())
             .then(|| Percentiles::of(&stats.scheduled_latency)),
         lost: settled.map(|(c, _)| created as i64 - c.settled().round() as i64),
