@@ -26,7 +26,7 @@ pub struct SqliteDroneStore {
 
 impl SqliteDroneStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let pool = open_pool(path, Durability::Normal, 8).await?;
+        let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool, writer: Mutex::new(()) })
     }

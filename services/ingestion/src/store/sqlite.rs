@@ -15,7 +15,7 @@ pub struct SqliteIngestionStore {
 
 impl SqliteIngestionStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let pool = open_pool(path, Durability::Normal, 8).await?;
+        let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

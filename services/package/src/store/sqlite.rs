@@ -19,7 +19,7 @@ pub struct SqlitePackageStore {
 
 impl SqlitePackageStore {
     pub async fn open(path: &Path, clock: SharedClock) -> Result<Self, StoreError> {
-        let pool = open_pool(path, Durability::Normal, 8).await?;
+        let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool, clock })
     }
