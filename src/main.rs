@@ -62,8 +62,18 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown signal received; finishing in-flight work");
         stop.cancel();
     });
-    let gateway = system.addresses.gateway;
-    tracing::info!(gateway = %gateway, data_dir = %cli.data_dir.display(), "Fabrikam Drone Delivery is up");
+    let a = system.addresses;
+    let gateway = a.gateway;
+    tracing::info!(
+        gateway = %gateway,
+        ingestion = %a.ingestion,
+        workflow = %a.workflow,
+        package = %a.package,
+        dronescheduler = %a.dronescheduler,
+        delivery = %a.delivery,
+        data_dir = %cli.data_dir.display(),
+        "Fabrikam Drone Delivery is up"
+    );
     eprintln!("Fabrikam Drone Delivery is listening on http://{gateway} (data in {})", cli.data_dir.display());
     system.wait().await
 }
