@@ -14,7 +14,9 @@ pub mod metrics;
 pub mod problem;
 pub mod query;
 pub mod shutdown;
+pub mod postgres;
 pub mod sqlite;
+pub mod testenv;
 
 pub mod telemetry;
 pub mod testing;
