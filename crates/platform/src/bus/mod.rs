@@ -11,6 +11,7 @@
 //! in-progress acks). [`conformance`] holds the behaviour suite every backend must pass.
 
 pub mod conformance;
+mod nats;
 mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+pub use nats::{NatsQueue, NatsSettings};
 pub use sqlite::SqliteQueue;
 
 /// Errors from the bus.
@@ -180,15 +182,17 @@ impl Default for QueueOptions {
     }
 }
 
-/// Opens the queue `name` on the backend named by `url` (`sqlite://PATH`).
+/// Opens the queue `name` on the backend named by `url`: `sqlite://PATH` (embedded) or
+/// `nats://HOST:PORT[,HOST:PORT…][?options]` (JetStream; see [`NatsSettings`]).
 pub async fn open_queue(url: &str, name: &str, options: QueueOptions) -> Result<Arc<dyn Queue>, BusError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let queue = SqliteQueue::open(std::path::Path::new(path), name, options).await?;
         return Ok(Arc::new(queue));
     }
-    Err(BusError::Config(format!(
-        "unsupported bus URL {url:?}: expected sqlite://PATH (nats:// arrives with the distributed backend)"
-    )))
+    if url.starts_with("nats://") {
+        return Ok(Arc::new(NatsQueue::open(url, name, options).await?));
+    }
+    Err(BusError::Config(format!("unsupported bus URL {url:?}: expected sqlite://PATH or nats://HOST:PORT")))
 }
 
 /// Readiness: the queue answers.

@@ -1,0 +1,613 @@
+//! The distributed bus backend: NATS JetStream.
+//!
+//! A queue `NAME` is a work-queue stream `{prefix}-NAME` on subject `{prefix}.queue.NAME`, read
+//! through one durable pull consumer `NAME-workers` with explicit acks, so each message goes to
+//! one consumer and leaves the stream when acked. De-duplication is JetStream's own
+//! (`Nats-Msg-Id` within the stream's duplicate window). A retry is a `NAK` with a delay.
+//!
+//! JetStream has no dead-letter queue: a message that used up its deliveries stays in the stream
+//! and the server only emits an advisory. So the backend moves such messages itself to a
+//! limits-retention stream `{prefix}-NAME-dead`, with its last error and attempt count in
+//! headers: directly when a consumer gives up on it, and from the `MAX_DELIVERIES` advisory when
+//! consumers crashed on it until the server stopped delivering it.
+//!
+//! Leases: the server does not refuse an ack that arrives after the message was redelivered, so
+//! each received message carries its own lease deadline (ack wait after receipt or the last
+//! in-progress ack, minus a margin for the time the message spent in flight) and refuses to
+//! settle after it, as the embedded backend does.
+//!
+//! Settings come from the URL: `nats://HOST:PORT[,HOST:PORT…]?prefix=fabrikam&replicas=1&
+//! storage=file&max_age_secs=0&max_bytes=-1&dead_max_age_secs=1209600`, so a three-node cluster
+//! with replicated streams is a change of URL only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer, context::Context, stream};
+use async_nats::{HeaderMap, ServerAddr};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{
+    BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, Retried, Settlement,
+};
+
+const ERROR_HEADER: &str = "Fabrikam-Error";
+const ATTEMPTS_HEADER: &str = "Fabrikam-Attempts";
+const ENQUEUED_HEADER: &str = "Fabrikam-Enqueued-At";
+const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// How the backend lays out and sizes its streams; parsed from the bus URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSettings {
+    /// Server addresses (a cluster's seed list).
+    pub servers: Vec<String>,
+    /// Prefix of stream names and subjects, so that several systems (or tests) share a server.
+    pub prefix: String,
+    /// Stream replicas (1 on a single server, 3 on a three-node cluster).
+    pub replicas: usize,
+    /// File storage survives a server restart; memory storage does not.
+    pub memory_storage: bool,
+    /// Oldest message kept (zero: no limit).
+    pub max_age: Duration,
+    /// Largest stream size in bytes (-1: no limit).
+    pub max_bytes: i64,
+    /// How long dead letters are kept.
+    pub dead_max_age: Duration,
+}
+
+impl NatsSettings {
+    /// Parses `nats://host:port[,host:port]?key=value&…`.
+    pub fn from_url(url: &str) -> Result<Self, BusError> {
+        let rest = url
+            .strip_prefix("nats://")
+            .ok_or_else(|| BusError::Config(format!("a NATS URL starts with nats://, got {url:?}")))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let servers: Vec<String> =
+            hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("nats://{h}")).collect();
+        if servers.is_empty() {
+            return Err(BusError::Config(format!("no server in NATS URL {url:?}")));
+        }
+        let mut settings = Self {
+            servers,
+            prefix: "fabrikam".to_owned(),
+            replicas: 1,
+            memory_storage: false,
+            max_age: Duration::ZERO,
+            max_bytes: -1,
+            dead_max_age: Duration::from_secs(14 * 24 * 3600),
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || BusError::Config(format!("bad value {value:?} for {key} in NATS URL"));
+            match key {
+                "prefix" if is_name_safe(value) => settings.prefix = value.to_owned(),
+                "replicas" => settings.replicas = value.parse().map_err(|_| bad())?,
+                "storage" => {
+                    settings.memory_storage = match value {
+                        "file" => false,
+                        "memory" => true,
+                        _ => return Err(bad()),
+                    }
+                }
+                "max_age_secs" => settings.max_age = Duration::from_secs(value.parse().map_err(|_| bad())?),
+                "max_bytes" => settings.max_bytes = value.parse().map_err(|_| bad())?,
+                "dead_max_age_secs" => {
+                    settings.dead_max_age = Duration::from_secs(value.parse().map_err(|_| bad())?)
+                }
+                _ => {
+                    return Err(BusError::Config(format!(
+                        "unknown or invalid NATS URL parameter {pair:?} (known: prefix, replicas, storage, \
+                         max_age_secs, max_bytes, dead_max_age_secs)"
+                    )));
+                }
+            }
+        }
+        Ok(settings)
+    }
+
+    fn storage(&self) -> stream::StorageType {
+        if self.memory_storage { stream::StorageType::Memory } else { stream::StorageType::File }
+    }
+}
+
+/// Stream names allow neither `.`, `*`, `>` nor whitespace; we also keep them to one case-safe set.
+fn is_name_safe(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn unavailable(context: &str, error: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("{context}: {error}"))
+}
+
+/// Connects to the servers; a server that is down now is retried in the background.
+pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusError> {
+    let addrs: Vec<ServerAddr> = settings
+        .servers
+        .iter()
+        .map(|s| s.parse::<ServerAddr>().map_err(|e| BusError::Config(format!("NATS server {s:?}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    async_nats::ConnectOptions::new()
+        .name("fabrikam")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(3))
+        .connect(addrs.as_slice())
+        .await
+        .map_err(|e| unavailable("connecting to NATS", e))
+}
+
+/// Runs `setup` until JetStream answers, backing off, for up to about a minute: a service
+/// started before its NATS server waits for it instead of crash-looping.
+async fn until_ready<T, F, Fut>(what: &str, mut setup: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        match setup().await {
+            Ok(value) => return Ok(value),
+            Err(BusError::Unavailable(error)) if Instant::now() < give_up => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what}: NATS not ready yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(3));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A work queue on NATS JetStream (see the module docs).
+pub struct NatsQueue {
+    inner: Arc<Inner>,
+    /// Stops the advisory listener when the queue is dropped.
+    _listener: DropGuard,
+}
+
+struct Inner {
+    name: String,
+    context: Context,
+    subject: String,
+    stream_name: String,
+    dead_stream_name: String,
+    dead_subject: String,
+    consumer: consumer::PullConsumer,
+    options: QueueOptions,
+    /// Serialises receives: two concurrent pull requests on one connection gain nothing and
+    /// would split a small backlog unevenly.
+    receiving: Mutex<()>,
+}
+
+impl NatsQueue {
+    /// Opens queue `name`, creating its streams and consumer when missing.
+    pub async fn open(url: &str, name: &str, options: QueueOptions) -> Result<Self, BusError> {
+        let settings = NatsSettings::from_url(url)?;
+        Self::open_with(&settings, connect(&settings).await?, name, options).await
+    }
+
+    /// Opens queue `name` on an existing connection.
+    pub async fn open_with(
+        settings: &NatsSettings,
+        client: async_nats::Client,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<Self, BusError> {
+        if !is_name_safe(name) {
+            return Err(BusError::Config(format!("queue name {name:?} must be letters, digits, '-' or '_'")));
+        }
+        let context = jetstream::new(client.clone());
+        let prefix = &settings.prefix;
+        let stream_name = format!("{prefix}-{name}");
+        let subject = format!("{prefix}.queue.{name}");
+        let dead_stream_name = format!("{prefix}-{name}-dead");
+        let dead_subject = format!("{prefix}.dead.{name}");
+        let stream_config = stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![subject.clone()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: settings.storage(),
+            num_replicas: settings.replicas,
+            max_age: settings.max_age,
+            max_bytes: settings.max_bytes,
+            duplicate_window: options.dedup_window,
+            ..Default::default()
+        };
+        let dead_config = stream::Config {
+            name: dead_stream_name.clone(),
+            subjects: vec![dead_subject.clone()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: settings.storage(),
+            num_replicas: settings.replicas,
+            max_age: settings.dead_max_age,
+            duplicate_window: options.dedup_window,
+            ..Default::default()
+        };
+        let durable = format!("{name}-workers");
+        let consumer_config = consumer::pull::Config {
+            durable_name: Some(durable.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_deliver: i64::from(options.max_attempts.max(1)),
+            max_ack_pending: 10_000,
+            filter_subject: subject.clone(),
+            num_replicas: settings.replicas,
+            ..Default::default()
+        };
+        let consumer = until_ready(&format!("opening queue {name}"), || {
+            let (context, stream_config, dead_config, consumer_config) =
+                (context.clone(), stream_config.clone(), dead_config.clone(), consumer_config.clone());
+            async move {
+                ensure_stream(&context, stream_config).await?;
+                ensure_stream(&context, dead_config).await?;
+                ensure_consumer(&context, &format!("{prefix}-{name}"), consumer_config).await
+            }
+        })
+        .await?;
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            context,
+            subject,
+            stream_name: stream_name.clone(),
+            dead_stream_name,
+            dead_subject,
+            consumer,
+            options,
+            receiving: Mutex::new(()),
+        });
+        let stop = CancellationToken::new();
+        let advisories = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{durable}");
+        let subscriber = client.subscribe(advisories).await.map_err(|e| unavailable("subscribing to advisories", e))?;
+        tokio::spawn(move_exhausted_messages(Arc::downgrade(&inner), subscriber, stop.clone()));
+        Ok(Self { inner, _listener: stop.drop_guard() })
+    }
+}
+
+/// Creates the stream, or brings an existing one's limits in line with `config`.
+async fn ensure_stream(context: &Context, config: stream::Config) -> Result<(), BusError> {
+    let name = config.name.clone();
+    match context.get_stream(&name).await {
+        Ok(mut existing) => {
+            let current = existing.info().await.map_err(|e| unavailable("reading stream info", e))?.config.clone();
+            let wanted = config;
+            if current.num_replicas != wanted.num_replicas
+                || current.max_age != wanted.max_age
+                || current.max_bytes != wanted.max_bytes
+                || current.duplicate_window != wanted.duplicate_window
+            {
+                context.update_stream(&wanted).await.map_err(|e| unavailable(&format!("updating stream {name}"), e))?;
+            }
+            Ok(())
+        }
+        Err(error)
+            if matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            context.create_stream(config).await.map_err(|e| unavailable(&format!("creating stream {name}"), e))?;
+            Ok(())
+        }
+        Err(error) => Err(unavailable(&format!("looking up stream {name}"), error)),
+    }
+}
+
+/// Creates the durable consumer, or updates its ack wait and delivery limit.
+async fn ensure_consumer(
+    context: &Context,
+    stream_name: &str,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, BusError> {
+    let stream = context.get_stream(stream_name).await.map_err(|e| unavailable("looking up stream", e))?;
+    let durable = config.durable_name.clone().unwrap_or_default();
+    match stream.get_consumer::<consumer::pull::Config>(&durable).await {
+        Ok(mut existing) => {
+            let current = existing.info().await.map_err(|e| unavailable("reading consumer info", e))?.config.clone();
+            if current.ack_wait != config.ack_wait || current.max_deliver != config.max_deliver {
+                return stream.update_consumer(config).await.map_err(|e| unavailable("updating consumer", e));
+            }
+            Ok(existing)
+        }
+        Err(_) => stream.create_consumer(config).await.map_err(|e| unavailable("creating consumer", e)),
+    }
+}
+
+/// The server's notice that a message used up its deliveries without being settled.
+#[derive(Deserialize)]
+struct MaxDeliveriesAdvisory {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// Moves each message named by a `MAX_DELIVERIES` advisory to the dead letters.
+async fn move_exhausted_messages(
+    inner: std::sync::Weak<Inner>,
+    mut advisories: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
+    loop {
+        let advisory = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = advisories.next() => match next { Some(message) => message, None => return },
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(notice) = serde_json::from_slice::<MaxDeliveriesAdvisory>(&advisory.payload) else { continue };
+        if let Err(error) = inner.move_to_dead_letters(notice.stream_seq, notice.deliveries).await {
+            tracing::warn!(queue = %inner.name, seq = notice.stream_seq, %error, "could not dead-letter an exhausted message");
+        }
+    }
+}
+
+impl Inner {
+    async fn move_to_dead_letters(&self, sequence: u64, deliveries: u64) -> Result<(), BusError> {
+        let stream = self.context.get_stream(&self.stream_name).await.map_err(|e| unavailable("looking up stream", e))?;
+        // Another process may have moved it already: nothing to do then.
+        let Ok(message) = stream.get_raw_message(sequence).await else { return Ok(()) };
+        let id = message
+            .headers
+            .get(MESSAGE_ID_HEADER)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_else(|| format!("seq-{sequence}"));
+        let error = format!("not settled after {deliveries} deliveries (consumers crashed or timed out)");
+        self.publish_dead(&id, message.payload, deliveries as u32, &error, message.time.unix_timestamp_nanos())
+            .await?;
+        stream.delete_message(sequence).await.map_err(|e| unavailable("removing a dead message", e))?;
+        Ok(())
+    }
+
+    async fn publish_dead(
+        &self,
+        id: &str,
+        payload: Bytes,
+        attempts: u32,
+        error: &str,
+        enqueued_nanos: i128,
+    ) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(MESSAGE_ID_HEADER, id);
+        headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
+        // Header values are one line.
+        headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
+        headers.insert(ENQUEUED_HEADER, enqueued_nanos.to_string().as_str());
+        self.context
+            .publish_with_headers(self.dead_subject.clone(), headers, payload)
+            .await
+            .map_err(|e| unavailable("publishing a dead letter", e))?
+            .await
+            .map_err(|e| unavailable("storing a dead letter", e))?;
+        Ok(())
+    }
+
+    async fn pull(&self, max: usize, wait: Option<Duration>) -> Result<Vec<jetstream::Message>, BusError> {
+        let mut messages = match wait {
+            None => self.consumer.fetch().max_messages(max).messages().await,
+            Some(wait) => self.consumer.batch().max_messages(max).expires(wait).messages().await,
+        }
+        .map_err(|e| unavailable("pulling messages", e))?;
+        let mut out = Vec::with_capacity(max);
+        while let Some(next) = messages.next().await {
+            match next {
+                Ok(message) => out.push(message),
+                Err(error) if out.is_empty() => return Err(unavailable("receiving messages", error)),
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Queue for NatsQueue {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError> {
+        let publish = jetstream::message::PublishMessage::build().payload(message.payload).message_id(&message.id);
+        let ack = self
+            .inner
+            .context
+            .send_publish(self.inner.subject.clone(), publish)
+            .await
+            .map_err(|e| unavailable("publishing", e))?
+            .await
+            .map_err(|e| unavailable("storing a message", e))?;
+        Ok(if ack.duplicate { Published::Duplicate } else { Published::Stored })
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
+        let max = max.max(1);
+        let _one = self.inner.receiving.lock().await;
+        // What is there now; else wait for one message, then take what else arrived with it.
+        let mut pulled = self.inner.pull(max, None).await?;
+        if pulled.is_empty() && !wait.is_zero() {
+            pulled = self.inner.pull(1, Some(wait.max(Duration::from_millis(10)))).await?;
+            if !pulled.is_empty() && max > 1 {
+                pulled.extend(self.inner.pull(max - 1, None).await?);
+            }
+        }
+        let received_at = Instant::now();
+        Ok(pulled.into_iter().filter_map(|message| self.wrap(message, received_at)).collect())
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        let mut stream = self
+            .inner
+            .context
+            .get_stream(&self.inner.dead_stream_name)
+            .await
+            .map_err(|e| unavailable("looking up the dead letters", e))?;
+        let state = stream.info().await.map_err(|e| unavailable("reading the dead letters", e))?.state.clone();
+        let mut out = Vec::new();
+        if state.messages == 0 {
+            return Ok(out);
+        }
+        for sequence in state.first_sequence..=state.last_sequence {
+            if out.len() >= limit {
+                break;
+            }
+            let Ok(message) = stream.get_raw_message(sequence).await else { continue };
+            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            let enqueued_nanos: i128 = header(ENQUEUED_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default();
+            out.push(DeadLetter {
+                id: header(MESSAGE_ID_HEADER).unwrap_or_else(|| format!("seq-{sequence}")),
+                payload: message.payload,
+                attempts: header(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default(),
+                last_error: header(ERROR_HEADER).unwrap_or_default(),
+                enqueued_at: DateTime::<Utc>::from_timestamp_nanos(enqueued_nanos as i64),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn depth(&self) -> Result<u64, BusError> {
+        let mut stream = self
+            .inner
+            .context
+            .get_stream(&self.inner.stream_name)
+            .await
+            .map_err(|e| unavailable("looking up the queue", e))?;
+        Ok(stream.info().await.map_err(|e| unavailable("reading the queue", e))?.state.messages)
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        // A stream lookup, not an account query: the account reply of older servers (2.9) does
+        // not parse in this client.
+        tokio::time::timeout(Duration::from_secs(2), self.inner.context.get_stream(&self.inner.stream_name))
+            .await
+            .map_err(|_| BusError::Unavailable("JetStream did not answer within 2 s".into()))?
+            .map(|_| ())
+            .map_err(|e| unavailable("JetStream", e))
+    }
+}
+
+impl NatsQueue {
+    fn wrap(&self, message: jetstream::Message, received_at: Instant) -> Option<ReceivedMessage> {
+        let (attempt, enqueued_at, sequence) = match message.info() {
+            Ok(info) => (
+                info.delivered.max(1) as u32,
+                DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
+                info.stream_sequence,
+            ),
+            Err(error) => {
+                tracing::warn!(queue = %self.inner.name, %error, "received a message without JetStream metadata");
+                return None;
+            }
+        };
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MESSAGE_ID_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_else(|| format!("seq-{sequence}"));
+        let payload = message.payload.clone();
+        let settlement = NatsSettlement {
+            inner: self.inner.clone(),
+            lease_until: std::sync::Mutex::new(lease_deadline(received_at, self.inner.options.ack_wait)),
+            message,
+            id: id.clone(),
+            attempt,
+            enqueued_nanos: enqueued_at.timestamp_nanos_opt().unwrap_or_default() as i128,
+        };
+        Some(ReceivedMessage::new(id, payload, attempt, enqueued_at, Box::new(settlement)))
+    }
+}
+
+/// When a lease taken at `from` should be treated as lost: the server's clock started a little
+/// before the message reached us, so keep a margin.
+fn lease_deadline(from: Instant, ack_wait: Duration) -> Instant {
+    let margin = (ack_wait / 10).min(Duration::from_secs(1));
+    from + ack_wait - margin
+}
+
+struct NatsSettlement {
+    inner: Arc<Inner>,
+    message: jetstream::Message,
+    lease_until: std::sync::Mutex<Instant>,
+    id: String,
+    attempt: u32,
+    enqueued_nanos: i128,
+}
+
+impl NatsSettlement {
+    fn check_lease(&self) -> Result<(), BusError> {
+        let until = *self.lease_until.lock().unwrap_or_else(|e| e.into_inner());
+        if Instant::now() >= until { Err(BusError::LeaseLost(self.id.clone())) } else { Ok(()) }
+    }
+
+    async fn settle(&self, kind: AckKind) -> Result<(), BusError> {
+        self.check_lease()?;
+        self.message.double_ack_with(kind).await.map_err(|e| unavailable("settling a message", e))
+    }
+}
+
+#[async_trait]
+impl Settlement for NatsSettlement {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.settle(AckKind::Ack).await
+    }
+
+    async fn retry_after(self: Box<Self>, delay: Duration, error: &str) -> Result<Retried, BusError> {
+        if self.attempt >= self.inner.options.max_attempts {
+            self.dead_letter(error).await?;
+            return Ok(Retried::DeadLettered);
+        }
+        let delay = if delay.is_zero() { None } else { Some(delay) };
+        self.settle(AckKind::Nak(delay)).await?;
+        Ok(Retried::Scheduled)
+    }
+
+    async fn dead_letter(self: Box<Self>, error: &str) -> Result<(), BusError> {
+        self.check_lease()?;
+        self.inner
+            .publish_dead(&self.id, self.message.payload.clone(), self.attempt, error, self.enqueued_nanos)
+            .await?;
+        self.settle(AckKind::Term).await
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
+        self.check_lease()?;
+        self.message.ack_with(AckKind::Progress).await.map_err(|e| unavailable("extending a lease", e))?;
+        *self.lease_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            lease_deadline(Instant::now(), self.inner.options.ack_wait);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_settings_parse_with_defaults() {
+        let s = NatsSettings::from_url("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(s.servers, ["nats://127.0.0.1:4222"]);
+        assert_eq!((s.prefix.as_str(), s.replicas, s.memory_storage), ("fabrikam", 1, false));
+    }
+
+    #[test]
+    fn url_settings_take_a_cluster_and_options() {
+        let s = NatsSettings::from_url("nats://a:4222,b:4222,c:4222?replicas=3&prefix=prod&storage=memory&max_age_secs=60")
+            .unwrap();
+        assert_eq!(s.servers.len(), 3);
+        assert_eq!((s.prefix.as_str(), s.replicas, s.memory_storage), ("prod", 3, true));
+        assert_eq!(s.max_age, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn url_settings_refuse_unknown_or_bad_values() {
+        for url in ["nats://a?replicas=x", "nats://a?colour=red", "nats://a?prefix=a.b", "http://a", "nats://"] {
+            assert!(NatsSettings::from_url(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_lease_ends_before_the_servers_ack_wait() {
+        let now = Instant::now();
+        assert_eq!(lease_deadline(now, Duration::from_secs(30)), now + Duration::from_secs(29));
+        assert_eq!(lease_deadline(now, Duration::from_millis(300)), now + Duration::from_millis(270));
+    }
+}
