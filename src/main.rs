@@ -16,8 +16,14 @@ use platform::config::CommonArgs;
 /// embedded durable queue under the data directory. Stop it with Ctrl-C; start it again on
 /// the same data directory and unfinished work resumes.
 #[derive(Debug, Parser)]
+///
+/// `fabrikam SERVICE [FLAGS]` runs one service alone instead (distributed mode: see
+/// `fabrikam SERVICE --help`); it is the same code as the per-service binaries.
 #[command(name = "fabrikam", version)]
 struct Cli {
+    #[command(subcommand)]
+    service: Option<Service>,
+
     /// Public address of the gateway.
     #[arg(long, env = "FABRIKAM_LISTEN", default_value = "127.0.0.1:8080", value_parser = platform::config::parse_addr)]
     listen: SocketAddr,
@@ -42,9 +48,61 @@ struct Cli {
     common: CommonArgs,
 }
 
+/// One service, run alone.
+#[derive(Debug, clap::Subcommand)]
+enum Service {
+    /// The public entry point: routes, limits and forwards to the services.
+    Gateway(gateway::Config),
+    /// Accepts delivery requests and queues them durably.
+    Ingestion(ingestion::Config),
+    /// Consumes the queue and drives package, drone and delivery.
+    Workflow(workflow::Config),
+    /// Stores packages.
+    Package(package::Config),
+    /// Assigns drones from the fleet.
+    Dronescheduler(dronescheduler::Config),
+    /// Keeps deliveries, their stage and tracking.
+    Delivery(delivery::Config),
+}
+
+async fn run_alone(service: Service) -> anyhow::Result<()> {
+    use tokio::net::TcpListener;
+    let shutdown = platform::shutdown::token_on_signal();
+    let clock = Arc::new(SystemClock);
+    match service {
+        Service::Gateway(c) => {
+            platform::telemetry::init(c.common.log_format);
+            gateway::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
+        }
+        Service::Ingestion(c) => {
+            platform::telemetry::init(c.common.log_format);
+            ingestion::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
+        }
+        Service::Workflow(c) => {
+            platform::telemetry::init(c.common.log_format);
+            workflow::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
+        }
+        Service::Package(c) => {
+            platform::telemetry::init(c.common.log_format);
+            package::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
+        }
+        Service::Dronescheduler(c) => {
+            platform::telemetry::init(c.common.log_format);
+            dronescheduler::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
+        }
+        Service::Delivery(c) => {
+            platform::telemetry::init(c.common.log_format);
+            delivery::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(service) = cli.service.take() {
+        return run_alone(service).await;
+    }
     platform::telemetry::init(cli.common.log_format);
     let options = SystemOptions {
         listen: cli.listen,

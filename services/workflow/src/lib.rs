@@ -50,7 +50,8 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_WORKFLOW_LISTEN", default_value = "127.0.0.1:8085")]
     pub listen: SocketAddr,
 
-    /// The bus holding the delivery-requests queue: sqlite://PATH.
+    /// The bus holding the delivery-requests queue: sqlite://PATH (embedded) or
+    /// nats://HOST:PORT[,HOST:PORT...][?prefix=..&replicas=..] (NATS JetStream).
     #[arg(long, env = "FABRIKAM_BUS_URL", default_value = "sqlite://./data/bus.db")]
     pub bus_url: String,
 

@@ -30,7 +30,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
@@ -177,7 +177,12 @@ struct Inner {
     stream_name: String,
     dead_stream_name: String,
     dead_subject: String,
-    consumer: consumer::PullConsumer,
+    /// The consumer's settings (ack wait, max deliveries) belong to whoever consumes: a
+    /// process that only publishes never creates or changes the consumer.
+    consumer_config: consumer::pull::Config,
+    consumer: OnceCell<consumer::PullConsumer>,
+    /// Stops the advisory listener.
+    stop: CancellationToken,
     options: QueueOptions,
     /// Serialises receives: two concurrent pull requests on one connection gain nothing and
     /// would split a small backlog unevenly.
@@ -230,7 +235,7 @@ impl NatsQueue {
         };
         let durable = format!("{name}-workers");
         let consumer_config = consumer::pull::Config {
-            durable_name: Some(durable.clone()),
+            durable_name: Some(durable),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: options.ack_wait,
             max_deliver: i64::from(options.max_attempts.max(1)),
@@ -239,31 +244,28 @@ impl NatsQueue {
             num_replicas: settings.replicas,
             ..Default::default()
         };
-        let consumer = until_ready(&format!("opening queue {name}"), || {
-            let (context, stream_config, dead_config, consumer_config) =
-                (context.clone(), stream_config.clone(), dead_config.clone(), consumer_config.clone());
+        until_ready(&format!("opening queue {name}"), || {
+            let (context, stream_config, dead_config) = (context.clone(), stream_config.clone(), dead_config.clone());
             async move {
                 ensure_stream(&context, stream_config).await?;
-                ensure_stream(&context, dead_config).await?;
-                ensure_consumer(&context, &format!("{prefix}-{name}"), consumer_config).await
+                ensure_stream(&context, dead_config).await
             }
         })
         .await?;
+        let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             context,
             subject,
-            stream_name: stream_name.clone(),
+            stream_name,
             dead_stream_name,
             dead_subject,
-            consumer,
+            consumer_config,
+            consumer: OnceCell::new(),
+            stop: stop.clone(),
             options,
             receiving: Mutex::new(()),
         });
-        let stop = CancellationToken::new();
-        let advisories = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{durable}");
-        let subscriber = client.subscribe(advisories).await.map_err(|e| unavailable("subscribing to advisories", e))?;
-        tokio::spawn(move_exhausted_messages(Arc::downgrade(&inner), subscriber, stop.clone()));
         Ok(Self { inner, _listener: stop.drop_guard() })
     }
 }
@@ -381,10 +383,30 @@ impl Inner {
         Ok(())
     }
 
-    async fn pull(&self, max: usize, wait: Option<Duration>) -> Result<Vec<jetstream::Message>, BusError> {
+    /// The durable consumer, created or updated on first use; the advisory listener starts with it.
+    async fn consumer(self: &Arc<Self>) -> Result<&consumer::PullConsumer, BusError> {
+        self.consumer
+            .get_or_try_init(|| async {
+                let consumer = ensure_consumer(&self.context, &self.stream_name, self.consumer_config.clone()).await?;
+                let durable = self.consumer_config.durable_name.clone().unwrap_or_default();
+                let advisories = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{durable}", self.stream_name);
+                let subscriber = self
+                    .context
+                    .client()
+                    .subscribe(advisories)
+                    .await
+                    .map_err(|e| unavailable("subscribing to advisories", e))?;
+                tokio::spawn(move_exhausted_messages(Arc::downgrade(self), subscriber, self.stop.clone()));
+                Ok(consumer)
+            })
+            .await
+    }
+
+    async fn pull(self: &Arc<Self>, max: usize, wait: Option<Duration>) -> Result<Vec<jetstream::Message>, BusError> {
+        let consumer = self.consumer().await?;
         let mut messages = match wait {
-            None => self.consumer.fetch().max_messages(max).messages().await,
-            Some(wait) => self.consumer.batch().max_messages(max).expires(wait).messages().await,
+            None => consumer.fetch().max_messages(max).messages().await,
+            Some(wait) => consumer.batch().max_messages(max).expires(wait).messages().await,
         }
         .map_err(|e| unavailable("pulling messages", e))?;
         let mut out = Vec::with_capacity(max);
