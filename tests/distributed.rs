@@ -1,0 +1,294 @@
+//! The distributed mode end to end: every service its own OS process (`fabrikam SERVICE`, the
+//! same code as the per-service binaries) on loopback, with the queue on NATS JetStream, the
+//! package, drone and ingestion stores on PostgreSQL and deliveries on Redis.
+//!
+//! Runs when `FABRIKAM_TEST_NATS_URL`, `FABRIKAM_TEST_POSTGRES_URL` and `FABRIKAM_TEST_REDIS_URL`
+//! are all set (CI sets them); skipped, with a note, otherwise. Each run uses its own schemas,
+//! stream prefix and key prefix, so runs never see each other's data.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use platform::bus::{NatsQueue, Queue, QueueOptions};
+use platform::testenv;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const SERVICES: [&str; 6] = ["package", "dronescheduler", "delivery", "ingestion", "workflow", "gateway"];
+/// The workflow's lease: short, so work the crash interrupted comes back quickly.
+const ACK_WAIT_SECS: u64 = 2;
+
+struct Backends {
+    nats: String,
+    postgres: String,
+    redis: String,
+}
+
+fn backends() -> Option<Backends> {
+    let nats = testenv::server_url(testenv::NATS_URL, "distributed end-to-end test");
+    let postgres = testenv::server_url(testenv::POSTGRES_URL, "distributed end-to-end test");
+    let redis = testenv::server_url(testenv::REDIS_URL, "distributed end-to-end test");
+    Some(Backends { nats: nats?, postgres: postgres?, redis: redis? })
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The whole system as separate processes.
+struct Cluster {
+    logs: PathBuf,
+    addresses: std::collections::HashMap<&'static str, SocketAddr>,
+    args: std::collections::HashMap<&'static str, Vec<String>>,
+    children: std::collections::HashMap<&'static str, Child>,
+    bus_url: String,
+}
+
+impl Cluster {
+    async fn start(backends: &Backends, logs: &Path) -> Self {
+        let run = testenv::unique_name("e2e");
+        let with_prefix = |url: &str| format!("{url}{}prefix={run}", if url.contains('?') { '&' } else { '?' });
+        let bus_url = with_prefix(&backends.nats);
+        let mut addresses = std::collections::HashMap::new();
+        for service in SERVICES {
+            addresses.insert(service, free_port());
+        }
+        let url = |service: &str| format!("http://{}", addresses[service]);
+        let mut args = std::collections::HashMap::new();
+        args.insert(
+            "package",
+            vec!["--database-url".into(), testenv::fresh_postgres_schema(&backends.postgres).await],
+        );
+        args.insert(
+            "dronescheduler",
+            vec![
+                "--database-url".into(),
+                testenv::fresh_postgres_schema(&backends.postgres).await,
+                // Real-time flights: every drone is still out when the test counts them.
+                "--time-scale".into(),
+                "1".into(),
+                "--fleet-size".into(),
+                "400".into(),
+            ],
+        );
+        args.insert("delivery", vec!["--database-url".into(), with_prefix(&backends.redis)]);
+        args.insert(
+            "ingestion",
+            vec![
+                "--database-url".into(),
+                testenv::fresh_postgres_schema(&backends.postgres).await,
+                "--bus-url".into(),
+                bus_url.clone(),
+            ],
+        );
+        args.insert(
+            "workflow",
+            vec![
+                "--bus-url".into(),
+                bus_url.clone(),
+                "--package-url".into(),
+                url("package"),
+                "--dronescheduler-url".into(),
+                url("dronescheduler"),
+                "--delivery-url".into(),
+                url("delivery"),
+                "--ack-wait-secs".into(),
+                ACK_WAIT_SECS.to_string(),
+                "--backoff-base-ms".into(),
+                "50".into(),
+                "--backoff-max-secs".into(),
+                "1".into(),
+            ],
+        );
+        args.insert(
+            "gateway",
+            vec![
+                "--ingestion-url".into(),
+                url("ingestion"),
+                "--delivery-url".into(),
+                url("delivery"),
+                "--package-url".into(),
+                url("package"),
+                "--dronescheduler-url".into(),
+                url("dronescheduler"),
+            ],
+        );
+        let mut cluster = Self {
+            logs: logs.to_owned(),
+            addresses,
+            args,
+            children: std::collections::HashMap::new(),
+            bus_url,
+        };
+        for service in SERVICES {
+            cluster.spawn(service);
+        }
+        for service in SERVICES {
+            cluster.wait_ready(service).await;
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, service: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{service}.log")))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fabrikam"));
+        command
+            .arg(service)
+            .arg("--listen")
+            .arg(self.addresses[service].to_string())
+            .args(&self.args[service])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        // Settings from the environment of whoever runs the tests must not leak in.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FABRIKAM_") && !k.starts_with("FABRIKAM_TEST_"))
+        {
+            command.env_remove(key);
+        }
+        self.children.insert(service, command.spawn().expect("start a service process"));
+    }
+
+    async fn wait_ready(&mut self, service: &'static str) {
+        let url = format!("http://{}/healthz/ready", self.addresses[service]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Ok(Some(exit)) = self.children.get_mut(service).unwrap().try_wait() {
+                panic!("{service} exited with {exit} before it was ready; see {}", self.log_of(service));
+            }
+            assert!(Instant::now() < deadline, "{service} not ready within 60 s; see {}", self.log_of(service));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_of(&self, service: &str) -> String {
+        let path = self.logs.join(format!("{service}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        format!("{}:\n{}", path.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    }
+
+    /// SIGKILL: no shutdown hook runs, in-flight work is abandoned mid-way.
+    async fn kill(&mut self, service: &'static str) {
+        let mut child = self.children.remove(service).unwrap();
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+
+    fn gateway(&self) -> Client {
+        Client { http: reqwest::Client::new(), base: format!("http://{}", self.addresses["gateway"]) }
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn eventually(&self, path: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.send(reqwest::Method::GET, path, None).await;
+            if status == StatusCode::OK {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path} never answered 200; last answer {status} {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn request(i: usize) -> Value {
+    let mut request = contracts::requests::reference_validation_request();
+    request["ownerId"] = json!(format!("owner-{}", i % 7));
+    request["packageInfo"]["packageId"] = json!(format!("package-{i}"));
+    request["pickupLocation"] = json!(format!("warehouse {i}"));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_workflow_kill() {
+    let Some(backends) = backends() else { return };
+    let started = Instant::now();
+    let logs = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&backends, logs.path()).await;
+    eprintln!("six processes ready in {:?}", started.elapsed());
+    let gateway = cluster.gateway();
+
+    // The reference's own validation request goes all the way through.
+    let (status, accepted) =
+        gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(0))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let first = accepted["deliveryId"].as_str().unwrap().to_owned();
+    let delivery = gateway.eventually(&format!("/api/deliveries/{first}"), Duration::from_secs(30)).await;
+    assert!(delivery["droneId"].as_str().unwrap().starts_with("drone-"), "{delivery}");
+    eprintln!("first delivery scheduled {:?} after start", started.elapsed());
+
+    // A batch, with the workflow killed -9 while it works through it.
+    let total = 200;
+    let batch_started = Instant::now();
+    let posts = (1..=total).map(|i| {
+        let gateway = &gateway;
+        async move { gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(i))).await }
+    });
+    let mut accepted = vec![first];
+    for (status, body) in futures::future::join_all(posts).await {
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        accepted.push(body["deliveryId"].as_str().unwrap().to_owned());
+    }
+    let queue = NatsQueue::open(&cluster.bus_url, contracts::messages::DELIVERY_REQUESTS_QUEUE, QueueOptions::default())
+        .await
+        .unwrap();
+    let unfinished = queue.depth().await.unwrap();
+    eprintln!("killing the workflow with {unfinished} of {total} requests unfinished");
+    assert!(unfinished > 0, "the workflow finished everything before the kill; the test proves nothing");
+    cluster.kill("workflow").await;
+    cluster.spawn("workflow");
+    cluster.wait_ready("workflow").await;
+
+    let mut drones = Vec::new();
+    for id in &accepted {
+        let delivery = gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(60)).await;
+        drones.push(delivery["droneId"].as_str().unwrap().to_owned());
+    }
+    let elapsed = batch_started.elapsed();
+    eprintln!(
+        "{total} requests scheduled in {elapsed:?} across the kill ({:.0}/s)",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    drones.sort();
+    drones.dedup();
+    assert_eq!(drones.len(), accepted.len(), "two deliveries share a drone");
+    let scheduler = Client { http: reqwest::Client::new(), base: format!("http://{}", cluster.addresses["dronescheduler"]) };
+    let (_, fleet) = scheduler.send(reqwest::Method::GET, "/api/drones", None).await;
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    assert_eq!(busy, accepted.len(), "each delivery holds exactly one drone");
+    assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{:?}", queue.dead_letters(10).await);
+    assert_eq!(queue.depth().await.unwrap(), 0);
+    eprintln!("distributed end-to-end test took {:?}", started.elapsed());
+}
