@@ -11,10 +11,10 @@ pub mod geo;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod postgres;
 pub mod problem;
 pub mod query;
 pub mod shutdown;
-pub mod postgres;
 pub mod sqlite;
 pub mod testenv;
 

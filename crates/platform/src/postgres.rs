@@ -30,7 +30,11 @@ pub async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::
             // Only an unreachable server is worth waiting for; bad credentials or a bad URL are not.
             Err(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) if attempts < 50 => {
                 attempts += 1;
-                tracing::warn!(attempt = attempts, retry_in_ms = delay.as_millis() as u64, "PostgreSQL not reachable yet");
+                tracing::warn!(
+                    attempt = attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "PostgreSQL not reachable yet"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

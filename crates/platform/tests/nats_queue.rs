@@ -63,8 +63,7 @@ mod conformance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_consumers_keep_crashing_is_dead_lettered() {
     let Some(harness) = harness() else { return };
-    let options =
-        QueueOptions { ack_wait: Duration::from_millis(200), max_attempts: 2, ..QueueOptions::default() };
+    let options = QueueOptions { ack_wait: Duration::from_millis(200), max_attempts: 2, ..QueueOptions::default() };
     let queue = harness.open("crashy", options).await;
     queue.publish(OutgoingMessage { id: "m1".into(), payload: Bytes::from("poison") }).await.unwrap();
     for attempt in 1..=2 {

@@ -13,6 +13,9 @@
 pub mod conformance;
 mod nats;
 mod sqlite;
+pub mod stream;
+pub mod stream_conformance;
+mod stream_sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;

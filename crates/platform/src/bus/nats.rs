@@ -68,8 +68,7 @@ impl NatsSettings {
             .strip_prefix("nats://")
             .ok_or_else(|| BusError::Config(format!("a NATS URL starts with nats://, got {url:?}")))?;
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let servers: Vec<String> =
-            hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("nats://{h}")).collect();
+        let servers: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("nats://{h}")).collect();
         if servers.is_empty() {
             return Err(BusError::Config(format!("no server in NATS URL {url:?}")));
         }
@@ -97,9 +96,7 @@ impl NatsSettings {
                 }
                 "max_age_secs" => settings.max_age = Duration::from_secs(value.parse().map_err(|_| bad())?),
                 "max_bytes" => settings.max_bytes = value.parse().map_err(|_| bad())?,
-                "dead_max_age_secs" => {
-                    settings.dead_max_age = Duration::from_secs(value.parse().map_err(|_| bad())?)
-                }
+                "dead_max_age_secs" => settings.dead_max_age = Duration::from_secs(value.parse().map_err(|_| bad())?),
                 _ => {
                     return Err(BusError::Config(format!(
                         "unknown or invalid NATS URL parameter {pair:?} (known: prefix, replicas, storage, \
@@ -270,6 +267,18 @@ impl NatsQueue {
     }
 }
 
+/// Publishes with the message id as `Nats-Msg-Id` and waits for the stream's ack.
+async fn publish(context: &Context, subject: &str, message: OutgoingMessage) -> Result<Published, BusError> {
+    let publish = jetstream::message::PublishMessage::build().payload(message.payload).message_id(&message.id);
+    let ack = context
+        .send_publish(subject.to_owned(), publish)
+        .await
+        .map_err(|e| unavailable("publishing", e))?
+        .await
+        .map_err(|e| unavailable("storing a message", e))?;
+    Ok(if ack.duplicate { Published::Duplicate } else { Published::Stored })
+}
+
 /// Creates the stream, or brings an existing one's limits in line with `config`.
 async fn ensure_stream(context: &Context, config: stream::Config) -> Result<(), BusError> {
     let name = config.name.clone();
@@ -345,7 +354,8 @@ async fn move_exhausted_messages(
 
 impl Inner {
     async fn move_to_dead_letters(&self, sequence: u64, deliveries: u64) -> Result<(), BusError> {
-        let stream = self.context.get_stream(&self.stream_name).await.map_err(|e| unavailable("looking up stream", e))?;
+        let stream =
+            self.context.get_stream(&self.stream_name).await.map_err(|e| unavailable("looking up stream", e))?;
         // Another process may have moved it already: nothing to do then.
         let Ok(message) = stream.get_raw_message(sequence).await else { return Ok(()) };
         let id = message
@@ -354,8 +364,7 @@ impl Inner {
             .map(|v| v.as_str().to_owned())
             .unwrap_or_else(|| format!("seq-{sequence}"));
         let error = format!("not settled after {deliveries} deliveries (consumers crashed or timed out)");
-        self.publish_dead(&id, message.payload, deliveries as u32, &error, message.time.unix_timestamp_nanos())
-            .await?;
+        self.publish_dead(&id, message.payload, deliveries as u32, &error, message.time.unix_timestamp_nanos()).await?;
         stream.delete_message(sequence).await.map_err(|e| unavailable("removing a dead message", e))?;
         Ok(())
     }
@@ -381,6 +390,84 @@ impl Inner {
             .await
             .map_err(|e| unavailable("storing a dead letter", e))?;
         Ok(())
+    }
+
+    pub(super) async fn receive(
+        self: &Arc<Self>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, BusError> {
+        let max = max.max(1);
+        let _one = self.receiving.lock().await;
+        // What is there now; else wait for one message, then take what else arrived with it.
+        let mut pulled = self.pull(max, None).await?;
+        if pulled.is_empty() && !wait.is_zero() {
+            pulled = self.pull(1, Some(wait.max(Duration::from_millis(10)))).await?;
+            if !pulled.is_empty() && max > 1 {
+                pulled.extend(self.pull(max - 1, None).await?);
+            }
+        }
+        let received_at = Instant::now();
+        Ok(pulled.into_iter().filter_map(|message| self.wrap(message, received_at)).collect())
+    }
+
+    pub(super) async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        let mut stream = self
+            .context
+            .get_stream(&self.dead_stream_name)
+            .await
+            .map_err(|e| unavailable("looking up the dead letters", e))?;
+        let state = stream.info().await.map_err(|e| unavailable("reading the dead letters", e))?.state.clone();
+        let mut out = Vec::new();
+        if state.messages == 0 {
+            return Ok(out);
+        }
+        for sequence in state.first_sequence..=state.last_sequence {
+            if out.len() >= limit {
+                break;
+            }
+            let Ok(message) = stream.get_raw_message(sequence).await else { continue };
+            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            let enqueued_nanos: i128 = header(ENQUEUED_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default();
+            out.push(DeadLetter {
+                id: header(MESSAGE_ID_HEADER).unwrap_or_else(|| format!("seq-{sequence}")),
+                payload: message.payload,
+                attempts: header(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default(),
+                last_error: header(ERROR_HEADER).unwrap_or_default(),
+                enqueued_at: DateTime::<Utc>::from_timestamp_nanos(enqueued_nanos as i64),
+            });
+        }
+        Ok(out)
+    }
+
+    fn wrap(self: &Arc<Self>, message: jetstream::Message, received_at: Instant) -> Option<ReceivedMessage> {
+        let (attempt, enqueued_at, sequence) = match message.info() {
+            Ok(info) => (
+                info.delivered.max(1) as u32,
+                DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
+                info.stream_sequence,
+            ),
+            Err(error) => {
+                tracing::warn!(queue = %self.name, %error, "received a message without JetStream metadata");
+                return None;
+            }
+        };
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(MESSAGE_ID_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_else(|| format!("seq-{sequence}"));
+        let payload = message.payload.clone();
+        let settlement = NatsSettlement {
+            inner: self.clone(),
+            lease_until: std::sync::Mutex::new(lease_deadline(received_at, self.options.ack_wait)),
+            message,
+            id: id.clone(),
+            attempt,
+            enqueued_nanos: enqueued_at.timestamp_nanos_opt().unwrap_or_default() as i128,
+        };
+        Some(ReceivedMessage::new(id, payload, attempt, enqueued_at, Box::new(settlement)))
     }
 
     /// The durable consumer, created or updated on first use; the advisory listener starts with it.
@@ -428,61 +515,15 @@ impl Queue for NatsQueue {
     }
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError> {
-        let publish = jetstream::message::PublishMessage::build().payload(message.payload).message_id(&message.id);
-        let ack = self
-            .inner
-            .context
-            .send_publish(self.inner.subject.clone(), publish)
-            .await
-            .map_err(|e| unavailable("publishing", e))?
-            .await
-            .map_err(|e| unavailable("storing a message", e))?;
-        Ok(if ack.duplicate { Published::Duplicate } else { Published::Stored })
+        publish(&self.inner.context, &self.inner.subject, message).await
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
-        let max = max.max(1);
-        let _one = self.inner.receiving.lock().await;
-        // What is there now; else wait for one message, then take what else arrived with it.
-        let mut pulled = self.inner.pull(max, None).await?;
-        if pulled.is_empty() && !wait.is_zero() {
-            pulled = self.inner.pull(1, Some(wait.max(Duration::from_millis(10)))).await?;
-            if !pulled.is_empty() && max > 1 {
-                pulled.extend(self.inner.pull(max - 1, None).await?);
-            }
-        }
-        let received_at = Instant::now();
-        Ok(pulled.into_iter().filter_map(|message| self.wrap(message, received_at)).collect())
+        self.inner.receive(max, wait).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
-        let mut stream = self
-            .inner
-            .context
-            .get_stream(&self.inner.dead_stream_name)
-            .await
-            .map_err(|e| unavailable("looking up the dead letters", e))?;
-        let state = stream.info().await.map_err(|e| unavailable("reading the dead letters", e))?.state.clone();
-        let mut out = Vec::new();
-        if state.messages == 0 {
-            return Ok(out);
-        }
-        for sequence in state.first_sequence..=state.last_sequence {
-            if out.len() >= limit {
-                break;
-            }
-            let Ok(message) = stream.get_raw_message(sequence).await else { continue };
-            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
-            let enqueued_nanos: i128 = header(ENQUEUED_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default();
-            out.push(DeadLetter {
-                id: header(MESSAGE_ID_HEADER).unwrap_or_else(|| format!("seq-{sequence}")),
-                payload: message.payload,
-                attempts: header(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default(),
-                last_error: header(ERROR_HEADER).unwrap_or_default(),
-                enqueued_at: DateTime::<Utc>::from_timestamp_nanos(enqueued_nanos as i64),
-            });
-        }
-        Ok(out)
+        self.inner.dead_letters(limit).await
     }
 
     async fn depth(&self) -> Result<u64, BusError> {
@@ -503,38 +544,6 @@ impl Queue for NatsQueue {
             .map_err(|_| BusError::Unavailable("JetStream did not answer within 2 s".into()))?
             .map(|_| ())
             .map_err(|e| unavailable("JetStream", e))
-    }
-}
-
-impl NatsQueue {
-    fn wrap(&self, message: jetstream::Message, received_at: Instant) -> Option<ReceivedMessage> {
-        let (attempt, enqueued_at, sequence) = match message.info() {
-            Ok(info) => (
-                info.delivered.max(1) as u32,
-                DateTime::<Utc>::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
-                info.stream_sequence,
-            ),
-            Err(error) => {
-                tracing::warn!(queue = %self.inner.name, %error, "received a message without JetStream metadata");
-                return None;
-            }
-        };
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(MESSAGE_ID_HEADER))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_else(|| format!("seq-{sequence}"));
-        let payload = message.payload.clone();
-        let settlement = NatsSettlement {
-            inner: self.inner.clone(),
-            lease_until: std::sync::Mutex::new(lease_deadline(received_at, self.inner.options.ack_wait)),
-            message,
-            id: id.clone(),
-            attempt,
-            enqueued_nanos: enqueued_at.timestamp_nanos_opt().unwrap_or_default() as i128,
-        };
-        Some(ReceivedMessage::new(id, payload, attempt, enqueued_at, Box::new(settlement)))
     }
 }
 
@@ -599,6 +608,143 @@ impl Settlement for NatsSettlement {
     }
 }
 
+/// An event stream on NATS JetStream: a limits-retention stream `{prefix}-NAME` on subject
+/// `{prefix}.events.NAME`, one durable pull consumer per group, and per group a dead-letter
+/// stream `{prefix}-NAME-GROUP-dead`.
+pub struct NatsEventStream {
+    name: String,
+    context: Context,
+    settings: NatsSettings,
+    stream_name: String,
+    subject: String,
+    dedup_window: Duration,
+}
+
+impl NatsEventStream {
+    /// Opens stream `name`, creating it when missing.
+    pub async fn open(url: &str, name: &str, dedup_window: Duration) -> Result<Self, BusError> {
+        let settings = NatsSettings::from_url(url)?;
+        if !is_name_safe(name) {
+            return Err(BusError::Config(format!("stream name {name:?} must be letters, digits, '-' or '_'")));
+        }
+        let context = jetstream::new(connect(&settings).await?);
+        let prefix = &settings.prefix;
+        let stream_name = format!("{prefix}-{name}");
+        let subject = format!("{prefix}.events.{name}");
+        let config = stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![subject.clone()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: settings.storage(),
+            num_replicas: settings.replicas,
+            max_age: settings.max_age,
+            max_bytes: settings.max_bytes,
+            duplicate_window: dedup_window,
+            ..Default::default()
+        };
+        until_ready(&format!("opening stream {name}"), || ensure_stream(&context, config.clone())).await?;
+        Ok(Self { name: name.to_owned(), context, settings, stream_name, subject, dedup_window })
+    }
+}
+
+#[async_trait]
+impl super::stream::EventStream for NatsEventStream {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError> {
+        publish(&self.context, &self.subject, event).await
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        start: super::stream::StartAt,
+        options: QueueOptions,
+    ) -> Result<Arc<dyn super::stream::Subscription>, BusError> {
+        if !is_name_safe(group) {
+            return Err(BusError::Config(format!("group name {group:?} must be letters, digits, '-' or '_'")));
+        }
+        let prefix = &self.settings.prefix;
+        let dead_stream_name = format!("{prefix}-{}-{group}-dead", self.name);
+        let dead_subject = format!("{prefix}.dead.{}.{group}", self.name);
+        let dead_config = stream::Config {
+            name: dead_stream_name.clone(),
+            subjects: vec![dead_subject.clone()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: self.settings.storage(),
+            num_replicas: self.settings.replicas,
+            max_age: self.settings.dead_max_age,
+            duplicate_window: self.dedup_window,
+            ..Default::default()
+        };
+        ensure_stream(&self.context, dead_config).await?;
+        let consumer_config = consumer::pull::Config {
+            durable_name: Some(group.to_owned()),
+            deliver_policy: match start {
+                super::stream::StartAt::Beginning => consumer::DeliverPolicy::All,
+                super::stream::StartAt::New => consumer::DeliverPolicy::New,
+            },
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_deliver: i64::from(options.max_attempts.max(1)),
+            max_ack_pending: 10_000,
+            filter_subject: self.subject.clone(),
+            num_replicas: self.settings.replicas,
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            name: format!("{}#{group}", self.name),
+            context: self.context.clone(),
+            subject: self.subject.clone(),
+            stream_name: self.stream_name.clone(),
+            dead_stream_name,
+            dead_subject,
+            consumer_config,
+            consumer: OnceCell::new(),
+            stop: stop.clone(),
+            options,
+            receiving: Mutex::new(()),
+        });
+        // Create the consumer now, so a group starting at new events starts at subscription time.
+        inner.consumer().await?;
+        Ok(Arc::new(NatsSubscription { inner, _listener: stop.drop_guard() }))
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        tokio::time::timeout(Duration::from_secs(2), self.context.get_stream(&self.stream_name))
+            .await
+            .map_err(|_| BusError::Unavailable("JetStream did not answer within 2 s".into()))?
+            .map(|_| ())
+            .map_err(|e| unavailable("JetStream", e))
+    }
+}
+
+/// One member of a consumer group on a NATS event stream.
+struct NatsSubscription {
+    inner: Arc<Inner>,
+    _listener: DropGuard,
+}
+
+#[async_trait]
+impl super::stream::Subscription for NatsSubscription {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
+        self.inner.receive(max, wait).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.dead_letters(limit).await
+    }
+
+    async fn pending(&self) -> Result<u64, BusError> {
+        let mut consumer = self.inner.consumer().await?.clone();
+        let info = consumer.info().await.map_err(|e| unavailable("reading the group's position", e))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,8 +758,9 @@ mod tests {
 
     #[test]
     fn url_settings_take_a_cluster_and_options() {
-        let s = NatsSettings::from_url("nats://a:4222,b:4222,c:4222?replicas=3&prefix=prod&storage=memory&max_age_secs=60")
-            .unwrap();
+        let s =
+            NatsSettings::from_url("nats://a:4222,b:4222,c:4222?replicas=3&prefix=prod&storage=memory&max_age_secs=60")
+                .unwrap();
         assert_eq!(s.servers.len(), 3);
         assert_eq!((s.prefix.as_str(), s.replicas, s.memory_storage), ("prod", 3, true));
         assert_eq!(s.max_age, Duration::from_secs(60));

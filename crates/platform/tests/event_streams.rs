@@ -1,0 +1,69 @@
+//! The event-stream behaviour suite against both backends: embedded SQLite always, NATS
+//! JetStream when `FABRIKAM_TEST_NATS_URL` is set (CI sets it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use platform::bus::stream::{EventStream, NatsEventStream, SqliteEventStream};
+use platform::bus::stream_conformance::StreamHarness;
+use platform::testenv;
+
+struct SqliteHarness {
+    dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl StreamHarness for SqliteHarness {
+    async fn open(&self, name: &str) -> Arc<dyn EventStream> {
+        Arc::new(SqliteEventStream::open(&self.dir.path().join("events.db"), name).await.expect("open stream"))
+    }
+}
+
+mod sqlite {
+    platform::stream_conformance_tests!(super::SqliteHarness { dir: tempfile::tempdir().unwrap() });
+}
+
+struct NatsHarness {
+    url: String,
+}
+
+#[async_trait]
+impl StreamHarness for NatsHarness {
+    async fn open(&self, name: &str) -> Arc<dyn EventStream> {
+        let stream = NatsEventStream::open(&self.url, name, Duration::from_secs(120)).await;
+        Arc::new(stream.unwrap_or_else(|e| panic!("NATS at {} did not answer: {e}", self.url)))
+    }
+}
+
+fn nats() -> Option<NatsHarness> {
+    let url = testenv::server_url(testenv::NATS_URL, "event-stream suite on NATS JetStream")?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(NatsHarness { url: format!("{url}{separator}prefix={}&storage=memory", testenv::unique_name("t")) })
+}
+
+mod nats {
+    use super::*;
+
+    macro_rules! nats_cases {
+        ($($case:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = nats() else { return };
+                platform::bus::stream_conformance::$case(&harness).await;
+            }
+        )*};
+    }
+
+    nats_cases!(
+        every_group_gets_every_event_in_order,
+        members_of_a_group_share_the_events,
+        a_new_group_replays_history_from_the_beginning,
+        a_group_starting_at_new_skips_history,
+        a_group_keeps_its_position_across_reopening,
+        unacked_events_come_back_after_the_lease,
+        retried_events_are_dead_lettered_after_max_attempts,
+        duplicate_event_ids_are_stored_once,
+        receive_wakes_when_an_event_is_published,
+    );
+}
