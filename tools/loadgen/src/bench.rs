@@ -46,11 +46,25 @@ pub struct BenchArgs {
     /// Time scale of the benchmark fleet: flights pass in milliseconds.
     #[arg(long, default_value_t = 1_000_000.0)]
     pub time_scale: f64,
+    /// Also benchmark the distributed mode: every service its own process (`fabrikam SERVICE`)
+    /// on the NATS, PostgreSQL and Redis servers named by FABRIKAM_NATS_URL,
+    /// FABRIKAM_POSTGRES_URL (server URL with a database) and FABRIKAM_REDIS_URL
+    /// (`scripts/bench.sh --distributed` sets them).
+    #[arg(long)]
+    pub distributed: bool,
+    /// Open-loop rate of the distributed end-to-end run (requests/s).
+    #[arg(long, default_value_t = 1500.0)]
+    pub distributed_rate: f64,
 }
 
+/// The system under test: one process (embedded) or one per service (distributed).
 struct Running {
-    child: Child,
+    children: Vec<Child>,
+    /// The gateway.
     base: String,
+    /// Where the workflow's counters are (the gateway's in the all-in-one, whose recorder is
+    /// shared by every service).
+    metrics_base: String,
     started_in: Duration,
 }
 
@@ -84,7 +98,7 @@ async fn start_baseline() -> anyhow::Result<Running> {
     let base = format!("http://127.0.0.1:{port}");
     // The bare server answers every path, readiness included.
     let _ = wait_ready(&format!("{base}/ready"), Duration::from_secs(10)).await;
-    Ok(Running { child, base, started_in: started.elapsed() })
+    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed() })
 }
 
 async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Result<Running> {
@@ -106,18 +120,114 @@ async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Re
     let child = command.spawn().map_err(|e| anyhow::anyhow!("starting {}: {e}", args.system.display()))?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/healthz/ready"), Duration::from_secs(120)).await?;
-    Ok(Running { child, base, started_in: started.elapsed() })
+    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed() })
+}
+
+fn env_url(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).map_err(|_| anyhow::anyhow!("--distributed needs {name} (source scripts/backends.sh)"))
+}
+
+/// A fresh PostgreSQL schema for one service's tables, made with `psql`; returns the URL
+/// whose connections use it.
+fn fresh_schema(postgres: &str, name: &str) -> anyhow::Result<String> {
+    let schema = format!("bench_{name}_{}", std::process::id());
+    let status = std::process::Command::new("psql")
+        .args([postgres, "-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")])
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "psql could not create schema {schema} on {postgres}");
+    let separator = if postgres.contains('?') { '&' } else { '?' };
+    Ok(format!("{postgres}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+/// Every service its own process on NATS, PostgreSQL and Redis.
+async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
+    let (nats, postgres, redis) =
+        (env_url("FABRIKAM_NATS_URL")?, env_url("FABRIKAM_POSTGRES_URL")?, env_url("FABRIKAM_REDIS_URL")?);
+    let run = format!("bench{}", std::process::id());
+    let bus = format!("{nats}{}prefix={run}", if nats.contains('?') { '&' } else { '?' });
+    let mut ports = std::collections::HashMap::new();
+    for service in ["gateway", "ingestion", "workflow", "package", "dronescheduler", "delivery"] {
+        ports.insert(service, free_port()?);
+    }
+    let url = |s: &str| format!("http://127.0.0.1:{}", ports[s]);
+    let plan: Vec<(&str, Vec<String>)> = vec![
+        ("package", vec!["--database-url".into(), fresh_schema(&postgres, "package")?]),
+        (
+            "dronescheduler",
+            vec![
+                "--database-url".into(),
+                fresh_schema(&postgres, "dronescheduler")?,
+                "--fleet-size".into(),
+                args.fleet_size.to_string(),
+                "--time-scale".into(),
+                args.time_scale.to_string(),
+            ],
+        ),
+        ("delivery", vec!["--database-url".into(), format!("{redis}/0?prefix={run}")]),
+        (
+            "ingestion",
+            vec!["--database-url".into(), fresh_schema(&postgres, "ingestion")?, "--bus-url".into(), bus.clone()],
+        ),
+        (
+            "workflow",
+            vec![
+                "--bus-url".into(),
+                bus.clone(),
+                "--package-url".into(),
+                url("package"),
+                "--dronescheduler-url".into(),
+                url("dronescheduler"),
+                "--delivery-url".into(),
+                url("delivery"),
+            ],
+        ),
+        (
+            "gateway",
+            vec![
+                "--ingestion-url".into(),
+                url("ingestion"),
+                "--delivery-url".into(),
+                url("delivery"),
+                "--package-url".into(),
+                url("package"),
+                "--dronescheduler-url".into(),
+                url("dronescheduler"),
+            ],
+        ),
+    ];
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for (service, service_args) in plan {
+        let child = Command::new(&args.system)
+            .arg(service)
+            .args(["--listen", &format!("127.0.0.1:{}", ports[service])])
+            .args(&service_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {} {service}: {e}", args.system.display()))?;
+        children.push(child);
+        wait_ready(&format!("{}/healthz/ready", url(service)), Duration::from_secs(120)).await?;
+    }
+    Ok(Running { children, base: url("gateway"), metrics_base: url("workflow"), started_in: started.elapsed() })
 }
 
 async fn stop(mut running: Running) {
-    if let Some(pid) = running.child.id() {
-        // SAFETY: sending SIGTERM to our own child.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
+    for child in &running.children {
+        if let Some(pid) = child.id() {
+            // SAFETY: sending SIGTERM to our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(30), running.child.wait()).await;
-    let _ = running.child.kill().await;
+    for child in &mut running.children {
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        let _ = child.kill().await;
+    }
 }
 
 fn options(base: &str, mode: Mode, secs: f64, sample_every: u64) -> RunOptions {
@@ -133,8 +243,8 @@ fn options(base: &str, mode: Mode, secs: f64, sample_every: u64) -> RunOptions {
 
 fn observe(running: &Running, metrics: bool) -> Observe {
     Observe {
-        metrics_url: metrics.then(|| format!("{}/metrics", running.base)),
-        pids: running.child.id().into_iter().collect(),
+        metrics_url: metrics.then(|| format!("{}/metrics", running.metrics_base)),
+        pids: running.children.iter().filter_map(|c| c.id()).collect(),
         drain_stall: Duration::from_secs(15),
     }
 }
@@ -212,6 +322,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     reports.push(e2e_saturated);
     stop(system).await;
 
+    if args.distributed {
+        eprintln!("== distributed end to end (NATS JetStream, PostgreSQL, Redis; one process per service)");
+        let system = start_distributed(&args).await?;
+        let mut paced = measure(
+            "distributed, end to end (5% reschedule, 2% cancel)",
+            &options(&system.base, Mode::Open { rate: args.distributed_rate }, args.e2e_secs, 200),
+            realistic,
+            &observe(&system, true),
+        )
+        .await?;
+        paced.ratio_to_baseline = Some(paced.accepted_per_s / bare_rate);
+        reports.push(paced);
+        let mut saturated = measure(
+            "distributed, end to end, saturated",
+            &options(&system.base, saturate, args.saturation_secs, 200),
+            creates_only,
+            &observe(&system, true),
+        )
+        .await?;
+        saturated.ratio_to_baseline = Some(saturated.accepted_per_s / bare_rate);
+        reports.push(saturated);
+        stop(system).await;
+    }
+
     if let Some(parent) = args.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -247,15 +381,19 @@ fn render(args: &BenchArgs, reports: &[Report], startup: Duration) -> String {
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
-        "Measured {} at revision `{revision}` with `scripts/bench.sh` (embedded mode, release build).\n\n\
+        "Measured {} at revision `{revision}` with `scripts/bench.sh{}` (release build).\n\n\
          - Machine: {}.\n\
          - Fleet: {} drones, time scale {} (flights pass in milliseconds, so the pipeline is measured, not the fleet).\n\
          - Load: `loadgen`; open loop means a constant arrival rate with latency counted from each request's due time \
          (no coordinated omission); closed loop means {} connections each with one request outstanding.\n\
          - The ratio divides our accepted rate by the bare HTTP server's (hyper, answers 202, no work) measured with the \
          same client in the same sitting: compare ratios across runs, not absolute numbers.\n\
-         - Start-up (process start to `/healthz/ready`): {:.0} ms.\n",
+         - Start-up of the embedded system (process start to `/healthz/ready`): {:.0} ms.\n\
+         - Distributed rows (when present): every service its own process (`fabrikam SERVICE`) on loopback, queue on \
+         NATS JetStream, package/drone/ingestion stores on PostgreSQL, deliveries on Redis, all servers on this same \
+         machine and counted in neither CPU nor memory (only our processes are).\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        if args.distributed { " --distributed" } else { "" },
         machine(),
         args.fleet_size,
         args.time_scale,
