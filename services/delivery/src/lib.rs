@@ -8,6 +8,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use platform::clock::SharedClock;
@@ -16,7 +17,7 @@ use platform::http::ServiceRouter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{DeliveryStore, SqliteDeliveryStore};
+pub use store::{DeliveryStore, RedisDeliveryStore, SqliteDeliveryStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "delivery";
@@ -32,19 +33,56 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_DELIVERY_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
 
-    /// Where deliveries are stored: sqlite://PATH.
+    /// Where deliveries are stored: sqlite://PATH (an embedded file, one process), or
+    /// redis://HOST:PORT/DB[?prefix=fabrikam] (shared by any number of processes; every key
+    /// starts with the prefix). TLS (rediss://) is not built in yet.
     #[arg(long, env = "FABRIKAM_DELIVERY_DB", default_value = "sqlite://./data/delivery.db")]
     pub database_url: String,
+
+    /// Redis backend only: seconds a cancelled or completed delivery stays readable before its
+    /// keys expire. Monthly counts are kept apart and outlive it.
+    #[arg(
+        long,
+        env = "FABRIKAM_DELIVERY_COMPLETED_TTL_SECS",
+        default_value_t = store::DEFAULT_COMPLETED_TTL.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub completed_ttl_secs: u64,
 
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-/// Opens the store named by `url`.
+/// Opens the store named by `url`, with the default completed TTL on Redis.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DeliveryStore>> {
-    let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
-    let store = SqliteDeliveryStore::open(&path).await.with_context(|| format!("opening delivery store {url}"))?;
-    Ok(Arc::new(store))
+    open_store_with_ttl(url, store::DEFAULT_COMPLETED_TTL).await
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` or `redis://…`. On Redis a
+/// cancelled or completed delivery expires `completed_ttl` after it finished.
+pub async fn open_store_with_ttl(url: &str, completed_ttl: Duration) -> anyhow::Result<Arc<dyn DeliveryStore>> {
+    let context = || format!("opening delivery store {}", redacted(url));
+    if url.starts_with("sqlite:") {
+        let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
+        Ok(Arc::new(SqliteDeliveryStore::open(&path).await.with_context(context)?))
+    } else if url.starts_with("redis://") {
+        Ok(Arc::new(RedisDeliveryStore::open(url, completed_ttl).await.with_context(context)?))
+    } else {
+        anyhow::bail!(
+            "unsupported delivery store URL {:?}: use sqlite://PATH or redis://HOST:PORT/DB[?prefix=NAME]",
+            redacted(url)
+        )
+    }
+}
+
+/// `url` without the password a Redis URL may carry, for error messages and logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_credentials, host)) => format!("{scheme}://***@{host}{}", &rest[authority_end..]),
+        None => url.to_owned(),
+    }
 }
 
 /// The complete HTTP router: API routes plus health, metrics and the shared layers.
@@ -66,7 +104,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config.database_url).await?;
+    let store = open_store_with_ttl(&config.database_url, Duration::from_secs(config.completed_ttl_secs)).await?;
     let app = router(store, clock, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
@@ -78,5 +116,20 @@ mod cli_tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn store_urls_never_show_a_password() {
+        assert_eq!(super::redacted("redis://:secret@h:6379/0?prefix=p"), "redis://***@h:6379/0?prefix=p");
+        assert_eq!(super::redacted("rediss://user:pw@h/1"), "rediss://***@h/1");
+        assert_eq!(super::redacted("redis://h:6379/0"), "redis://h:6379/0");
+        assert_eq!(super::redacted("sqlite://./data/a@b.db"), "sqlite://./data/a@b.db");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_store_url_names_both_forms() {
+        let Err(err) = super::open_store("postgres://h/db").await else { panic!("opened a postgres URL") };
+        let message = err.to_string();
+        assert!(message.contains("sqlite://PATH") && message.contains("redis://"), "{message}");
     }
 }

@@ -1,5 +1,8 @@
 //! Where deliveries live: the [`DeliveryStore`] port and its backends.
 
+#[doc(hidden)]
+pub mod conformance;
+mod redis;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -7,9 +10,73 @@ use chrono::{DateTime, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
 use platform::query::Month;
 
+pub use redis::{DEFAULT_COMPLETED_TTL, RedisDeliveryStore};
 pub use sqlite::SqliteDeliveryStore;
 
-pub type StoreError = sqlx::Error;
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("cannot encode a stored value: {0}")]
+    Encode(#[source] BoxError),
+    #[error("a stored value does not decode: {0}")]
+    Decode(#[source] BoxError),
+    /// Optimistic stage changes kept losing to concurrent writers of the same delivery.
+    #[error("delivery {0} is changing too often to update; try again")]
+    Contended(String),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// Whether retrying later may succeed: the backend is unreachable or busy, not broken.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Sqlite(e) => matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)),
+            Self::Redis(e) => redis_is_unavailable(e),
+            Self::Contended(_) => true,
+            Self::Encode(_) | Self::Decode(_) => false,
+        }
+    }
+}
+
+fn redis_is_unavailable(e: &::redis::RedisError) -> bool {
+    use ::redis::{ErrorKind, ServerErrorKind};
+    // Besides a lost connection, these are the server saying "not now": loading its dump, a
+    // failover in progress (no master, or we reached a replica), a cluster resharding.
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+            )
+        )
+}
+
+/// As for the platform's `sqlx::Error`: 503 (with a retry hint) while the store is unreachable,
+/// 500 otherwise. The cause goes to the log, not to the client.
+impl From<StoreError> for platform::Problem {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Sqlite(e) => e.into(),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "store unavailable");
+                platform::Problem::unavailable("the store is unavailable; try again", 1)
+            }
+            e => platform::Problem::internal(e),
+        }
+    }
+}
 
 /// Whether a PUT created the delivery or found it.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,4 +123,32 @@ pub trait DeliveryStore: Send + Sync {
     /// Deliveries of `owner_user_id` created in `month`.
     async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use ::redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    use super::StoreError;
+
+    fn status(err: StoreError) -> u16 {
+        platform::Problem::from(err).status
+    }
+
+    #[test]
+    fn unreachable_or_busy_stores_are_503_and_the_rest_500() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(status(RedisError::from(refused).into()), 503);
+        assert_eq!(status(RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "failover")).into()), 503);
+        assert_eq!(status(RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading")).into()), 503);
+        assert_eq!(status(StoreError::Contended("d1".into())), 503);
+        assert_eq!(status(sqlx::Error::PoolTimedOut.into()), 503);
+
+        assert_eq!(
+            status(RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "WRONGTYPE")).into()),
+            500
+        );
+        assert_eq!(status(sqlx::Error::RowNotFound.into()), 500);
+        assert_eq!(status(StoreError::Decode("not json".into())), 500);
+    }
 }

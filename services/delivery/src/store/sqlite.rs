@@ -23,7 +23,7 @@ pub struct SqliteDeliveryStore {
 impl SqliteDeliveryStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let pool = open_pool(path, Durability::Normal, 2).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(sqlx::Error::from)?;
         Ok(Self { pool, writer: Mutex::new(()) })
     }
 
@@ -220,6 +220,7 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }

@@ -1,0 +1,453 @@
+//! The behaviour suite every [`DeliveryStore`] backend must pass.
+//!
+//! A backend's test file implements [`DeliveryStoreHarness`] and expands
+//! [`delivery_store_conformance_tests!`](crate::delivery_store_conformance_tests), which turns
+//! each function here into its own `#[tokio::test]`. Every case opens a fresh store, so ids can
+//! repeat between cases. Times are arguments, so nothing here waits for a clock.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest, RescheduledDelivery};
+use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
+use platform::query::Month;
+
+use super::{Changed, DeliveryStore, Upserted};
+
+/// Opens the backend under test.
+#[async_trait]
+pub trait DeliveryStoreHarness: Send + Sync {
+    /// A fresh, empty store on each call.
+    async fn open(&self) -> Arc<dyn DeliveryStore>;
+
+    /// Removes what the stores opened so far left on a shared server; called after a case
+    /// passed (a failed one leaves its data to look at).
+    async fn cleanup(&self) {}
+}
+
+/// Expands to one test per behaviour for the harness built by the expression.
+///
+/// `delivery_store_conformance_tests!(HARNESS)` always runs; with
+/// `delivery_store_conformance_tests!(optional: EXPR)`, `EXPR` yields an `Option` of a harness
+/// and each test returns early (skipped) on `None`, for backends that need a server which may
+/// not be configured. The expression is evaluated in each test.
+#[macro_export]
+macro_rules! delivery_store_conformance_tests {
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $make else { return };
+                $crate::store::conformance::$case(&harness).await;
+                $crate::store::conformance::DeliveryStoreHarness::cleanup(&harness).await;
+            }
+        )*
+    };
+    (@all $make:expr) => {
+        $crate::delivery_store_conformance_tests!(@cases $make;
+            upsert_creates_then_updates_keeping_stage_and_history,
+            upsert_ignores_the_stage_it_is_given,
+            stored_fields_round_trip,
+            an_unknown_delivery_is_absent,
+            changes_to_an_unknown_delivery_are_not_found,
+            tracking_events_are_oldest_first,
+            reschedule_applies_only_the_given_changes,
+            reschedule_is_refused_once_final,
+            cancel_is_done_once_and_then_already_done,
+            cancel_is_refused_after_completion,
+            confirm_completes_once,
+            confirm_is_refused_after_cancellation,
+            concurrent_upserts_create_once,
+            concurrent_cancels_record_one_event,
+            concurrent_reschedules_each_record_an_event,
+            racing_cancel_and_confirm_leave_one_final_stage,
+            notify_me_needs_an_existing_delivery,
+            count_respects_owner_and_month,
+            count_follows_the_current_owner,
+            ping_answers,
+        );
+    };
+    (optional: $make:expr) => {
+        $crate::delivery_store_conformance_tests!(@all $make);
+    };
+    ($make:expr) => {
+        $crate::delivery_store_conformance_tests!(@all Some($make));
+    };
+}
+
+/// 2026-03-15 12:00 UTC plus `ms` milliseconds.
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap() + Duration::milliseconds(ms)
+}
+
+fn utc(year: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(year, month, day, hour, min, sec).unwrap()
+}
+
+fn delivery(id: &str, owner: &str) -> Delivery {
+    Delivery {
+        id: id.to_owned(),
+        owner: UserAccount { user_id: owner.to_owned(), account_id: format!("account-{owner}") },
+        pickup: Location::new(47.60, -122.33, 0.0),
+        dropoff: Location::new(47.62, -122.35, 10.0),
+        deadline: String::new(),
+        expedited: true,
+        confirmation_required: ConfirmationType::Picture,
+        drone_id: "drone-0007".to_owned(),
+        stage: None,
+        pickup_time: None,
+        package_id: None,
+    }
+}
+
+fn with_stage(mut delivery: Delivery, stage: DeliveryStage) -> Delivery {
+    delivery.stage = Some(stage);
+    delivery
+}
+
+fn confirmation() -> Confirmation {
+    Confirmation {
+        date_time: at(3_600_000),
+        geo_coordinates: Location::new(47.621, -122.351, 0.0),
+        confirmation_type: ConfirmationType::Picture,
+        confirmation_blob: "aGVsbG8=".to_owned(),
+    }
+}
+
+fn month(year: i32, month: u32) -> Month {
+    Month { year, month }
+}
+
+async fn create(store: &dyn DeliveryStore, delivery: Delivery, now: DateTime<Utc>) -> Delivery {
+    match store.upsert(delivery, now).await.unwrap() {
+        Upserted::Created(created) => *created,
+        Upserted::Updated => panic!("expected a new delivery"),
+    }
+}
+
+fn done(changed: Changed) -> Delivery {
+    match changed {
+        Changed::Done(delivery) => *delivery,
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn refused(changed: Changed) -> String {
+    match changed {
+        Changed::Refused(reason) => reason,
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+async fn stages(store: &dyn DeliveryStore, id: &str) -> Vec<DeliveryStage> {
+    store.tracking(id).await.unwrap().into_iter().map(|e| e.stage).collect()
+}
+
+async fn stage_of(store: &dyn DeliveryStore, id: &str) -> Option<DeliveryStage> {
+    store.get(id).await.unwrap().expect("the delivery exists").stage
+}
+
+pub async fn upsert_creates_then_updates_keeping_stage_and_history(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let created = create(&*store, delivery("d1", "u1"), at(0)).await;
+    assert_eq!(created, with_stage(delivery("d1", "u1"), DeliveryStage::Created));
+    assert_eq!(store.get("d1").await.unwrap(), Some(created));
+    done(store.cancel("d1", at(1_000)).await.unwrap());
+
+    let mut changed = delivery("d1", "u1");
+    changed.drone_id = "drone-0008".to_owned();
+    changed.expedited = false;
+    assert_eq!(store.upsert(changed.clone(), at(2_000)).await.unwrap(), Upserted::Updated);
+    assert_eq!(
+        store.get("d1").await.unwrap(),
+        Some(with_stage(changed, DeliveryStage::Cancelled)),
+        "a PUT replaces the fields but must not resurrect a cancelled delivery"
+    );
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::Cancelled]);
+}
+
+pub async fn upsert_ignores_the_stage_it_is_given(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let created = create(&*store, with_stage(delivery("d1", "u1"), DeliveryStage::Completed), at(0)).await;
+    assert_eq!(created.stage, Some(DeliveryStage::Created));
+    assert_eq!(
+        store.upsert(with_stage(delivery("d1", "u1"), DeliveryStage::Cancelled), at(1)).await.unwrap(),
+        Upserted::Updated
+    );
+    assert_eq!(stage_of(&*store, "d1").await, Some(DeliveryStage::Created));
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created]);
+}
+
+pub async fn stored_fields_round_trip(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let full = Delivery {
+        deadline: "2026-03-16T12:00:00Z".to_owned(),
+        expedited: false,
+        confirmation_required: ConfirmationType::FingerPrint,
+        pickup_time: Some("2026-03-15T13:00:00Z".to_owned()),
+        package_id: Some("package-1".to_owned()),
+        pickup: Location::new(-33.5, 151.25, 12.5),
+        ..delivery("d-ünïcode:1", "owner with spaces")
+    };
+    let created = create(&*store, full.clone(), at(0)).await;
+    assert_eq!(created, with_stage(full.clone(), DeliveryStage::Created));
+    assert_eq!(store.get("d-ünïcode:1").await.unwrap(), Some(created));
+    assert_eq!(store.count("owner with spaces", month(2026, 3)).await.unwrap(), 1);
+}
+
+pub async fn an_unknown_delivery_is_absent(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    assert_eq!(store.get("d2").await.unwrap(), None);
+    assert!(store.tracking("d2").await.unwrap().is_empty());
+}
+
+pub async fn changes_to_an_unknown_delivery_are_not_found(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let change = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
+    assert_eq!(store.reschedule("nope", &change, at(0)).await.unwrap(), Changed::NotFound);
+    assert_eq!(store.cancel("nope", at(0)).await.unwrap(), Changed::NotFound);
+    assert_eq!(store.confirm("nope", &confirmation(), at(0)).await.unwrap(), Changed::NotFound);
+    assert_eq!(store.get("nope").await.unwrap(), None, "a refused change must not create anything");
+    assert!(store.tracking("nope").await.unwrap().is_empty());
+}
+
+pub async fn tracking_events_are_oldest_first(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let original = create(&*store, delivery("d1", "u1"), at(0)).await;
+    let moved = Location::new(47.70, -122.30, 5.0);
+    let first = RescheduledDelivery { pickup: Some(moved), ..Default::default() };
+    done(store.reschedule("d1", &first, at(1_001)).await.unwrap());
+    let second = RescheduledDelivery { deadline: Some("2026-03-17T00:00:00Z".to_owned()), ..Default::default() };
+    done(store.reschedule("d1", &second, at(2_002)).await.unwrap());
+    done(store.confirm("d1", &confirmation(), at(3_003)).await.unwrap());
+
+    let events = store.tracking("d1").await.unwrap();
+    let seen: Vec<_> = events.iter().map(|e| (e.delivery_id.as_str(), e.stage, e.location, e.at)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("d1", DeliveryStage::Created, Some(original.pickup), at(0)),
+            ("d1", DeliveryStage::Rescheduled, Some(moved), at(1_001)),
+            ("d1", DeliveryStage::Rescheduled, None, at(2_002)),
+            ("d1", DeliveryStage::Completed, Some(confirmation().geo_coordinates), at(3_003)),
+        ]
+    );
+}
+
+pub async fn reschedule_applies_only_the_given_changes(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let original = create(&*store, delivery("d1", "u1"), at(0)).await;
+    let change = RescheduledDelivery {
+        dropoff: Some(Location::new(47.5, -122.2, 0.0)),
+        pickup_time: Some("2026-03-15T18:00:00Z".to_owned()),
+        ..Default::default()
+    };
+    let rescheduled = done(store.reschedule("d1", &change, at(1)).await.unwrap());
+    let expected = Delivery {
+        dropoff: Location::new(47.5, -122.2, 0.0),
+        pickup_time: Some("2026-03-15T18:00:00Z".to_owned()),
+        stage: Some(DeliveryStage::Rescheduled),
+        ..original
+    };
+    assert_eq!(rescheduled, expected);
+    assert_eq!(store.get("d1").await.unwrap(), Some(expected));
+}
+
+pub async fn reschedule_is_refused_once_final(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let change = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
+    create(&*store, delivery("cancelled", "u1"), at(0)).await;
+    let before = done(store.cancel("cancelled", at(1)).await.unwrap());
+    let reason = refused(store.reschedule("cancelled", &change, at(2)).await.unwrap());
+    assert!(reason.contains("Cancelled"), "{reason}");
+    assert_eq!(store.get("cancelled").await.unwrap(), Some(before), "a refused change writes nothing");
+    assert_eq!(stages(&*store, "cancelled").await, [DeliveryStage::Created, DeliveryStage::Cancelled]);
+
+    create(&*store, delivery("completed", "u1"), at(0)).await;
+    done(store.confirm("completed", &confirmation(), at(1)).await.unwrap());
+    refused(store.reschedule("completed", &change, at(2)).await.unwrap());
+    assert_eq!(stages(&*store, "completed").await, [DeliveryStage::Created, DeliveryStage::Completed]);
+}
+
+pub async fn cancel_is_done_once_and_then_already_done(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let created = create(&*store, delivery("d1", "u1"), at(0)).await;
+    let cancelled = done(store.cancel("d1", at(1)).await.unwrap());
+    assert_eq!(cancelled, with_stage(created, DeliveryStage::Cancelled));
+    assert_eq!(done(store.cancel("d1", at(2)).await.unwrap()), cancelled, "a retried cancel answers the same");
+    let events = store.tracking("d1").await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.stage, e.at)).collect::<Vec<_>>(),
+        [(DeliveryStage::Created, at(0)), (DeliveryStage::Cancelled, at(1))]
+    );
+    assert_eq!(events[1].location, None);
+}
+
+pub async fn cancel_is_refused_after_completion(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    done(store.confirm("d1", &confirmation(), at(1)).await.unwrap());
+    let reason = refused(store.cancel("d1", at(2)).await.unwrap());
+    assert!(reason.contains("Completed"), "{reason}");
+    assert_eq!(stage_of(&*store, "d1").await, Some(DeliveryStage::Completed));
+}
+
+pub async fn confirm_completes_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let rescheduled = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let before = done(store.reschedule("d1", &rescheduled, at(1)).await.unwrap());
+    let completed = done(store.confirm("d1", &confirmation(), at(2)).await.unwrap());
+    assert_eq!(completed, with_stage(before, DeliveryStage::Completed));
+    assert_eq!(done(store.confirm("d1", &confirmation(), at(3)).await.unwrap()), completed);
+    assert_eq!(
+        stages(&*store, "d1").await,
+        [DeliveryStage::Created, DeliveryStage::Rescheduled, DeliveryStage::Completed]
+    );
+}
+
+pub async fn confirm_is_refused_after_cancellation(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    done(store.cancel("d1", at(1)).await.unwrap());
+    refused(store.confirm("d1", &confirmation(), at(2)).await.unwrap());
+    assert_eq!(stage_of(&*store, "d1").await, Some(DeliveryStage::Cancelled));
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::Cancelled]);
+}
+
+/// Runs `n` copies of `task` at once, each on its own tokio task.
+async fn concurrently<T, F, Fut>(n: usize, store: &Arc<dyn DeliveryStore>, task: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn DeliveryStore>, usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = (0..n).map(|i| tokio::spawn(task(store.clone(), i))).collect();
+    let mut results = Vec::with_capacity(n);
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
+}
+
+pub async fn concurrent_upserts_create_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let outcomes =
+        concurrently(16, &store, |s, _| async move { s.upsert(delivery("d1", "u1"), at(0)).await.unwrap() }).await;
+    let created = outcomes.iter().filter(|o| matches!(o, Upserted::Created(_))).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created]);
+    assert_eq!(store.count("u1", month(2026, 3)).await.unwrap(), 1);
+}
+
+pub async fn concurrent_cancels_record_one_event(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let outcomes =
+        concurrently(16, &store, |s, i| async move { s.cancel("d1", at(1 + i as i64)).await.unwrap() }).await;
+    for outcome in outcomes {
+        assert_eq!(done(outcome).stage, Some(DeliveryStage::Cancelled));
+    }
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::Cancelled]);
+}
+
+pub async fn concurrent_reschedules_each_record_an_event(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let deadline = |i: usize| format!("2026-03-{:02}T00:00:00Z", 16 + i);
+    let outcomes = concurrently(8, &store, move |s, i| async move {
+        let change = RescheduledDelivery { deadline: Some(deadline(i)), ..Default::default() };
+        done(s.reschedule("d1", &change, at(1)).await.unwrap())
+    })
+    .await;
+    assert!(outcomes.iter().all(|d| d.stage == Some(DeliveryStage::Rescheduled)));
+    assert_eq!(stages(&*store, "d1").await.len(), 1 + 8, "one event per applied reschedule");
+    let last = store.get("d1").await.unwrap().unwrap();
+    assert!((0..8).any(|i| last.deadline == deadline(i)), "{}", last.deadline);
+}
+
+pub async fn racing_cancel_and_confirm_leave_one_final_stage(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    for round in 0..8 {
+        let id = format!("d{round}");
+        create(&*store, delivery(&id, "u1"), at(0)).await;
+        let (a, b) = (store.clone(), store.clone());
+        let (cancel_id, confirm_id) = (id.clone(), id.clone());
+        let cancel = tokio::spawn(async move { a.cancel(&cancel_id, at(1)).await.unwrap() });
+        let confirm = tokio::spawn(async move { b.confirm(&confirm_id, &confirmation(), at(1)).await.unwrap() });
+        let (cancel, confirm) = (cancel.await.unwrap(), confirm.await.unwrap());
+        let final_stage = stage_of(&*store, &id).await.unwrap();
+        match final_stage {
+            DeliveryStage::Cancelled => {
+                assert_eq!(done(cancel).stage, Some(DeliveryStage::Cancelled));
+                refused(confirm);
+            }
+            DeliveryStage::Completed => {
+                assert_eq!(done(confirm).stage, Some(DeliveryStage::Completed));
+                refused(cancel);
+            }
+            other => panic!("{id} ended {other}"),
+        }
+        assert_eq!(stages(&*store, &id).await, [DeliveryStage::Created, final_stage]);
+    }
+}
+
+pub async fn notify_me_needs_an_existing_delivery(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let email = NotifyMeRequest { email_address: Some("pat@contoso.com".to_owned()), sms: None };
+    let sms = NotifyMeRequest { email_address: None, sms: Some("+1 425-555-0100".to_owned()) };
+    assert!(!store.add_notify_request("d1", &email, at(0)).await.unwrap());
+    assert_eq!(store.get("d1").await.unwrap(), None, "a refused request must not create the delivery");
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    assert!(store.add_notify_request("d1", &email, at(1)).await.unwrap());
+    assert!(store.add_notify_request("d1", &sms, at(2)).await.unwrap());
+    assert!(store.add_notify_request("d1", &email, at(3)).await.unwrap(), "asking twice is fine");
+    done(store.cancel("d1", at(4)).await.unwrap());
+    assert!(store.add_notify_request("d1", &sms, at(5)).await.unwrap(), "a finished delivery still exists");
+    assert!(!store.add_notify_request("d2", &sms, at(5)).await.unwrap());
+}
+
+pub async fn count_respects_owner_and_month(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let last_ms_of_march = utc(2026, 4, 1, 0, 0, 0) - Duration::milliseconds(1);
+    create(&*store, delivery("feb", "a"), utc(2026, 3, 1, 0, 0, 0) - Duration::milliseconds(1)).await;
+    create(&*store, delivery("mar-first", "a"), utc(2026, 3, 1, 0, 0, 0)).await;
+    create(&*store, delivery("mar-last", "a"), last_ms_of_march).await;
+    create(&*store, delivery("apr", "a"), utc(2026, 4, 1, 0, 0, 0)).await;
+    create(&*store, delivery("mar-b", "b"), utc(2026, 3, 15, 0, 0, 0)).await;
+    create(&*store, delivery("mar-next-year", "a"), utc(2027, 3, 15, 0, 0, 0)).await;
+
+    let counts = async |owner: &str, m: Month| store.count(owner, m).await.unwrap();
+    assert_eq!(counts("a", month(2026, 2)).await, 1);
+    assert_eq!(counts("a", month(2026, 3)).await, 2);
+    assert_eq!(counts("a", month(2026, 4)).await, 1);
+    assert_eq!(counts("a", month(2027, 3)).await, 1);
+    assert_eq!(counts("b", month(2026, 3)).await, 1);
+    assert_eq!(counts("c", month(2026, 3)).await, 0);
+    assert_eq!(counts("A", month(2026, 3)).await, 0, "owner ids are case-sensitive");
+
+    // Counted by creation: later updates and stage changes move nothing.
+    assert_eq!(store.upsert(delivery("mar-last", "a"), utc(2026, 4, 2, 0, 0, 0)).await.unwrap(), Upserted::Updated);
+    done(store.cancel("mar-first", utc(2026, 4, 2, 0, 0, 0)).await.unwrap());
+    done(store.confirm("mar-last", &confirmation(), utc(2026, 4, 3, 0, 0, 0)).await.unwrap());
+    assert_eq!(counts("a", month(2026, 3)).await, 2);
+    assert_eq!(counts("a", month(2026, 4)).await, 1);
+}
+
+pub async fn count_follows_the_current_owner(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "a"), utc(2026, 3, 10, 0, 0, 0)).await;
+    assert_eq!(store.upsert(delivery("d1", "b"), utc(2026, 4, 2, 0, 0, 0)).await.unwrap(), Upserted::Updated);
+    assert_eq!(store.count("a", month(2026, 3)).await.unwrap(), 0);
+    assert_eq!(store.count("b", month(2026, 3)).await.unwrap(), 1, "still counted in its creation month");
+    assert_eq!(store.count("b", month(2026, 4)).await.unwrap(), 0);
+}
+
+pub async fn ping_answers(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    store.ping().await.unwrap();
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    store.ping().await.unwrap();
+}

@@ -1,0 +1,505 @@
+//! Deliveries in Redis, for running several delivery processes on one shared store.
+//!
+//! Key layout, every key under `PREFIX` (the URL's `prefix` parameter, default `fabrikam`). A
+//! delivery's keys share the hash tag `{ID}`, so they land in one cluster slot:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `PREFIX:delivery:{ID}` | hash | `body` (the delivery's JSON without its stage), `stage`, `created_at` and `updated_at` (Unix ms), `version` |
+//! | `PREFIX:delivery:{ID}:tracking` | list | tracking events, oldest first: `{"stage","location","at"}` |
+//! | `PREFIX:delivery:{ID}:notify` | list | notify-me requests: `{"email","sms","at"}` |
+//! | `PREFIX:delivery:{ID}:confirmation` | string | `{"confirmation","at"}` |
+//! | `PREFIX:monthly:YYYY-MM:OWNER` | set | ids of the owner's deliveries created that month |
+//!
+//! Every write is a Lua script, so it is atomic however many processes share the server. Stage
+//! changes read the record, ask the stage rules in [`crate::domain`], then commit with a script
+//! that applies only if `version` is still the one read (optimistic concurrency, retried on
+//! conflict). WATCH/MULTI would do the same but needs a connection of its own per transaction;
+//! a script works on the shared multiplexed connection.
+//!
+//! Once a delivery reaches a final stage its four keys expire after the completed TTL, as in the
+//! reference implementation; the monthly sets outlive them (400 days) so the monthly count does
+//! not drop when a finished delivery expires. The set key is per owner, not per delivery, so on a
+//! Redis Cluster the scripts that create a delivery or change its owner span two slots.
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, ErrorKind, RedisError, Script};
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Utc};
+use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
+use contracts::{DeliveryStage, Location};
+use platform::query::Month;
+use platform::sqlite::{from_unix_millis, unix_millis};
+use serde::{Deserialize, Serialize};
+
+use super::{Changed, DeliveryStore, StoreError, Upserted};
+use crate::domain::{self, Action, Transition};
+
+/// How long a cancelled or completed delivery stays readable by default.
+pub const DEFAULT_COMPLETED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A monthly set must outlive the year of reports that may ask for its month.
+const MONTH_INDEX_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// Conflicts only come from writers of the same delivery; this many in a row means something
+/// is hammering it, and the caller is better off retrying later than spinning here.
+const MAX_ATTEMPTS: u32 = 50;
+
+const DEFAULT_PREFIX: &str = "fabrikam";
+
+/// Creates the delivery unless its record exists. Leftovers of an expired earlier delivery with
+/// the same id (a list that outlived its record by a few ms) must not leak into the new one.
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'body', ARGV[1], 'stage', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3], 'version', 1)
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[6])
+return 1
+";
+
+/// Applies a change computed from the record at `version` ARGV[1], or returns 0 when the record
+/// changed (or vanished) since it was read.
+const COMMIT: &str = r"
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'body', ARGV[2], 'updated_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'stage', ARGV[3]) end
+if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6]) end
+if KEYS[5] ~= KEYS[6] then
+  redis.call('SREM', KEYS[5], ARGV[8])
+  redis.call('SADD', KEYS[6], ARGV[8])
+  redis.call('PEXPIRE', KEYS[6], ARGV[9])
+end
+if ARGV[7] ~= '0' then
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+end
+return 1
+";
+
+/// Adds a notify-me request to an existing delivery. On a finished delivery the list may be
+/// new, so it takes the record's remaining time to live.
+const NOTIFY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+";
+
+/// Deliveries in Redis.
+pub struct RedisDeliveryStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    completed_ttl_ms: u64,
+    create: Script,
+    commit: Script,
+    notify: Script,
+}
+
+impl RedisDeliveryStore {
+    /// Connects to `redis://HOST:PORT/DB[?prefix=NAME]`. The connection is made
+    /// on first use and remade whenever it drops, so a service may start before its Redis.
+    pub async fn open(url: &str, completed_ttl: Duration) -> Result<Self, StoreError> {
+        let (url, prefix) = split_prefix(url)?;
+        let client = Client::open(url.as_str())?;
+        // Under load a script can take longer than the default 500 ms answer timeout, and a
+        // timed-out write leaves the caller unsure whether it happened. Few reconnection retries:
+        // while Redis is down a request should fail with 503 within a second, not hang for the
+        // default six retries; the next request tries again.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(3)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            keys: Keys { prefix },
+            // EXPIRE 0 would delete at once; a sub-millisecond TTL means "as soon as possible".
+            completed_ttl_ms: u64::try_from(completed_ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            create: Script::new(CREATE),
+            commit: Script::new(COMMIT),
+            notify: Script::new(NOTIFY),
+        })
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Stored>, StoreError> {
+        let fields: Vec<Option<String>> = ::redis::cmd("HMGET")
+            .arg(self.keys.record(id))
+            .arg(&["body", "stage", "created_at", "version"])
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let [Some(body), stage, created_at, Some(version)] = <[Option<String>; 4]>::try_from(fields)
+            .map_err(|f| decode_error(format!("HMGET answered {} fields, not 4", f.len())))?
+        else {
+            return Ok(None);
+        };
+        let mut delivery: Delivery = from_json(&body)?;
+        delivery.stage = stage.and_then(|s| s.parse().ok());
+        let created_at = created_at
+            .and_then(|c| c.parse::<i64>().ok())
+            .ok_or_else(|| decode_error(format!("delivery {id} has no creation time")))?;
+        Ok(Some(Stored { delivery, created_at: from_unix_millis(created_at), version }))
+    }
+
+    /// Writes `body` (and the rest) over the record as it was when `stored` was read; `false`
+    /// when another writer got there first.
+    async fn commit(&self, stored: &Stored, body: &Delivery, write: Write<'_>) -> Result<bool, StoreError> {
+        let id = &stored.delivery.id;
+        let stage = write.stage.map(|s| s.as_str()).unwrap_or_default();
+        let ttl_ms = if write.stage.is_some_and(domain::is_final) { self.completed_ttl_ms } else { 0 };
+        let applied: i64 = self
+            .commit
+            .key(self.keys.record(id))
+            .key(self.keys.tracking(id))
+            .key(self.keys.confirmation(id))
+            .key(self.keys.notify(id))
+            .key(self.keys.month(&stored.delivery.owner.user_id, stored.created_at))
+            .key(self.keys.month(&body.owner.user_id, stored.created_at))
+            .arg(&stored.version)
+            .arg(to_json(&without_stage(body))?)
+            .arg(stage)
+            .arg(unix_millis(write.now))
+            .arg(write.event.unwrap_or_default())
+            .arg(write.confirmation.unwrap_or_default())
+            .arg(ttl_ms)
+            .arg(id)
+            .arg(millis(MONTH_INDEX_TTL))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(applied == 1)
+    }
+
+    /// Applies `action` if the stage rules allow it, retrying when a concurrent writer changed
+    /// the delivery between the read and the write.
+    async fn change(
+        &self,
+        id: &str,
+        action: Action,
+        now: DateTime<Utc>,
+        update: impl Fn(Delivery) -> (Delivery, Option<Location>) + Send + Sync,
+        confirmation: Option<&str>,
+    ) -> Result<Changed, StoreError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(stored) = self.load(id).await? else { return Ok(Changed::NotFound) };
+            let stage = stored.delivery.stage.unwrap_or(DeliveryStage::Created);
+            let next = match domain::transition(stage, action) {
+                Transition::AlreadyDone => return Ok(Changed::Done(Box::new(stored.delivery))),
+                Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
+                Transition::To(next) => next,
+            };
+            let (mut updated, location) = update(stored.delivery.clone());
+            let event = event_json(next, location, now)?;
+            let write = Write { now, stage: Some(next), event: Some(&event), confirmation };
+            if self.commit(&stored, &updated, write).await? {
+                updated.stage = Some(next);
+                return Ok(Changed::Done(Box::new(updated)));
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::Contended(id.to_owned()))
+    }
+}
+
+/// What a commit writes besides the body.
+struct Write<'a> {
+    now: DateTime<Utc>,
+    /// The new stage; `None` keeps it.
+    stage: Option<DeliveryStage>,
+    event: Option<&'a str>,
+    confirmation: Option<&'a str>,
+}
+
+/// A record as read, with what a conditional write needs.
+struct Stored {
+    delivery: Delivery,
+    created_at: DateTime<Utc>,
+    version: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    stage: DeliveryStage,
+    location: Option<Location>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct StoredNotify<'a> {
+    email: Option<&'a str>,
+    sms: Option<&'a str>,
+    at: i64,
+}
+
+#[derive(Serialize)]
+struct StoredConfirmation<'a> {
+    confirmation: &'a Confirmation,
+    at: i64,
+}
+
+/// Key names; see the module documentation.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn record(&self, id: &str) -> String {
+        format!("{}:delivery:{{{id}}}", self.prefix)
+    }
+
+    fn tracking(&self, id: &str) -> String {
+        format!("{}:delivery:{{{id}}}:tracking", self.prefix)
+    }
+
+    fn notify(&self, id: &str) -> String {
+        format!("{}:delivery:{{{id}}}:notify", self.prefix)
+    }
+
+    fn confirmation(&self, id: &str) -> String {
+        format!("{}:delivery:{{{id}}}:confirmation", self.prefix)
+    }
+
+    /// The month comes first: it has a fixed width, so any owner id reads back unambiguously.
+    fn month(&self, owner: &str, created_at: DateTime<Utc>) -> String {
+        self.month_of(owner, Month { year: created_at.year(), month: created_at.month() })
+    }
+
+    fn month_of(&self, owner: &str, month: Month) -> String {
+        format!("{}:monthly:{:04}-{:02}:{owner}", self.prefix, month.year, month.month)
+    }
+}
+
+/// Splits the `prefix` parameter off `url`, leaving a URL for the redis crate.
+fn split_prefix(url: &str) -> Result<(String, String), StoreError> {
+    let (rest, fragment) = match url.split_once('#') {
+        Some((rest, fragment)) => (rest, Some(fragment)),
+        None => (url, None),
+    };
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut prefix = DEFAULT_PREFIX.to_owned();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("prefix", value) if is_prefix_safe(value) => value.clone_into(&mut prefix),
+            ("prefix", value) => {
+                return Err(config_error(format!(
+                    "bad prefix {value:?} in the Redis URL: use letters, digits, '-' and '_'"
+                )));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let mut url = base.to_owned();
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        url.push('#');
+        url.push_str(fragment);
+    }
+    Ok((url, prefix))
+}
+
+/// Key prefixes stay plain so that `PREFIX:*` patterns and hash tags work as expected.
+fn is_prefix_safe(prefix: &str) -> bool {
+    !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn config_error(detail: String) -> StoreError {
+    StoreError::Redis(RedisError::from((ErrorKind::InvalidClientConfig, "invalid Redis URL", detail)))
+}
+
+fn decode_error(detail: String) -> StoreError {
+    StoreError::Decode(detail.into())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Encode(Box::new(e)))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Decode(Box::new(e)))
+}
+
+/// The stage lives in its own field; the body never carries one.
+fn without_stage(delivery: &Delivery) -> Delivery {
+    Delivery { stage: None, ..delivery.clone() }
+}
+
+fn event_json(stage: DeliveryStage, location: Option<Location>, at: DateTime<Utc>) -> Result<String, StoreError> {
+    to_json(&StoredEvent { stage, location, at: unix_millis(at) })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Lets the winning writer finish before trying again; the jitter keeps a crowd of losers from
+/// colliding in lock step.
+async fn back_off(attempt: u32) {
+    if attempt < 2 {
+        tokio::task::yield_now().await;
+    } else {
+        let ceiling = u64::from(attempt.min(20));
+        tokio::time::sleep(Duration::from_millis(rand::random_range(1..=ceiling))).await;
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for RedisDeliveryStore {
+    async fn upsert(&self, delivery: Delivery, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
+        let delivery = without_stage(&delivery);
+        let id = &delivery.id;
+        let body = to_json(&delivery)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let applied = match self.load(id).await? {
+                None => {
+                    let event = event_json(DeliveryStage::Created, Some(delivery.pickup), now)?;
+                    let created: i64 = self
+                        .create
+                        .key(self.keys.record(id))
+                        .key(self.keys.tracking(id))
+                        .key(self.keys.confirmation(id))
+                        .key(self.keys.notify(id))
+                        .key(self.keys.month(&delivery.owner.user_id, now))
+                        .arg(&body)
+                        .arg(DeliveryStage::Created.as_str())
+                        .arg(unix_millis(now))
+                        .arg(event)
+                        .arg(id)
+                        .arg(millis(MONTH_INDEX_TTL))
+                        .invoke_async(&mut self.conn.clone())
+                        .await?;
+                    if created == 1 {
+                        let created = Delivery { stage: Some(DeliveryStage::Created), ..delivery };
+                        return Ok(Upserted::Created(Box::new(created)));
+                    }
+                    false
+                }
+                Some(stored) => {
+                    let write = Write { now, stage: None, event: None, confirmation: None };
+                    self.commit(&stored, &delivery, write).await?
+                }
+            };
+            if applied {
+                return Ok(Upserted::Updated);
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::Contended(id.clone()))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        Ok(self.load(id).await?.map(|s| s.delivery))
+    }
+
+    async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
+        let events: Vec<String> = ::redis::cmd("LRANGE")
+            .arg(self.keys.tracking(id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        events
+            .iter()
+            .map(|text| {
+                let event: StoredEvent = from_json(text)?;
+                Ok(DeliveryTrackingEvent {
+                    delivery_id: id.to_owned(),
+                    stage: event.stage,
+                    location: event.location,
+                    at: from_unix_millis(event.at),
+                })
+            })
+            .collect()
+    }
+
+    async fn reschedule(
+        &self,
+        id: &str,
+        change: &RescheduledDelivery,
+        now: DateTime<Utc>,
+    ) -> Result<Changed, StoreError> {
+        self.change(id, Action::Reschedule, now, |d| (domain::rescheduled(d, change), change.pickup), None).await
+    }
+
+    async fn cancel(&self, id: &str, now: DateTime<Utc>) -> Result<Changed, StoreError> {
+        self.change(id, Action::Cancel, now, |d| (d, None), None).await
+    }
+
+    async fn confirm(&self, id: &str, confirmation: &Confirmation, now: DateTime<Utc>) -> Result<Changed, StoreError> {
+        let body = to_json(&StoredConfirmation { confirmation, at: unix_millis(now) })?;
+        let location = Some(confirmation.geo_coordinates);
+        self.change(id, Action::Complete, now, |d| (d, location), Some(body.as_str())).await
+    }
+
+    async fn add_notify_request(
+        &self,
+        id: &str,
+        request: &NotifyMeRequest,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let entry = to_json(&StoredNotify {
+            email: request.email_address.as_deref(),
+            sms: request.sms.as_deref(),
+            at: unix_millis(now),
+        })?;
+        let added: i64 = self
+            .notify
+            .key(self.keys.record(id))
+            .key(self.keys.notify(id))
+            .arg(entry)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
+        let count: u64 = ::redis::cmd("SCARD")
+            .arg(self.keys.month_of(owner_user_id, month))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(count)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = ::redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_is_taken_off_the_url() {
+        let split = |url: &str| split_prefix(url).unwrap();
+        assert_eq!(split("redis://127.0.0.1:6379/0"), ("redis://127.0.0.1:6379/0".to_owned(), "fabrikam".to_owned()));
+        assert_eq!(split("redis://h:6379/2?prefix=t_1"), ("redis://h:6379/2".to_owned(), "t_1".to_owned()));
+        assert_eq!(
+            split("rediss://h/1?protocol=resp3&prefix=prod-a&x=1#insecure"),
+            ("rediss://h/1?protocol=resp3&x=1#insecure".to_owned(), "prod-a".to_owned())
+        );
+        for bad in ["redis://h?prefix=", "redis://h?prefix=a:b", "redis://h?prefix=a%20b", "redis://h?prefix"] {
+            assert!(split_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_deliverys_keys_share_one_hash_tag() {
+        let keys = Keys { prefix: "p".to_owned() };
+        assert_eq!(keys.record("d1"), "p:delivery:{d1}");
+        assert_eq!(keys.tracking("d1"), "p:delivery:{d1}:tracking");
+        assert_eq!(keys.notify("d1"), "p:delivery:{d1}:notify");
+        assert_eq!(keys.confirmation("d1"), "p:delivery:{d1}:confirmation");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-31T23:59:59Z").unwrap().to_utc();
+        assert_eq!(keys.month("u:1", at), "p:monthly:2026-03:u:1");
+    }
+}

@@ -1,0 +1,288 @@
+//! The delivery store's behaviour suite against Redis, plus what only Redis does: expiry of
+//! finished deliveries, key prefixes, several processes on one server.
+//!
+//! Runs when `FABRIKAM_TEST_REDIS_URL` is set (e.g. `redis://127.0.0.1:6379`); skipped with a
+//! note otherwise. Each test uses its own key prefix and deletes its keys when it passes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest};
+use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
+use delivery::store::conformance::DeliveryStoreHarness;
+use delivery::store::{Changed, DEFAULT_COMPLETED_TTL, Upserted};
+use delivery::{DeliveryStore, RedisDeliveryStore};
+use platform::query::Month;
+use platform::testenv::{self, REDIS_URL};
+use redis::aio::MultiplexedConnection;
+
+const SUITE: &str = "delivery store on Redis";
+
+/// Opens stores on the server at `url`, each under a fresh prefix, and deletes their keys on
+/// [`RedisHarness::clean`] (called once a test passed).
+struct RedisHarness {
+    url: String,
+    prefixes: Mutex<Vec<String>>,
+}
+
+impl RedisHarness {
+    fn new(url: String) -> Self {
+        Self { url, prefixes: Mutex::new(Vec::new()) }
+    }
+
+    /// `None` (after a SKIPPED note) when the variable is unset.
+    fn from_env() -> Option<Self> {
+        testenv::server_url(REDIS_URL, SUITE).map(Self::new)
+    }
+
+    fn fresh_prefix(&self) -> String {
+        let prefix = testenv::unique_name("t");
+        self.prefixes.lock().unwrap().push(prefix.clone());
+        prefix
+    }
+
+    async fn store(&self, prefix: &str, completed_ttl: Duration) -> RedisDeliveryStore {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{separator}prefix={prefix}", self.url);
+        RedisDeliveryStore::open(&url, completed_ttl).await.expect("open redis delivery store")
+    }
+
+    /// A plain connection to look at the keys the store wrote.
+    async fn raw(&self) -> MultiplexedConnection {
+        let client = redis::Client::open(self.url.as_str()).expect("a valid Redis URL");
+        client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {} did not answer ({e}); unset {REDIS_URL} to skip", self.url))
+    }
+
+    async fn clean(&self) {
+        let prefixes = std::mem::take(&mut *self.prefixes.lock().unwrap());
+        let mut raw = self.raw().await;
+        for prefix in prefixes {
+            // SCAN, not KEYS: the server may be shared, and KEYS blocks it.
+            let mut cursor = 0_u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}:*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+                if !keys.is_empty() {
+                    let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut raw).await.unwrap();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryStoreHarness for RedisHarness {
+    async fn open(&self) -> Arc<dyn DeliveryStore> {
+        // A fresh prefix is a fresh, empty store on the shared server.
+        let prefix = self.fresh_prefix();
+        let store = self.store(&prefix, DEFAULT_COMPLETED_TTL).await;
+        // Fail here, naming the server, rather than in the middle of a case.
+        store
+            .ping()
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {} did not answer ({e}); unset {REDIS_URL} to skip", self.url));
+        Arc::new(store)
+    }
+
+    async fn cleanup(&self) {
+        self.clean().await;
+    }
+}
+
+delivery::delivery_store_conformance_tests!(optional: RedisHarness::from_env());
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap()
+}
+
+fn delivery(id: &str) -> Delivery {
+    Delivery {
+        id: id.to_owned(),
+        owner: UserAccount { user_id: "u1".to_owned(), account_id: "a1".to_owned() },
+        pickup: Location::new(47.60, -122.33, 0.0),
+        dropoff: Location::new(47.62, -122.35, 0.0),
+        deadline: String::new(),
+        expedited: false,
+        confirmation_required: ConfirmationType::None,
+        drone_id: "drone-0001".to_owned(),
+        stage: None,
+        pickup_time: None,
+        package_id: None,
+    }
+}
+
+fn confirmation() -> Confirmation {
+    Confirmation {
+        date_time: at(15, 13),
+        geo_coordinates: Location::new(47.62, -122.35, 0.0),
+        confirmation_type: ConfirmationType::Picture,
+        confirmation_blob: "aGVsbG8=".to_owned(),
+    }
+}
+
+fn notify() -> NotifyMeRequest {
+    NotifyMeRequest { email_address: Some("pat@contoso.com".to_owned()), sms: None }
+}
+
+async fn pttl(raw: &mut MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(raw).await.unwrap()
+}
+
+async fn key_type(raw: &mut MultiplexedConnection, key: &str) -> String {
+    redis::cmd("TYPE").arg(key).query_async(raw).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_follow_the_documented_layout_and_expire_once_finished() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let p = h.fresh_prefix();
+    let hour = Duration::from_secs(3600);
+    let store = h.store(&p, hour).await;
+    let mut raw = h.raw().await;
+
+    store.upsert(delivery("d1"), at(15, 12)).await.unwrap();
+    assert!(store.add_notify_request("d1", &notify(), at(15, 12)).await.unwrap());
+    let (record, tracking, notify_key, confirmation_key) = (
+        format!("{p}:delivery:{{d1}}"),
+        format!("{p}:delivery:{{d1}}:tracking"),
+        format!("{p}:delivery:{{d1}}:notify"),
+        format!("{p}:delivery:{{d1}}:confirmation"),
+    );
+    let monthly = format!("{p}:monthly:2026-03:u1");
+    assert_eq!(key_type(&mut raw, &record).await, "hash");
+    assert_eq!(key_type(&mut raw, &tracking).await, "list");
+    assert_eq!(key_type(&mut raw, &notify_key).await, "list");
+    assert_eq!(key_type(&mut raw, &monthly).await, "set");
+    for key in [&record, &tracking, &notify_key] {
+        assert_eq!(pttl(&mut raw, key).await, -1, "{key} must not expire while the delivery is live");
+    }
+    let month_ttl = pttl(&mut raw, &monthly).await;
+    assert!(month_ttl > 399 * 24 * 3_600_000, "the monthly set outlives finished deliveries: {month_ttl} ms");
+
+    store.confirm("d1", &confirmation(), at(15, 13)).await.unwrap();
+    assert_eq!(key_type(&mut raw, &confirmation_key).await, "string");
+    for key in [&record, &tracking, &notify_key, &confirmation_key] {
+        let ttl = pttl(&mut raw, key).await;
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires within the completed TTL once completed: {ttl} ms");
+    }
+
+    // Finished before anyone asked to be notified: the list made afterwards expires with the rest.
+    store.upsert(delivery("d2"), at(15, 12)).await.unwrap();
+    store.cancel("d2", at(15, 13)).await.unwrap();
+    assert!(store.add_notify_request("d2", &notify(), at(15, 14)).await.unwrap());
+    let ttl = pttl(&mut raw, &format!("{p}:delivery:{{d2}}:notify")).await;
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+    // A PUT of a finished delivery keeps its expiry.
+    assert_eq!(store.upsert(delivery("d2"), at(15, 15)).await.unwrap(), Upserted::Updated);
+    assert!(pttl(&mut raw, &format!("{p}:delivery:{{d2}}")).await > 0);
+    h.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_count_outlives_an_expired_delivery() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let store = h.store(&h.fresh_prefix(), Duration::from_millis(50)).await;
+    store.upsert(delivery("d1"), at(15, 12)).await.unwrap();
+    store.upsert(delivery("d2"), at(16, 12)).await.unwrap();
+    assert!(matches!(store.cancel("d1", at(15, 13)).await.unwrap(), Changed::Done(_)));
+
+    // The one test that waits: for Redis to expire the finished delivery.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.get("d1").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "d1 did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.tracking("d1").await.unwrap().is_empty());
+    assert_eq!(store.cancel("d1", at(15, 14)).await.unwrap(), Changed::NotFound);
+    let march = Month { year: 2026, month: 3 };
+    assert_eq!(store.count("u1", march).await.unwrap(), 2, "the count keeps the expired delivery");
+    assert!(store.get("d2").await.unwrap().is_some(), "a live delivery does not expire");
+
+    // The id is free again; counting it twice in one month would be wrong.
+    assert!(matches!(store.upsert(delivery("d1"), at(20, 12)).await.unwrap(), Upserted::Created(_)));
+    assert_eq!(store.count("u1", march).await.unwrap(), 2);
+    h.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_prefix_see_one_store() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let prefix = h.fresh_prefix();
+    let stores: Vec<Arc<dyn DeliveryStore>> = vec![
+        Arc::new(h.store(&prefix, DEFAULT_COMPLETED_TTL).await),
+        Arc::new(h.store(&prefix, DEFAULT_COMPLETED_TTL).await),
+    ];
+    stores[0].upsert(delivery("d1"), at(15, 12)).await.unwrap();
+    assert_eq!(stores[1].upsert(delivery("d1"), at(15, 12)).await.unwrap(), Upserted::Updated);
+
+    // Cancels and confirmations from both "processes" at once: one wins, once.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                if i % 3 == 0 {
+                    store.confirm("d1", &confirmation(), at(15, 13)).await.unwrap()
+                } else {
+                    store.cancel("d1", at(15, 13)).await.unwrap()
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = stores[1].tracking("d1").await.unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let final_stage = stores[0].get("d1").await.unwrap().unwrap().stage.unwrap();
+    assert!(matches!(final_stage, DeliveryStage::Cancelled | DeliveryStage::Completed));
+    assert_eq!(events[1].stage, final_stage);
+    h.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_stores_apart() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let a = h.store(&h.fresh_prefix(), DEFAULT_COMPLETED_TTL).await;
+    let b = h.store(&h.fresh_prefix(), DEFAULT_COMPLETED_TTL).await;
+    a.upsert(delivery("d1"), at(15, 12)).await.unwrap();
+    assert_eq!(b.get("d1").await.unwrap(), None);
+    assert!(!b.add_notify_request("d1", &notify(), at(15, 12)).await.unwrap());
+    assert_eq!(b.count("u1", Month { year: 2026, month: 3 }).await.unwrap(), 0);
+    assert!(matches!(b.upsert(delivery("d1"), at(15, 12)).await.unwrap(), Upserted::Created(_)));
+    h.clean().await;
+}
+
+/// Needs no server: nothing listens on port 1.
+#[tokio::test]
+async fn an_unreachable_redis_is_a_503_not_a_hang() {
+    let store = RedisDeliveryStore::open("redis://127.0.0.1:1/0?prefix=nowhere", DEFAULT_COMPLETED_TTL)
+        .await
+        .expect("the connection is made on first use, so opening succeeds");
+    let started = std::time::Instant::now();
+    let err = store.get("d1").await.expect_err("nothing listens on port 1");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(err.is_unavailable(), "{err}");
+    let problem = platform::Problem::from(err);
+    assert_eq!(problem.status, 503);
+    assert!(store.ping().await.is_err());
+}
