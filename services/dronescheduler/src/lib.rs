@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use domain::FleetConfig;
-pub use store::{DroneStore, SqliteDroneStore};
+pub use store::{DroneStore, PostgresDroneStore, SqliteDroneStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "dronescheduler";
@@ -36,7 +36,8 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_DRONESCHEDULER_LISTEN", default_value = "127.0.0.1:8084")]
     pub listen: SocketAddr,
 
-    /// Where the fleet and assignments are stored: sqlite://PATH.
+    /// Where the fleet and assignments are stored: sqlite://PATH (embedded) or
+    /// postgres://USER@HOST/DB (shared by several scheduler processes; postgresql:// works too).
     #[arg(long, env = "FABRIKAM_DRONESCHEDULER_DB", default_value = "sqlite://./data/dronescheduler.db")]
     pub database_url: String,
 
@@ -79,13 +80,21 @@ impl From<FleetArgs> for FleetConfig {
     }
 }
 
-/// Opens the store named by `url` and creates the fleet on first start.
+/// Opens the store named by `url` (`sqlite://PATH`, or `postgres://...`/`postgresql://...`) and
+/// creates the fleet on first start.
 pub async fn open_store(url: &str, fleet: &FleetConfig) -> anyhow::Result<Arc<dyn DroneStore>> {
     fleet.check().map_err(anyhow::Error::msg)?;
-    let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
-    let store = SqliteDroneStore::open(&path).await.with_context(|| format!("opening drone store {url}"))?;
+    let store: Arc<dyn DroneStore> = if platform::postgres::is_postgres_url(url) {
+        // The URL stays out of the message: it may carry a password.
+        Arc::new(PostgresDroneStore::open(url).await.context("opening drone store on PostgreSQL")?)
+    } else if url.starts_with("sqlite:") {
+        let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
+        Arc::new(SqliteDroneStore::open(&path).await.with_context(|| format!("opening drone store {url}"))?)
+    } else {
+        anyhow::bail!("unsupported drone store URL: expected sqlite://PATH or postgres://USER@HOST/DB");
+    };
     store.seed(&fleet.depots, &domain::initial_fleet(fleet)).await.context("creating the fleet")?;
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 /// The complete HTTP router: API routes plus health, metrics and the shared layers.

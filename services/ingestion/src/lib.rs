@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::AppState;
 pub use domain::Limits;
-pub use store::{IngestionStore, SqliteIngestionStore};
+pub use store::{IngestionStore, PostgresIngestionStore, SqliteIngestionStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "ingestion";
@@ -44,7 +44,8 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_BUS_URL", default_value = "sqlite://./data/bus.db")]
     pub bus_url: String,
 
-    /// Where accepted ids and idempotent responses are kept: sqlite://PATH.
+    /// Where accepted ids and idempotent responses are kept: sqlite://PATH (embedded) or
+    /// postgres://USER@HOST/DB (shared by several ingestion processes; postgresql:// works too).
     #[arg(long, env = "FABRIKAM_INGESTION_DB", default_value = "sqlite://./data/ingestion.db")]
     pub database_url: String,
 
@@ -74,11 +75,19 @@ impl Default for Settings {
     }
 }
 
-/// Opens ingestion's own store named by `url` (sqlite://PATH).
+/// Opens ingestion's own store named by `url`: `sqlite://PATH`, or `postgres://...`
+/// (`postgresql://...`).
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn IngestionStore>> {
-    let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
-    let store = SqliteIngestionStore::open(&path).await.with_context(|| format!("opening ingestion store {url}"))?;
-    Ok(Arc::new(store))
+    let store: Arc<dyn IngestionStore> = if platform::postgres::is_postgres_url(url) {
+        // The URL stays out of the message: it may carry a password.
+        Arc::new(PostgresIngestionStore::open(url).await.context("opening ingestion store on PostgreSQL")?)
+    } else if url.starts_with("sqlite:") {
+        let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
+        Arc::new(SqliteIngestionStore::open(&path).await.with_context(|| format!("opening ingestion store {url}"))?)
+    } else {
+        anyhow::bail!("unsupported ingestion store URL: expected sqlite://PATH or postgres://USER@HOST/DB");
+    };
+    Ok(store)
 }
 
 /// The complete HTTP router; also starts the task that forgets expired idempotency keys.

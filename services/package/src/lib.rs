@@ -17,7 +17,7 @@ use platform::http::ServiceRouter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{PackageStore, SqlitePackageStore};
+pub use store::{PackageStore, PostgresPackageStore, SqlitePackageStore};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "package";
@@ -33,7 +33,8 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_PACKAGE_LISTEN", default_value = "127.0.0.1:8083")]
     pub listen: SocketAddr,
 
-    /// Where packages are stored: sqlite://PATH.
+    /// Where packages are stored: sqlite://PATH (embedded) or postgres://USER@HOST/DB (shared by
+    /// several package processes; postgresql:// works too).
     #[arg(long, env = "FABRIKAM_PACKAGE_DB", default_value = "sqlite://./data/package.db")]
     pub database_url: String,
 
@@ -41,11 +42,18 @@ pub struct Config {
     pub common: CommonArgs,
 }
 
-/// Opens the store named by `url`.
+/// Opens the store named by `url`: `sqlite://PATH` or `postgres://...` (`postgresql://...`).
 pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Arc<dyn PackageStore>> {
-    let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
-    let store = SqlitePackageStore::open(&path, clock).await.with_context(|| format!("opening package store {url}"))?;
-    Ok(Arc::new(store))
+    let store: Arc<dyn PackageStore> = if platform::postgres::is_postgres_url(url) {
+        // The URL stays out of the message: it may carry a password.
+        Arc::new(PostgresPackageStore::open(url, clock).await.context("opening package store on PostgreSQL")?)
+    } else if url.starts_with("sqlite:") {
+        let path = platform::sqlite::path_from_url(url).map_err(anyhow::Error::msg)?;
+        Arc::new(SqlitePackageStore::open(&path, clock).await.with_context(|| format!("opening package store {url}"))?)
+    } else {
+        anyhow::bail!("unsupported package store URL: expected sqlite://PATH or postgres://USER@HOST/DB");
+    };
+    Ok(store)
 }
 
 /// The complete HTTP router: API routes plus health, metrics and the shared layers.

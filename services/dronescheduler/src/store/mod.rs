@@ -1,5 +1,8 @@
 //! Where the fleet and its assignments live: the [`DroneStore`] port and its backends.
 
+#[doc(hidden)]
+pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -7,6 +10,7 @@ use chrono::{DateTime, Utc};
 use contracts::drone::DroneAssignment;
 use platform::query::Month;
 
+pub use postgres::PostgresDroneStore;
 pub use sqlite::SqliteDroneStore;
 
 use crate::domain::{AssignmentRequest, Depot, DroneRecord, FleetConfig};

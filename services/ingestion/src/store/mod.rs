@@ -2,11 +2,15 @@
 //! unknown id is a 404, not a message the workflow can never apply) and the first response to
 //! each `Idempotency-Key`.
 
+#[doc(hidden)]
+pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use postgres::PostgresIngestionStore;
 pub use sqlite::SqliteIngestionStore;
 
 pub type StoreError = sqlx::Error;

@@ -1,11 +1,15 @@
 //! Where packages live: the [`PackageStore`] port and its backends.
 
+#[doc(hidden)]
+pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use contracts::package::Package;
 use platform::query::Month;
 
+pub use postgres::PostgresPackageStore;
 pub use sqlite::SqlitePackageStore;
 
 use crate::domain::{NewPackage, PackageChanges};

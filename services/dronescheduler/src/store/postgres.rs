@@ -1,0 +1,338 @@
+//! The fleet in PostgreSQL, shared by any number of drone scheduler processes.
+//!
+//! Nothing here relies on process-local locks. An assignment reads the candidates without locks,
+//! lets the domain choose, then claims the chosen drone with a guarded `UPDATE` (still free?) and
+//! the delivery with `INSERT .. ON CONFLICT DO NOTHING` (still undecided?), both in one
+//! transaction. Row locks make those two checks exact under concurrency, and losing either race
+//! rolls the whole claim back.
+//!
+//! Times are stored as Unix milliseconds (`BIGINT`), like the SQLite backend, so both round alike.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use contracts::drone::DroneAssignment;
+use platform::geo::Point;
+use platform::query::Month;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+
+use super::{Assigned, DroneStore, StoreError};
+use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
+
+/// Connections per process.
+const POOL_SIZE: u32 = 8;
+
+/// The claims rely on READ COMMITTED: a statement that waited for a row lock re-checks its
+/// condition against the newest committed row instead of failing. Named explicitly in case the
+/// server defaults to a stricter level.
+const BEGIN_CLAIM: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// Rows per multi-row `INSERT` when seeding: 5 parameters each stays far below PostgreSQL's
+/// 65,535 parameters per statement.
+const SEED_CHUNK: usize = 4096;
+
+/// The fleet in a PostgreSQL database shared by several scheduler processes.
+pub struct PostgresDroneStore {
+    pool: PgPool,
+}
+
+impl PostgresDroneStore {
+    /// Connects (waiting for the server to come up) and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = platform::postgres::open_pool(url, POOL_SIZE).await?;
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        // Our own bookkeeping table, so services sharing one schema do not read each other's
+        // migration history as a modified one.
+        migrator.dangerous_set_table_name("_sqlx_migrations_dronescheduler");
+        migrator.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn assignment(row: &PgRow) -> Option<DroneAssignment> {
+    Some(DroneAssignment {
+        delivery_id: row.get(0),
+        drone_id: row.get::<Option<String>, _>(1)?,
+        owner_id: row.get(2),
+        depot_id: row.get::<Option<String>, _>(3).unwrap_or_default(),
+        assigned_at: from_millis(row.get(4)),
+        traveled_miles: row.get(5),
+        assigned_hours: row.get(6),
+        busy_until: from_millis(row.get(7)),
+        released: row.get(8),
+    })
+}
+
+/// What an earlier request for this delivery decided.
+fn earlier(row: &PgRow) -> Assigned {
+    match assignment(row) {
+        Some(a) if !a.released => Assigned::Drone(a),
+        _ => Assigned::Released,
+    }
+}
+
+/// Reads a drone joined with its depot's position.
+fn drone(row: &PgRow) -> DroneRecord {
+    DroneRecord {
+        id: row.get(0),
+        depot_id: row.get(1),
+        location: Point::new(row.get(2), row.get(3)),
+        max_payload: row.get(4),
+        speed_mph: row.get(5),
+        busy_until: from_millis(row.get(6)),
+        current_delivery_id: row.get(7),
+    }
+}
+
+impl PostgresDroneStore {
+    async fn existing(&self, delivery_id: &str) -> Result<Option<PgRow>, StoreError> {
+        sqlx::query(
+            "SELECT delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles, assigned_hours, busy_until,
+                 released
+             FROM assignments WHERE delivery_id = $1",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Each depot's first free drone (by id) able to carry `weight`; the domain picks the nearest
+    /// of them. One indexed lookup per depot, so the cost does not grow with the fleet.
+    async fn candidates(&self, now: i64, weight: f64) -> Result<Vec<DroneRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+                 d.current_delivery_id
+             FROM depots p CROSS JOIN LATERAL (
+                 SELECT f.* FROM drones f
+                 WHERE f.depot_id = p.id AND f.busy_until <= $1 AND f.max_payload >= $2
+                 ORDER BY f.id LIMIT 1) d",
+        )
+        .bind(now)
+        .bind(weight)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(drone).collect())
+    }
+
+    /// Why nothing could be chosen.
+    async fn refusal(&self, weight: f64) -> Result<Assigned, StoreError> {
+        let heaviest: Option<f64> =
+            sqlx::query_scalar("SELECT MAX(max_payload) FROM drones").fetch_one(&self.pool).await?;
+        let heaviest = heaviest.unwrap_or(0.0);
+        Ok(if heaviest < weight { Assigned::TooHeavy(heaviest) } else { Assigned::NoneFree })
+    }
+}
+
+#[async_trait]
+impl DroneStore for PostgresDroneStore {
+    async fn seed(&self, depots: &[Depot], fleet: &[DroneRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Processes starting together must not both find the fleet empty and both build it: the
+        // lock (which conflicts with itself and with writers, not with plain reads) makes the
+        // second wait and then find the first one's fleet.
+        sqlx::query("LOCK TABLE drones IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drones").fetch_one(&mut *tx).await?;
+        if count > 0 {
+            return Ok(());
+        }
+        for depot in depots {
+            sqlx::query(
+                "INSERT INTO depots (id, name, latitude, longitude) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&depot.id)
+            .bind(&depot.name)
+            .bind(depot.location.latitude)
+            .bind(depot.location.longitude)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for chunk in fleet.chunks(SEED_CHUNK) {
+            let mut insert =
+                sqlx::QueryBuilder::new("INSERT INTO drones (id, depot_id, max_payload, speed_mph, busy_until) ");
+            insert.push_values(chunk, |mut row, d| {
+                row.push_bind(&d.id)
+                    .push_bind(&d.depot_id)
+                    .push_bind(d.max_payload)
+                    .push_bind(d.speed_mph)
+                    .push_bind(0_i64);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn assign(
+        &self,
+        request: &AssignmentRequest,
+        now: DateTime<Utc>,
+        fleet: &FleetConfig,
+    ) -> Result<Assigned, StoreError> {
+        // A retry of a decided delivery needs no transaction.
+        if let Some(row) = self.existing(&request.delivery_id).await? {
+            return Ok(earlier(&row));
+        }
+        let now_ms = millis(now);
+        // Each failed claim means another assignment committed in between, so the loop ends.
+        loop {
+            let candidates = self.candidates(now_ms, request.weight).await?;
+            let Some(plan) = domain::choose_drone(&candidates, request, now, fleet) else {
+                return self.refusal(request.weight).await;
+            };
+            let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
+            // Waits for any transaction holding the drone and re-checks it against the committed
+            // row, so only one delivery can move a free drone's busy_until.
+            let claimed = sqlx::query(
+                "UPDATE drones SET busy_until = $1, current_delivery_id = $2 WHERE id = $3 AND busy_until <= $4",
+            )
+            .bind(millis(plan.busy_until))
+            .bind(&request.delivery_id)
+            .bind(&plan.drone_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !claimed {
+                // Taken since we looked; dropping the transaction rolls it back.
+                continue;
+            }
+            let recorded = sqlx::query(
+                "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
+                     assigned_hours, busy_until, released)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE)
+                 ON CONFLICT (delivery_id) DO NOTHING",
+            )
+            .bind(&request.delivery_id)
+            .bind(&plan.drone_id)
+            .bind(&request.owner_id)
+            .bind(&plan.depot_id)
+            .bind(now_ms)
+            .bind(plan.miles)
+            .bind(plan.hours)
+            .bind(millis(plan.busy_until))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !recorded {
+                // A concurrent request for this delivery (another assignment, or a cancel's
+                // fence) committed first: its answer stands, and our drone stays free.
+                tx.rollback().await?;
+                match self.existing(&request.delivery_id).await? {
+                    Some(row) => return Ok(earlier(&row)),
+                    None => continue,
+                }
+            }
+            tx.commit().await?;
+            return Ok(Assigned::Drone(DroneAssignment {
+                drone_id: plan.drone_id,
+                delivery_id: request.delivery_id.clone(),
+                owner_id: request.owner_id.clone(),
+                depot_id: plan.depot_id,
+                assigned_at: from_millis(now_ms),
+                traveled_miles: plan.miles,
+                assigned_hours: plan.hours,
+                busy_until: from_millis(millis(plan.busy_until)),
+                released: false,
+            }));
+        }
+    }
+
+    async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let now_ms = millis(now);
+        let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
+        // Cancelled before any drone was assigned: a fence, so a late assignment is refused. The
+        // insert waits for a concurrent assignment of the delivery and yields to it if it commits.
+        let fenced = sqlx::query(
+            "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
+                 assigned_hours, busy_until, released, released_at)
+             VALUES ($1, NULL, '', NULL, $2, 0, 0, $2, TRUE, $2)
+             ON CONFLICT (delivery_id) DO NOTHING",
+        )
+        .bind(delivery_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fenced {
+            // Locked, so that of two concurrent releases only the first frees the drone.
+            let row = sqlx::query("SELECT drone_id, released FROM assignments WHERE delivery_id = $1 FOR UPDATE")
+                .bind(delivery_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((Some(drone_id), false)) = row.map(|r| (r.get::<Option<String>, _>(0), r.get::<bool, _>(1)))
+            else {
+                return Ok(());
+            };
+            sqlx::query("UPDATE assignments SET released = TRUE, released_at = $1 WHERE delivery_id = $2")
+                .bind(now_ms)
+                .bind(delivery_id)
+                .execute(&mut *tx)
+                .await?;
+            // Only if the drone still flies this delivery: after its flight it may serve another.
+            sqlx::query(
+                "UPDATE drones SET busy_until = LEAST(busy_until, $1), current_delivery_id = NULL
+                 WHERE id = $2 AND current_delivery_id = $3",
+            )
+            .bind(now_ms)
+            .bind(&drone_id)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
+        let (start, end) = month.range();
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(traveled_miles), 0), COALESCE(SUM(assigned_hours), 0) FROM assignments
+             WHERE owner_id = $1 AND assigned_at >= $2 AND assigned_at < $3 AND NOT released
+                 AND drone_id IS NOT NULL",
+        )
+        .bind(owner_id)
+        .bind(millis(start))
+        .bind(millis(end))
+        .fetch_one(&self.pool)
+        .await?;
+        let count: i64 = row.get(0);
+        Ok((count > 0).then(|| (row.get(1), row.get(2))))
+    }
+
+    async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+                 d.current_delivery_id
+             FROM drones d JOIN depots p ON p.id = d.depot_id ORDER BY d.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(drone).collect())
+    }
+
+    async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+                 d.current_delivery_id
+             FROM drones d JOIN depots p ON p.id = d.depot_id WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(drone))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+}

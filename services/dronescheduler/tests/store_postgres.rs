@@ -1,0 +1,48 @@
+//! The drone store's conformance suite on PostgreSQL: every store opens in a fresh schema.
+//!
+//! Runs when `FABRIKAM_TEST_POSTGRES_URL` names a server, and is skipped (saying so) otherwise;
+//! with the variable set, a server that does not answer fails every test.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dronescheduler::store::conformance::DroneStoreHarness;
+use dronescheduler::{DroneStore, FleetConfig, PostgresDroneStore};
+use platform::testenv;
+
+const SUITE: &str = "drone store on PostgreSQL";
+
+struct PostgresHarness {
+    server: String,
+}
+
+#[async_trait]
+impl DroneStoreHarness for PostgresHarness {
+    async fn open_shared(&self, count: usize) -> Vec<Arc<dyn DroneStore>> {
+        let url = testenv::fresh_postgres_schema(&self.server).await;
+        let mut stores: Vec<Arc<dyn DroneStore>> = Vec::with_capacity(count);
+        for _ in 0..count {
+            stores.push(Arc::new(PostgresDroneStore::open(&url).await.expect("open PostgreSQL store")));
+        }
+        stores
+    }
+}
+
+// The block is expanded inside each test, so `require_server!` returns from (skips) the test.
+dronescheduler::dronescheduler_store_conformance_tests!({
+    let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
+    PostgresHarness { server }
+});
+
+#[tokio::test]
+async fn open_store_takes_postgres_urls_and_seeds_once() {
+    let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
+    let url = testenv::fresh_postgres_schema(&server).await;
+    let fleet = FleetConfig { size: 7, ..FleetConfig::default() };
+    let store = dronescheduler::open_store(&url, &fleet).await.expect("open through open_store");
+    assert_eq!(store.drones().await.expect("drones").len(), 7);
+    let postgresql = url.replacen("postgres://", "postgresql://", 1);
+    let bigger = FleetConfig { size: 9, ..FleetConfig::default() };
+    let again = dronescheduler::open_store(&postgresql, &bigger).await.expect("postgresql:// is accepted too");
+    assert_eq!(again.drones().await.expect("drones").len(), 7, "a restart keeps the stored fleet");
+}

@@ -1,0 +1,48 @@
+//! The package store's conformance suite on PostgreSQL: every store opens in a fresh schema.
+//!
+//! Runs when `FABRIKAM_TEST_POSTGRES_URL` names a server, and is skipped (saying so) otherwise;
+//! with the variable set, a server that does not answer fails every test.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use package::store::conformance::PackageStoreHarness;
+use package::{PackageStore, PostgresPackageStore};
+use platform::clock::{SharedClock, SystemClock};
+use platform::testenv;
+
+const SUITE: &str = "package store on PostgreSQL";
+
+struct PostgresHarness {
+    server: String,
+}
+
+#[async_trait]
+impl PackageStoreHarness for PostgresHarness {
+    async fn open_shared(&self, count: usize, clock: SharedClock) -> Vec<Arc<dyn PackageStore>> {
+        let url = testenv::fresh_postgres_schema(&self.server).await;
+        let mut stores: Vec<Arc<dyn PackageStore>> = Vec::with_capacity(count);
+        for _ in 0..count {
+            stores
+                .push(Arc::new(PostgresPackageStore::open(&url, clock.clone()).await.expect("open PostgreSQL store")));
+        }
+        stores
+    }
+}
+
+// The block is expanded inside each test, so `require_server!` returns from (skips) the test.
+package::package_store_conformance_tests!({
+    let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
+    PostgresHarness { server }
+});
+
+#[tokio::test]
+async fn open_store_takes_postgres_urls() {
+    let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
+    let url = testenv::fresh_postgres_schema(&server).await;
+    let store = package::open_store(&url, Arc::new(SystemClock)).await.expect("open through open_store");
+    store.ping().await.expect("ping");
+    let postgresql = url.replacen("postgres://", "postgresql://", 1);
+    let again = package::open_store(&postgresql, Arc::new(SystemClock)).await.expect("postgresql:// is accepted too");
+    again.ping().await.expect("ping");
+}
