@@ -58,10 +58,7 @@ impl Cluster {
         }
         let url = |service: &str| format!("http://{}", addresses[service]);
         let mut args = std::collections::HashMap::new();
-        args.insert(
-            "package",
-            vec!["--database-url".into(), testenv::fresh_postgres_schema(&backends.postgres).await],
-        );
+        args.insert("package", vec!["--database-url".into(), testenv::fresh_postgres_schema(&backends.postgres).await]);
         args.insert(
             "dronescheduler",
             vec![
@@ -116,13 +113,8 @@ impl Cluster {
                 url("dronescheduler"),
             ],
         );
-        let mut cluster = Self {
-            logs: logs.to_owned(),
-            addresses,
-            args,
-            children: std::collections::HashMap::new(),
-            bus_url,
-        };
+        let mut cluster =
+            Self { logs: logs.to_owned(), addresses, args, children: std::collections::HashMap::new(), bus_url };
         for service in SERVICES {
             cluster.spawn(service);
         }
@@ -241,8 +233,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
     let gateway = cluster.gateway();
 
     // The reference's own validation request goes all the way through.
-    let (status, accepted) =
-        gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(0))).await;
+    let (status, accepted) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(0))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let first = accepted["deliveryId"].as_str().unwrap().to_owned();
     let delivery = gateway.eventually(&format!("/api/deliveries/{first}"), Duration::from_secs(30)).await;
@@ -261,9 +252,10 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         accepted.push(body["deliveryId"].as_str().unwrap().to_owned());
     }
-    let queue = NatsQueue::open(&cluster.bus_url, contracts::messages::DELIVERY_REQUESTS_QUEUE, QueueOptions::default())
-        .await
-        .unwrap();
+    let queue =
+        NatsQueue::open(&cluster.bus_url, contracts::messages::DELIVERY_REQUESTS_QUEUE, QueueOptions::default())
+            .await
+            .unwrap();
     let unfinished = queue.depth().await.unwrap();
     eprintln!("killing the workflow with {unfinished} of {total} requests unfinished");
     assert!(unfinished > 0, "the workflow finished everything before the kill; the test proves nothing");
@@ -284,7 +276,8 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
     drones.sort();
     drones.dedup();
     assert_eq!(drones.len(), accepted.len(), "two deliveries share a drone");
-    let scheduler = Client { http: reqwest::Client::new(), base: format!("http://{}", cluster.addresses["dronescheduler"]) };
+    let scheduler =
+        Client { http: reqwest::Client::new(), base: format!("http://{}", cluster.addresses["dronescheduler"]) };
     let (_, fleet) = scheduler.send(reqwest::Method::GET, "/api/drones", None).await;
     let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
     assert_eq!(busy, accepted.len(), "each delivery holds exactly one drone");
