@@ -17,7 +17,7 @@ source scripts/backends.sh
 for db in fabrikam_package fabrikam_dronescheduler fabrikam_ingestion; do ensure_database "$db"; done
 
 echo "== building the service binaries (release)"
-cargo build --release --locked --bins -q
+cargo build --release --locked --workspace --bins -q
 
 log_dir=${LOG_DIR:-./data/distributed-logs}
 mkdir -p "$log_dir"
