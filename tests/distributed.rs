@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Client;
 use platform::bus::{NatsQueue, Queue, QueueOptions};
 use platform::testenv;
 use reqwest::StatusCode;
@@ -180,38 +183,8 @@ impl Cluster {
         child.wait().await.unwrap();
     }
 
-    fn gateway(&self) -> Client {
-        Client { http: reqwest::Client::new(), base: format!("http://{}", self.addresses["gateway"]) }
-    }
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("gateway answers");
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn eventually(&self, path: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (status, body) = self.send(reqwest::Method::GET, path, None).await;
-            if status == StatusCode::OK {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{path} never answered 200; last answer {status} {body}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    fn client(&self, service: &str) -> Client {
+        Client::new(self.addresses[service])
     }
 }
 
@@ -230,13 +203,13 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
     let logs = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(&backends, logs.path()).await;
     eprintln!("six processes ready in {:?}", started.elapsed());
-    let gateway = cluster.gateway();
+    let gateway = cluster.client("gateway");
 
     // The reference's own validation request goes all the way through.
     let (status, accepted) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(0))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let first = accepted["deliveryId"].as_str().unwrap().to_owned();
-    let delivery = gateway.eventually(&format!("/api/deliveries/{first}"), Duration::from_secs(30)).await;
+    let delivery = gateway.eventually(&format!("/api/deliveries/{first}"), Duration::from_secs(30), |_| true).await;
     assert!(delivery["droneId"].as_str().unwrap().starts_with("drone-"), "{delivery}");
     eprintln!("first delivery scheduled {:?} after start", started.elapsed());
 
@@ -265,7 +238,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
 
     let mut drones = Vec::new();
     for id in &accepted {
-        let delivery = gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(60)).await;
+        let delivery = gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(60), |_| true).await;
         drones.push(delivery["droneId"].as_str().unwrap().to_owned());
     }
     let elapsed = batch_started.elapsed();
@@ -276,9 +249,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
     drones.sort();
     drones.dedup();
     assert_eq!(drones.len(), accepted.len(), "two deliveries share a drone");
-    let scheduler =
-        Client { http: reqwest::Client::new(), base: format!("http://{}", cluster.addresses["dronescheduler"]) };
-    let (_, fleet) = scheduler.send(reqwest::Method::GET, "/api/drones", None).await;
+    let (_, fleet) = cluster.client("dronescheduler").get("/api/drones").await;
     let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
     assert_eq!(busy, accepted.len(), "each delivery holds exactly one drone");
     assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{:?}", queue.dead_letters(10).await);

@@ -5,6 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Client;
 use fabrikam::{System, SystemOptions};
 use platform::clock::SystemClock;
 use platform::geo::{Geocoder, HashingGeocoder};
@@ -21,45 +24,6 @@ async fn start(data: &Path, tune: impl FnOnce(&mut SystemOptions)) -> System {
 
 fn reference_request() -> Value {
     contracts::requests::reference_validation_request()
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    fn new(addr: SocketAddr) -> Self {
-        Self { http: reqwest::Client::new(), base: format!("http://{addr}") }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("gateway answers");
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    /// Polls `path` until `done` holds for a 200 body, or fails after `within`.
-    async fn eventually(&self, path: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (status, body) = self.get(path).await;
-            if status == StatusCode::OK && done(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{path} never got there; last answer {status} {body}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
 }
 
 fn location(place: &str) -> Value {

@@ -48,3 +48,14 @@ impl Clock for ManualClock {
 
 /// Shared handle to a clock.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Milliseconds since the Unix epoch: the time unit every store (SQLite, PostgreSQL, Redis) keeps,
+/// so all backends round times alike.
+pub fn unix_millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// The inverse of [`unix_millis`].
+pub fn from_unix_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -42,16 +42,6 @@ pub async fn open_pool(path: &Path, durability: Durability, max_connections: u32
         .await
 }
 
-/// Milliseconds since the Unix epoch, the time unit stored in our SQLite tables.
-pub fn unix_millis(time: chrono::DateTime<chrono::Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-/// The inverse of [`unix_millis`].
-pub fn from_unix_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 /// The file path in a `sqlite://PATH` URL (`sqlite://./data/x.db`, `sqlite:///abs/x.db`).
 pub fn path_from_url(url: &str) -> Result<std::path::PathBuf, String> {
     let path = url

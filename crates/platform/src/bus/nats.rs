@@ -111,6 +111,62 @@ impl NatsSettings {
     fn storage(&self) -> stream::StorageType {
         if self.memory_storage { stream::StorageType::Memory } else { stream::StorageType::File }
     }
+
+    /// A queue's or event stream's own stream, sized by the URL's limits.
+    fn stream_config(
+        &self,
+        name: &str,
+        subject: &str,
+        retention: stream::RetentionPolicy,
+        dedup_window: Duration,
+    ) -> stream::Config {
+        stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject.to_owned()],
+            retention,
+            storage: self.storage(),
+            num_replicas: self.replicas,
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+            duplicate_window: dedup_window,
+            ..Default::default()
+        }
+    }
+
+    /// A dead-letter stream: kept for `dead_max_age`, de-duplicated by message id.
+    fn dead_letter_config(&self, name: &str, subject: &str, dedup_window: Duration) -> stream::Config {
+        stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subject.to_owned()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: self.storage(),
+            num_replicas: self.replicas,
+            max_age: self.dead_max_age,
+            duplicate_window: dedup_window,
+            ..Default::default()
+        }
+    }
+
+    /// A durable pull consumer with explicit acks and the consumer's lease and attempts.
+    fn consumer_config(
+        &self,
+        durable: &str,
+        subject: &str,
+        deliver: consumer::DeliverPolicy,
+        options: &QueueOptions,
+    ) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            deliver_policy: deliver,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_deliver: i64::from(options.max_attempts.max(1)),
+            max_ack_pending: 10_000,
+            filter_subject: subject.to_owned(),
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
 }
 
 /// Stream names allow neither `.`, `*`, `>` nor whitespace; we also keep them to one case-safe set.
@@ -209,38 +265,11 @@ impl NatsQueue {
         let subject = format!("{prefix}.queue.{name}");
         let dead_stream_name = format!("{prefix}-{name}-dead");
         let dead_subject = format!("{prefix}.dead.{name}");
-        let stream_config = stream::Config {
-            name: stream_name.clone(),
-            subjects: vec![subject.clone()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: settings.storage(),
-            num_replicas: settings.replicas,
-            max_age: settings.max_age,
-            max_bytes: settings.max_bytes,
-            duplicate_window: options.dedup_window,
-            ..Default::default()
-        };
-        let dead_config = stream::Config {
-            name: dead_stream_name.clone(),
-            subjects: vec![dead_subject.clone()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: settings.storage(),
-            num_replicas: settings.replicas,
-            max_age: settings.dead_max_age,
-            duplicate_window: options.dedup_window,
-            ..Default::default()
-        };
-        let durable = format!("{name}-workers");
-        let consumer_config = consumer::pull::Config {
-            durable_name: Some(durable),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: options.ack_wait,
-            max_deliver: i64::from(options.max_attempts.max(1)),
-            max_ack_pending: 10_000,
-            filter_subject: subject.clone(),
-            num_replicas: settings.replicas,
-            ..Default::default()
-        };
+        let stream_config =
+            settings.stream_config(&stream_name, &subject, stream::RetentionPolicy::WorkQueue, options.dedup_window);
+        let dead_config = settings.dead_letter_config(&dead_stream_name, &dead_subject, options.dedup_window);
+        let consumer_config =
+            settings.consumer_config(&format!("{name}-workers"), &subject, consumer::DeliverPolicy::All, &options);
         until_ready(&format!("opening queue {name}"), || {
             let (context, stream_config, dead_config) = (context.clone(), stream_config.clone(), dead_config.clone());
             async move {
@@ -249,22 +278,25 @@ impl NatsQueue {
             }
         })
         .await?;
-        let stop = CancellationToken::new();
-        let inner = Arc::new(Inner {
-            name: name.to_owned(),
+        let (inner, listener) = Inner::new(
+            name.to_owned(),
             context,
-            subject,
-            stream_name,
-            dead_stream_name,
-            dead_subject,
+            Streams { stream_name, subject, dead_stream_name, dead_subject },
             consumer_config,
-            consumer: OnceCell::new(),
-            stop: stop.clone(),
             options,
-            receiving: Mutex::new(()),
-        });
-        Ok(Self { inner, _listener: stop.drop_guard() })
+        );
+        Ok(Self { inner, _listener: listener })
     }
+}
+
+/// Readiness: JetStream answers a lookup of `stream` within 2 s. A stream lookup, not an account
+/// query: the account reply of older servers (2.9) does not parse in this client.
+async fn ping_stream(context: &Context, stream: &str) -> Result<(), BusError> {
+    tokio::time::timeout(Duration::from_secs(2), context.get_stream(stream))
+        .await
+        .map_err(|_| BusError::Unavailable("JetStream did not answer within 2 s".into()))?
+        .map(|_| ())
+        .map_err(|e| unavailable("JetStream", e))
 }
 
 /// Publishes with the message id as `Nats-Msg-Id` and waits for the stream's ack.
@@ -352,7 +384,41 @@ async fn move_exhausted_messages(
     }
 }
 
+/// Names of the streams one consumer reads and dead-letters to.
+struct Streams {
+    stream_name: String,
+    subject: String,
+    dead_stream_name: String,
+    dead_subject: String,
+}
+
 impl Inner {
+    /// The consuming side; dropping the guard stops its advisory listener.
+    fn new(
+        name: String,
+        context: Context,
+        streams: Streams,
+        consumer_config: consumer::pull::Config,
+        options: QueueOptions,
+    ) -> (Arc<Self>, DropGuard) {
+        let stop = CancellationToken::new();
+        let Streams { stream_name, subject, dead_stream_name, dead_subject } = streams;
+        let inner = Arc::new(Self {
+            name,
+            context,
+            subject,
+            stream_name,
+            dead_stream_name,
+            dead_subject,
+            consumer_config,
+            consumer: OnceCell::new(),
+            stop: stop.clone(),
+            options,
+            receiving: Mutex::new(()),
+        });
+        (inner, stop.drop_guard())
+    }
+
     async fn move_to_dead_letters(&self, sequence: u64, deliveries: u64) -> Result<(), BusError> {
         let stream =
             self.context.get_stream(&self.stream_name).await.map_err(|e| unavailable("looking up stream", e))?;
@@ -537,13 +603,7 @@ impl Queue for NatsQueue {
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        // A stream lookup, not an account query: the account reply of older servers (2.9) does
-        // not parse in this client.
-        tokio::time::timeout(Duration::from_secs(2), self.inner.context.get_stream(&self.inner.stream_name))
-            .await
-            .map_err(|_| BusError::Unavailable("JetStream did not answer within 2 s".into()))?
-            .map(|_| ())
-            .map_err(|e| unavailable("JetStream", e))
+        ping_stream(&self.inner.context, &self.inner.stream_name).await
     }
 }
 
@@ -631,17 +691,7 @@ impl NatsEventStream {
         let prefix = &settings.prefix;
         let stream_name = format!("{prefix}-{name}");
         let subject = format!("{prefix}.events.{name}");
-        let config = stream::Config {
-            name: stream_name.clone(),
-            subjects: vec![subject.clone()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: settings.storage(),
-            num_replicas: settings.replicas,
-            max_age: settings.max_age,
-            max_bytes: settings.max_bytes,
-            duplicate_window: dedup_window,
-            ..Default::default()
-        };
+        let config = settings.stream_config(&stream_name, &subject, stream::RetentionPolicy::Limits, dedup_window);
         until_ready(&format!("opening stream {name}"), || ensure_stream(&context, config.clone())).await?;
         Ok(Self { name: name.to_owned(), context, settings, stream_name, subject, dedup_window })
     }
@@ -669,56 +719,28 @@ impl super::stream::EventStream for NatsEventStream {
         let prefix = &self.settings.prefix;
         let dead_stream_name = format!("{prefix}-{}-{group}-dead", self.name);
         let dead_subject = format!("{prefix}.dead.{}.{group}", self.name);
-        let dead_config = stream::Config {
-            name: dead_stream_name.clone(),
-            subjects: vec![dead_subject.clone()],
-            retention: stream::RetentionPolicy::Limits,
-            storage: self.settings.storage(),
-            num_replicas: self.settings.replicas,
-            max_age: self.settings.dead_max_age,
-            duplicate_window: self.dedup_window,
-            ..Default::default()
-        };
+        let dead_config = self.settings.dead_letter_config(&dead_stream_name, &dead_subject, self.dedup_window);
         ensure_stream(&self.context, dead_config).await?;
-        let consumer_config = consumer::pull::Config {
-            durable_name: Some(group.to_owned()),
-            deliver_policy: match start {
-                super::stream::StartAt::Beginning => consumer::DeliverPolicy::All,
-                super::stream::StartAt::New => consumer::DeliverPolicy::New,
-            },
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: options.ack_wait,
-            max_deliver: i64::from(options.max_attempts.max(1)),
-            max_ack_pending: 10_000,
-            filter_subject: self.subject.clone(),
-            num_replicas: self.settings.replicas,
-            ..Default::default()
+        let deliver = match start {
+            super::stream::StartAt::Beginning => consumer::DeliverPolicy::All,
+            super::stream::StartAt::New => consumer::DeliverPolicy::New,
         };
-        let stop = CancellationToken::new();
-        let inner = Arc::new(Inner {
-            name: format!("{}#{group}", self.name),
-            context: self.context.clone(),
-            subject: self.subject.clone(),
+        let consumer_config = self.settings.consumer_config(group, &self.subject, deliver, &options);
+        let streams = Streams {
             stream_name: self.stream_name.clone(),
+            subject: self.subject.clone(),
             dead_stream_name,
             dead_subject,
-            consumer_config,
-            consumer: OnceCell::new(),
-            stop: stop.clone(),
-            options,
-            receiving: Mutex::new(()),
-        });
+        };
+        let (inner, listener) =
+            Inner::new(format!("{}#{group}", self.name), self.context.clone(), streams, consumer_config, options);
         // Create the consumer now, so a group starting at new events starts at subscription time.
         inner.consumer().await?;
-        Ok(Arc::new(NatsSubscription { inner, _listener: stop.drop_guard() }))
+        Ok(Arc::new(NatsSubscription { inner, _listener: listener }))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        tokio::time::timeout(Duration::from_secs(2), self.context.get_stream(&self.stream_name))
-            .await
-            .map_err(|_| BusError::Unavailable("JetStream did not answer within 2 s".into()))?
-            .map(|_| ())
-            .map_err(|e| unavailable("JetStream", e))
+        ping_stream(&self.context, &self.stream_name).await
     }
 }
 

@@ -18,7 +18,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::{
     BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, Retried, Settlement,
 };
-use crate::sqlite::{Durability, connect_options, from_unix_millis};
+use crate::clock::from_unix_millis;
+use crate::sqlite::{Durability, connect_options};
 
 const STATE_READY: i64 = 0;
 const STATE_DONE: i64 = 1;

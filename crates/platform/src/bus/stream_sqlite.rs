@@ -77,7 +77,7 @@ impl EventStream for SqliteEventStream {
         .bind(&self.name)
         .bind(&event.id)
         .bind(event.payload.as_ref())
-        .bind(crate::sqlite::unix_millis(chrono::Utc::now()))
+        .bind(crate::clock::unix_millis(chrono::Utc::now()))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?

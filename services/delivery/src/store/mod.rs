@@ -125,6 +125,15 @@ pub trait DeliveryStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Both backends keep documents as JSON text.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Encode(Box::new(e)))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Decode(Box::new(e)))
+}
+
 #[cfg(test)]
 mod tests {
     use ::redis::{ErrorKind, RedisError, ServerErrorKind};

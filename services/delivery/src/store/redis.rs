@@ -30,11 +30,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
 use contracts::{DeliveryStage, Location};
+use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
-use platform::sqlite::{from_unix_millis, unix_millis};
 use serde::{Deserialize, Serialize};
 
-use super::{Changed, DeliveryStore, StoreError, Upserted};
+use super::{Changed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
 
 /// How long a cancelled or completed delivery stays readable by default.
@@ -317,14 +317,6 @@ fn config_error(detail: String) -> StoreError {
 
 fn decode_error(detail: String) -> StoreError {
     StoreError::Decode(detail.into())
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Encode(Box::new(e)))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Decode(Box::new(e)))
 }
 
 /// The stage lives in its own field; the body never carries one.

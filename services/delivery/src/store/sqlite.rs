@@ -4,13 +4,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
 use contracts::{DeliveryStage, Location};
+use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
-use platform::sqlite::{Durability, from_unix_millis, open_pool, unix_millis};
+use platform::sqlite::{Durability, open_pool};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::{Changed, DeliveryStore, StoreError, Upserted};
+use super::{Changed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
 
 /// Deliveries in an embedded SQLite file.
@@ -67,14 +68,6 @@ impl SqliteDeliveryStore {
         updated.stage = Some(next);
         Ok(Changed::Done(Box::new(updated)))
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Encode(Box::new(e)))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Decode(Box::new(e)))
 }
 
 async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Delivery>, StoreError> {

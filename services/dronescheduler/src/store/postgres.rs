@@ -11,6 +11,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::drone::DroneAssignment;
+use platform::clock::{from_unix_millis, unix_millis};
 use platform::geo::Point;
 use platform::query::Month;
 use sqlx::Row;
@@ -49,24 +50,16 @@ impl PostgresDroneStore {
     }
 }
 
-fn millis(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 fn assignment(row: &PgRow) -> Option<DroneAssignment> {
     Some(DroneAssignment {
         delivery_id: row.get(0),
         drone_id: row.get::<Option<String>, _>(1)?,
         owner_id: row.get(2),
         depot_id: row.get::<Option<String>, _>(3).unwrap_or_default(),
-        assigned_at: from_millis(row.get(4)),
+        assigned_at: from_unix_millis(row.get(4)),
         traveled_miles: row.get(5),
         assigned_hours: row.get(6),
-        busy_until: from_millis(row.get(7)),
+        busy_until: from_unix_millis(row.get(7)),
         released: row.get(8),
     })
 }
@@ -87,7 +80,7 @@ fn drone(row: &PgRow) -> DroneRecord {
         location: Point::new(row.get(2), row.get(3)),
         max_payload: row.get(4),
         speed_mph: row.get(5),
-        busy_until: from_millis(row.get(6)),
+        busy_until: from_unix_millis(row.get(6)),
         current_delivery_id: row.get(7),
     }
 }
@@ -180,7 +173,7 @@ impl DroneStore for PostgresDroneStore {
         if let Some(row) = self.existing(&request.delivery_id).await? {
             return Ok(earlier(&row));
         }
-        let now_ms = millis(now);
+        let now_ms = unix_millis(now);
         // Each failed claim means another assignment committed in between, so the loop ends.
         loop {
             let candidates = self.candidates(now_ms, request.weight).await?;
@@ -193,7 +186,7 @@ impl DroneStore for PostgresDroneStore {
             let claimed = sqlx::query(
                 "UPDATE drones SET busy_until = $1, current_delivery_id = $2 WHERE id = $3 AND busy_until <= $4",
             )
-            .bind(millis(plan.busy_until))
+            .bind(unix_millis(plan.busy_until))
             .bind(&request.delivery_id)
             .bind(&plan.drone_id)
             .bind(now_ms)
@@ -218,7 +211,7 @@ impl DroneStore for PostgresDroneStore {
             .bind(now_ms)
             .bind(plan.miles)
             .bind(plan.hours)
-            .bind(millis(plan.busy_until))
+            .bind(unix_millis(plan.busy_until))
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -238,17 +231,17 @@ impl DroneStore for PostgresDroneStore {
                 delivery_id: request.delivery_id.clone(),
                 owner_id: request.owner_id.clone(),
                 depot_id: plan.depot_id,
-                assigned_at: from_millis(now_ms),
+                assigned_at: from_unix_millis(now_ms),
                 traveled_miles: plan.miles,
                 assigned_hours: plan.hours,
-                busy_until: from_millis(millis(plan.busy_until)),
+                busy_until: from_unix_millis(unix_millis(plan.busy_until)),
                 released: false,
             }));
         }
     }
 
     async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let now_ms = millis(now);
+        let now_ms = unix_millis(now);
         let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
         // Cancelled before any drone was assigned: a fence, so a late assignment is refused. The
         // insert waits for a concurrent assignment of the delivery and yields to it if it commits.
@@ -301,8 +294,8 @@ impl DroneStore for PostgresDroneStore {
                  AND drone_id IS NOT NULL",
         )
         .bind(owner_id)
-        .bind(millis(start))
-        .bind(millis(end))
+        .bind(unix_millis(start))
+        .bind(unix_millis(end))
         .fetch_one(&self.pool)
         .await?;
         let count: i64 = row.get(0);

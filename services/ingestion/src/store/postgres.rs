@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use platform::clock::unix_millis;
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 
@@ -32,10 +33,6 @@ impl PostgresIngestionStore {
     }
 }
 
-fn millis(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
 #[async_trait]
 impl IngestionStore for PostgresIngestionStore {
     async fn record_accepted(&self, delivery_id: &str, owner_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -45,7 +42,7 @@ impl IngestionStore for PostgresIngestionStore {
         )
         .bind(delivery_id)
         .bind(owner_id)
-        .bind(millis(at))
+        .bind(unix_millis(at))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -78,7 +75,7 @@ impl IngestionStore for PostgresIngestionStore {
         )
         .bind(scope)
         .bind(key)
-        .bind(millis(not_before))
+        .bind(unix_millis(not_before))
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| SavedResponse {
@@ -112,8 +109,8 @@ impl IngestionStore for PostgresIngestionStore {
         .bind(i32::from(response.status))
         .bind(&response.location)
         .bind(&response.body)
-        .bind(millis(at))
-        .bind(millis(expired_before))
+        .bind(unix_millis(at))
+        .bind(unix_millis(expired_before))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -121,7 +118,7 @@ impl IngestionStore for PostgresIngestionStore {
 
     async fn purge_responses(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let result = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(millis(before))
+            .bind(unix_millis(before))
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())

@@ -2,7 +2,8 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use platform::sqlite::{Durability, open_pool, unix_millis};
+use platform::clock::unix_millis;
+use platform::sqlite::{Durability, open_pool};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use contracts::package::Package;
 use platform::clock::SharedClock;
+use platform::clock::unix_millis;
 use platform::query::Month;
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -38,7 +39,7 @@ impl PostgresPackageStore {
 #[async_trait]
 impl PackageStore for PostgresPackageStore {
     async fn upsert(&self, p: NewPackage) -> Result<Upserted, StoreError> {
-        let now = self.clock.now().timestamp_millis();
+        let now = unix_millis(self.clock.now());
         // One statement: `revision` is 0 only on the row this statement inserted.
         let revision: i64 = sqlx::query_scalar(
             "INSERT INTO packages (id, size, weight, tag, owner_id, created_at, updated_at, revision)
@@ -74,7 +75,7 @@ impl PackageStore for PostgresPackageStore {
     }
 
     async fn update(&self, id: &str, changes: PackageChanges) -> Result<bool, StoreError> {
-        let now = self.clock.now().timestamp_millis();
+        let now = unix_millis(self.clock.now());
         let result = sqlx::query(
             "UPDATE packages SET size = COALESCE($1, size), weight = COALESCE($2, weight),
                  tag = COALESCE($3, tag), updated_at = $4, revision = revision + 1
@@ -96,8 +97,8 @@ impl PackageStore for PostgresPackageStore {
             "SELECT SUM(weight) FROM packages WHERE owner_id = $1 AND created_at >= $2 AND created_at < $3",
         )
         .bind(owner_id)
-        .bind(start.timestamp_millis())
-        .bind(end.timestamp_millis())
+        .bind(unix_millis(start))
+        .bind(unix_millis(end))
         .fetch_one(&self.pool)
         .await?;
         Ok(total.unwrap_or(0.0))

@@ -3,8 +3,9 @@ use std::path::Path;
 use async_trait::async_trait;
 use contracts::package::Package;
 use platform::clock::SharedClock;
+use platform::clock::unix_millis;
 use platform::query::Month;
-use platform::sqlite::{Durability, open_pool, unix_millis};
+use platform::sqlite::{Durability, open_pool};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 

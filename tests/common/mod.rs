@@ -1,0 +1,46 @@
+//! What the end-to-end tests share: a client that drives the system through an HTTP address.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { http: reqwest::Client::new(), base: format!("http://{addr}") }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the system answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Polls `path` until `done` holds for a 200 body, or fails after `within`.
+    pub async fn eventually(&self, path: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path} never got there; last answer {status} {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
