@@ -44,10 +44,10 @@ impl std::error::Error for UnknownVariant {}
 
 /// An enum written as a string, accepted in any letter case, written in its canonical case.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$variant_meta])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [&'static str] = &[$($text),+];
@@ -116,13 +116,15 @@ string_enum! {
         HeadedToDropoff => "HeadedToDropoff",
         Completed => "Completed",
         Cancelled => "Cancelled",
+        /// The delivery will never fly: the workflow gave up on it (see its status's reason).
+        Failed => "Failed",
     }
 }
 
 impl DeliveryStage {
     /// No change can follow.
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Completed | Self::Cancelled)
+        matches!(self, Self::Completed | Self::Cancelled | Self::Failed)
     }
 }
 
@@ -138,5 +140,14 @@ mod tests {
         let err = serde_json::from_str::<ContainerSize>("\"Huge\"").unwrap_err().to_string();
         assert!(err.contains("expected one of Small, Medium, Large"), "{err}");
         assert_eq!("fingerprint".parse::<ConfirmationType>().unwrap(), ConfirmationType::FingerPrint);
+    }
+
+    #[test]
+    fn delivery_stages_and_which_are_final() {
+        assert_eq!(serde_json::from_str::<DeliveryStage>("\"failed\"").unwrap(), DeliveryStage::Failed);
+        assert_eq!(serde_json::to_string(&DeliveryStage::Failed).unwrap(), "\"Failed\"");
+        let finals: Vec<_> =
+            DeliveryStage::ALL.iter().filter(|s| s.parse::<DeliveryStage>().unwrap().is_final()).collect();
+        assert_eq!(finals, [&"Completed", &"Cancelled", &"Failed"]);
     }
 }

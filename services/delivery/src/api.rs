@@ -6,19 +6,19 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use contracts::DeliveryStage;
 use contracts::UserAccount;
 use contracts::delivery::{
-    Confirmation, DeliveriesSummary, Delivery, DeliveryStatus, NotifyMeRequest, RescheduledDelivery,
+    Confirmation, DeliveriesSummary, Delivery, DeliveryClosure, DeliveryStatus, NotifyMeRequest, RescheduledDelivery,
 };
 use platform::Problem;
 use platform::clock::SharedClock;
 use platform::json::JsonBody;
 
 use crate::domain;
-use crate::store::{Changed, DeliveryStore, Upserted};
+use crate::store::{Changed, Closed, DeliveryStore, Upserted};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +35,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/deliveries/{id}/status", get(status))
         .route("/api/deliveries/{id}/notifymerequests", post(notify_me))
         .route("/api/deliveries/{id}/confirmations", post(confirm))
+        .route("/api/deliveries/{id}/closure", put(close))
         .with_state(state)
 }
 
@@ -72,13 +73,15 @@ async fn owner(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     state.store.get(&id).await?.map(|d| Json(d.owner)).ok_or_else(|| not_found(&id))
 }
 
-/// `GET /api/deliveries/{id}/status`: the stage and last known location from the tracking
-/// events. ETAs stay `null` until the flight simulation reports drone positions.
+/// `GET /api/deliveries/{id}/status`: the stage, last known location and (for a closed
+/// delivery) the reason, from the tracking events. ETAs stay `null` until the flight simulation
+/// reports drone positions.
 async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeliveryStatus>, Problem> {
     let events = state.store.tracking(&id).await?;
     let Some(latest) = events.last() else { return Err(not_found(&id)) };
     let last_known_location = events.iter().rev().find_map(|e| e.location);
-    Ok(Json(DeliveryStatus { stage: latest.stage, last_known_location, pickup_eta: None, delivery_eta: None }))
+    let reason = events.iter().rev().find_map(|e| e.reason.clone());
+    Ok(Json(DeliveryStatus { stage: latest.stage, last_known_location, pickup_eta: None, delivery_eta: None, reason }))
 }
 
 /// `PATCH /api/deliveries/{id}`: reschedule.
@@ -108,6 +111,34 @@ async fn confirm(
     traced(&id);
     domain::validate_confirmation(&confirmation)?;
     changed(&id, state.store.confirm(&id, &confirmation, state.clock.now()).await?, DeliveryStage::Completed)
+}
+
+/// `PUT /api/deliveries/{id}/closure` (internal, for the workflow): the delivery will never fly.
+/// 201 with the delivery when it was unknown (created in the closing stage), 200 when it is now
+/// (or already was) in that stage, 409 when the stage rules refuse.
+async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(closure): JsonBody<DeliveryClosure>,
+) -> Result<Response, Problem> {
+    traced(&id);
+    let DeliveryClosure { delivery, stage, reason } = domain::validate_closure(&id, closure)?;
+    let stage_changed = || {
+        metrics::counter!("delivery_stage_changes_total", "service" => crate::SERVICE, "stage" => stage.as_str())
+            .increment(1);
+    };
+    match state.store.close(delivery, stage, &reason, state.clock.now()).await? {
+        Closed::Created(delivery) => {
+            stage_changed();
+            let location = format!("/api/deliveries/{id}");
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(*delivery)).into_response())
+        }
+        Closed::Done(delivery) => {
+            stage_changed();
+            Ok(Json(*delivery).into_response())
+        }
+        Closed::Refused(reason) => Err(Problem::conflict(reason)),
+    }
 }
 
 fn changed(id: &str, outcome: Changed, stage: DeliveryStage) -> Result<Json<Delivery>, Problem> {

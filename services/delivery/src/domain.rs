@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use chrono::DateTime;
 use contracts::DeliveryStage;
 use contracts::Location;
-use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest, RescheduledDelivery};
+use contracts::delivery::{Confirmation, Delivery, DeliveryClosure, NotifyMeRequest, RescheduledDelivery};
 use platform::Problem;
 
 type Errors = BTreeMap<String, String>;
+
+/// The longest reason a closure may give, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
 
 /// What a client asks to do to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +20,8 @@ pub enum Action {
     Reschedule,
     Cancel,
     Complete,
+    /// The workflow gave up on the delivery: it will never fly.
+    Fail,
 }
 
 /// The answer of the stage rules to an action.
@@ -32,15 +37,16 @@ pub enum Transition {
 
 /// Whether a delivery in `stage` is finished: it never changes again.
 pub fn is_final(stage: DeliveryStage) -> bool {
-    matches!(stage, DeliveryStage::Completed | DeliveryStage::Cancelled)
+    matches!(stage, DeliveryStage::Completed | DeliveryStage::Cancelled | DeliveryStage::Failed)
 }
 
-/// The stage rules. A delivery can be cancelled until the drone has picked the package up, and
-/// neither a cancelled nor a completed delivery changes again.
+/// The stage rules. A delivery can be cancelled until the drone has picked the package up, can
+/// fail at any point before it is finished, and a cancelled, completed or failed delivery never
+/// changes again.
 pub fn transition(current: DeliveryStage, action: Action) -> Transition {
     use DeliveryStage::*;
     match (action, current) {
-        (Action::Cancel, Cancelled) | (Action::Complete, Completed) => Transition::AlreadyDone,
+        (Action::Cancel, Cancelled) | (Action::Complete, Completed) | (Action::Fail, Failed) => Transition::AlreadyDone,
         (_, stage) if is_final(stage) => Transition::Refused(format!("the delivery is already {current}")),
         (Action::Cancel, HeadedToDropoff) => {
             Transition::Refused("the drone has picked the package up; it can no longer be cancelled".to_owned())
@@ -48,34 +54,83 @@ pub fn transition(current: DeliveryStage, action: Action) -> Transition {
         (Action::Reschedule, _) => Transition::To(Rescheduled),
         (Action::Cancel, _) => Transition::To(Cancelled),
         (Action::Complete, _) => Transition::To(Completed),
+        (Action::Fail, _) => Transition::To(Failed),
+    }
+}
+
+/// The rules of a closure (`PUT …/closure`): recording that a delivery will never fly, in
+/// `stage` Failed or Cancelled. `current` is the delivery's stage, `None` when the service does
+/// not have it; then `To(stage)` means "create it directly in that stage". An existing delivery
+/// follows [`transition`]: Cancelled by the cancel rules, Failed from any stage not yet final.
+pub fn close(current: Option<DeliveryStage>, stage: DeliveryStage) -> Transition {
+    let action = match stage {
+        DeliveryStage::Failed => Action::Fail,
+        DeliveryStage::Cancelled => Action::Cancel,
+        other => return Transition::Refused(format!("a delivery is closed as Failed or Cancelled, not {other}")),
+    };
+    match current {
+        None => Transition::To(stage),
+        Some(current) => transition(current, action),
     }
 }
 
 /// Checks a PUT body; the stage is the service's to set, so it is dropped.
-pub fn validate_delivery(path_id: &str, mut delivery: Delivery) -> Result<Delivery, Problem> {
+pub fn validate_delivery(path_id: &str, delivery: Delivery) -> Result<Delivery, Problem> {
     let mut errors = Errors::new();
+    let delivery = check_delivery(path_id, delivery, "", DroneId::Required, &mut errors);
+    if errors.is_empty() { Ok(delivery) } else { Err(Problem::invalid_fields(errors)) }
+}
+
+/// Checks a closure body: a closing stage, a reason (returned trimmed), and the delivery as a
+/// PUT would carry it except that it may have no drone (none was ever assigned).
+pub fn validate_closure(path_id: &str, closure: DeliveryClosure) -> Result<DeliveryClosure, Problem> {
+    let mut errors = Errors::new();
+    let delivery = check_delivery(path_id, closure.delivery, "/delivery", DroneId::Optional, &mut errors);
+    if !matches!(closure.stage, DeliveryStage::Failed | DeliveryStage::Cancelled) {
+        errors.insert("/stage".to_owned(), format!("must be Failed or Cancelled, not {}", closure.stage));
+    }
+    let reason = closure.reason.trim();
+    if reason.is_empty() {
+        errors.insert("/reason".to_owned(), "required".to_owned());
+    } else if reason.chars().count() > MAX_REASON_CHARS {
+        errors.insert("/reason".to_owned(), format!("must be at most {MAX_REASON_CHARS} characters"));
+    }
+    if errors.is_empty() {
+        Ok(DeliveryClosure { delivery, stage: closure.stage, reason: reason.to_owned() })
+    } else {
+        Err(Problem::invalid_fields(errors))
+    }
+}
+
+/// Whether a delivery must name its drone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DroneId {
+    Required,
+    Optional,
+}
+
+/// Checks a delivery document whose fields sit under `field` (`""` for a PUT body); takes the
+/// id from the path when it has none and drops the stage, which is the service's to set.
+fn check_delivery(path_id: &str, mut delivery: Delivery, field: &str, drone: DroneId, errors: &mut Errors) -> Delivery {
     if delivery.id.is_empty() {
         delivery.id = path_id.to_owned();
     } else if delivery.id != path_id {
-        errors.insert("/id".to_owned(), format!("must equal the id in the path ({path_id})"));
+        errors.insert(format!("{field}/id"), format!("must equal the id in the path ({path_id})"));
     }
     if delivery.owner.user_id.trim().is_empty() {
-        errors.insert("/owner/userId".to_owned(), "required".to_owned());
+        errors.insert(format!("{field}/owner/userId"), "required".to_owned());
     }
-    if delivery.drone_id.trim().is_empty() {
-        errors.insert("/droneId".to_owned(), "required".to_owned());
+    if drone == DroneId::Required && delivery.drone_id.trim().is_empty() {
+        errors.insert(format!("{field}/droneId"), "required".to_owned());
     }
-    check_location(&delivery.pickup, "/pickup", &mut errors);
-    check_location(&delivery.dropoff, "/dropoff", &mut errors);
-    check_time(&delivery.deadline, "/deadline", true, &mut errors);
+    check_location(&delivery.pickup, &format!("{field}/pickup"), errors);
+    check_location(&delivery.dropoff, &format!("{field}/dropoff"), errors);
+    check_time(&delivery.deadline, &format!("{field}/deadline"), true, errors);
     if let Some(pickup_time) = &delivery.pickup_time {
-        check_time(pickup_time, "/pickupTime", false, &mut errors);
-    }
-    if !errors.is_empty() {
-        return Err(Problem::invalid_fields(errors));
+        check_time(pickup_time, &format!("{field}/pickupTime"), false, errors);
     }
     delivery.stage = None;
-    Ok(delivery)
+    delivery
 }
 
 /// Checks a PATCH body: at least one change, each well formed.
@@ -216,6 +271,80 @@ mod tests {
         assert!(matches!(transition(Cancelled, Action::Reschedule), Transition::Refused(_)));
         assert_eq!(transition(Completed, Action::Complete), Transition::AlreadyDone);
         assert!(matches!(transition(Cancelled, Action::Complete), Transition::Refused(_)));
+        assert_eq!(transition(HeadedToDropoff, Action::Fail), Transition::To(Failed));
+        assert_eq!(transition(Failed, Action::Fail), Transition::AlreadyDone);
+        for action in [Action::Reschedule, Action::Cancel, Action::Complete] {
+            let Transition::Refused(reason) = transition(Failed, action) else { panic!("{action:?} after Failed") };
+            assert!(reason.contains("already Failed"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn closure_rules() {
+        use DeliveryStage::*;
+        // Unknown to the service: created directly in the closing stage.
+        assert_eq!(close(None, Failed), Transition::To(Failed));
+        assert_eq!(close(None, Cancelled), Transition::To(Cancelled));
+        // Failed from any stage not yet final, even after pickup.
+        for stage in [Created, Rescheduled, HeadedToPickup, HeadedToDropoff] {
+            assert_eq!(close(Some(stage), Failed), Transition::To(Failed), "{stage}");
+        }
+        // Cancelled follows the cancel rules: refused once the package is picked up.
+        assert_eq!(close(Some(Rescheduled), Cancelled), Transition::To(Cancelled));
+        let Transition::Refused(reason) = close(Some(HeadedToDropoff), Cancelled) else {
+            panic!("cancelled in flight")
+        };
+        assert!(reason.contains("picked the package up"), "{reason}");
+        // The same final stage again is a retry; another final stage is a conflict.
+        assert_eq!(close(Some(Failed), Failed), Transition::AlreadyDone);
+        assert_eq!(close(Some(Cancelled), Cancelled), Transition::AlreadyDone);
+        for (current, stage) in [(Completed, Failed), (Completed, Cancelled), (Cancelled, Failed), (Failed, Cancelled)]
+        {
+            let Transition::Refused(reason) = close(Some(current), stage) else { panic!("{stage} after {current}") };
+            assert_eq!(reason, format!("the delivery is already {current}"));
+        }
+        // Only the two closing stages close.
+        for stage in [Created, Rescheduled, HeadedToPickup, HeadedToDropoff, Completed] {
+            assert!(matches!(close(None, stage), Transition::Refused(_)), "{stage}");
+            assert!(matches!(close(Some(Created), stage), Transition::Refused(_)), "{stage}");
+        }
+    }
+
+    fn closure(stage: DeliveryStage, reason: &str) -> DeliveryClosure {
+        DeliveryClosure { delivery: delivery(), stage, reason: reason.to_owned() }
+    }
+
+    #[test]
+    fn a_closure_needs_a_closing_stage_a_reason_and_a_valid_delivery() {
+        let mut ok = closure(DeliveryStage::Failed, "  the deadline passed \n");
+        ok.delivery.drone_id = String::new();
+        ok.delivery.id = String::new();
+        let valid = validate_closure("d1", ok).unwrap();
+        assert_eq!(valid.reason, "the deadline passed", "the reason is trimmed");
+        assert_eq!(valid.delivery.id, "d1", "the id comes from the path");
+        assert_eq!(valid.delivery.stage, None, "the stage is the service's to set");
+        assert_eq!(valid.delivery.drone_id, "", "no drone was ever assigned");
+        validate_closure("d1", closure(DeliveryStage::Cancelled, &"é".repeat(MAX_REASON_CHARS))).unwrap();
+
+        for (stage, reason) in [
+            (DeliveryStage::Completed, " "),
+            (DeliveryStage::Created, ""),
+            (DeliveryStage::HeadedToDropoff, &"x".repeat(MAX_REASON_CHARS + 1)),
+        ] {
+            let problem = validate_closure("d1", closure(stage, reason)).unwrap_err();
+            assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/reason", "/stage"], "{stage}");
+        }
+
+        let mut bad = closure(DeliveryStage::Failed, "gave up");
+        bad.delivery.id = "other".into();
+        bad.delivery.owner.user_id = " ".into();
+        bad.delivery.dropoff.longitude = 181.0;
+        bad.delivery.pickup_time = Some("later".into());
+        let problem = validate_closure("d1", bad).unwrap_err();
+        assert_eq!(
+            problem.errors.keys().collect::<Vec<_>>(),
+            ["/delivery/dropoff/longitude", "/delivery/id", "/delivery/owner/userId", "/delivery/pickupTime"]
+        );
     }
 
     #[test]
@@ -317,9 +446,13 @@ mod tests {
             assert!(!is_final(stage), "{stage}");
             assert_eq!(transition(stage, Action::Complete), Transition::To(Completed));
         }
-        for stage in [Completed, Cancelled] {
+        for stage in [Completed, Cancelled, Failed] {
             assert!(is_final(stage));
             assert!(matches!(transition(stage, Action::Reschedule), Transition::Refused(_)));
+        }
+        for text in DeliveryStage::ALL {
+            let stage: DeliveryStage = text.parse().unwrap();
+            assert_eq!(is_final(stage), stage.is_final(), "the service and the contract agree on {stage}");
         }
     }
 }

@@ -1,6 +1,24 @@
 //! The delivery service: every scheduled or in-progress delivery, its tracking events (stage
 //! changes), notify-me requests and confirmation. The workflow creates, reschedules and cancels
 //! deliveries; customers read them through the gateway.
+//!
+//! Besides the routes in the shared API document, the workflow uses one internal route:
+//!
+//! `PUT /api/deliveries/{id}/closure` with a [`DeliveryClosure`](contracts::delivery::DeliveryClosure)
+//! `{ delivery, stage, reason }` records that a delivery will never fly: `stage` is `Failed` (the
+//! workflow gave up on the request and compensated) or `Cancelled` (a cancel arrived before the
+//! request was processed), `reason` is 1 to 500 characters (trimmed), and `delivery` is what a
+//! `PUT /api/deliveries/{id}` would carry except that `droneId` may be empty. Answers:
+//! - `201` + `Location` with the delivery when the service did not have it: it is created
+//!   directly in `stage`, with one tracking event of that stage at the pickup carrying the reason;
+//! - `200` with the delivery when it moved to `stage` (an event with the reason is added; its
+//!   stored fields are kept, the body's are ignored), or was already in `stage` (nothing changes);
+//! - `409` problem when the stage rules refuse: already in another final stage, or `Cancelled`
+//!   after the drone picked the package up (`Failed` is allowed from any stage not yet final);
+//! - `422` problem naming the field (`/stage`, `/reason`, `/delivery/…`).
+//!
+//! `Failed` is final like `Completed` and `Cancelled`. `GET /api/deliveries/{id}/status` carries
+//! the closure's `reason` (from the last tracking event that has one); normal deliveries have none.
 
 pub mod api;
 pub mod domain;
@@ -39,8 +57,8 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_DELIVERY_DB", default_value = "sqlite://./data/delivery.db")]
     pub database_url: String,
 
-    /// Redis backend only: seconds a cancelled or completed delivery stays readable before its
-    /// keys expire. Monthly counts are kept apart and outlive it.
+    /// Redis backend only: seconds a finished (completed, cancelled or failed) delivery stays
+    /// readable before its keys expire. Monthly counts are kept apart and outlive it.
     #[arg(
         long,
         env = "FABRIKAM_DELIVERY_COMPLETED_TTL_SECS",
@@ -59,7 +77,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DeliveryStore>> {
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` or `redis://…`. On Redis a
-/// cancelled or completed delivery expires `completed_ttl` after it finished.
+/// finished (completed, cancelled or failed) delivery expires `completed_ttl` after it finished.
 pub async fn open_store_with_ttl(url: &str, completed_ttl: Duration) -> anyhow::Result<Arc<dyn DeliveryStore>> {
     let context = || format!("opening delivery store {}", redacted(url));
     if url.starts_with("sqlite:") {

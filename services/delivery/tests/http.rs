@@ -390,3 +390,139 @@ async fn wrong_methods_and_bodies_are_problems() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
 }
+
+/// A closure body for `id`, as the workflow sends it before any drone was assigned.
+fn closure(id: &str, stage: &str, reason: &str) -> Value {
+    let mut delivery = delivery(id, "contoso");
+    delivery["droneId"] = json!("");
+    json!({ "delivery": delivery, "stage": stage, "reason": reason })
+}
+
+#[tokio::test]
+async fn a_closure_creates_a_delivery_the_service_does_not_have() {
+    let app = spawn_app().await;
+    let uri = "/api/deliveries/d1/closure";
+    let (status, created, headers) = app.call(Method::PUT, uri, Some(closure("d1", "Failed", "deadline passed"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(headers[header::LOCATION], "/api/deliveries/d1");
+    assert_eq!((created["id"].clone(), created["stage"].clone()), (json!("d1"), json!("Failed")));
+    assert_eq!(created["droneId"], "", "no drone was ever assigned");
+
+    let (status, again, headers) = app.call(Method::PUT, uri, Some(closure("d1", "failed", "deadline passed"))).await;
+    assert_eq!((status, &again), (StatusCode::OK, &created), "a retried closure answers the same");
+    assert!(headers.get(header::LOCATION).is_none());
+    let (_, read, _) = app.call(Method::GET, "/api/deliveries/d1", None).await;
+    assert_eq!(read, created);
+
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Failed");
+    assert_eq!(status["reason"], "deadline passed");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.60, "the one event is at the pickup");
+
+    // Failed is final.
+    let (code, problem, _) = app.call(Method::DELETE, "/api/deliveries/d1", None).await;
+    assert_eq!(code, StatusCode::CONFLICT, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("already Failed"), "{problem}");
+    let (code, problem, _) = app.call(Method::PUT, uri, Some(closure("d1", "Cancelled", "too late"))).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert!(problem["detail"].as_str().unwrap().contains("already Failed"), "{problem}");
+
+    // A cancel that arrived before the request was processed, with the id taken from the path.
+    let (status, body, _) = app
+        .call(
+            Method::PUT,
+            "/api/deliveries/d2/closure",
+            Some(closure("", "Cancelled", "cancelled before it was scheduled")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!((body["id"].clone(), body["stage"].clone()), (json!("d2"), json!("Cancelled")));
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d2/status", None).await;
+    assert_eq!(
+        (status["stage"].clone(), status["reason"].clone()),
+        (json!("Cancelled"), json!("cancelled before it was scheduled"))
+    );
+}
+
+#[tokio::test]
+async fn a_closure_fails_or_cancels_a_live_delivery() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert!(status.get("reason").is_none(), "a normal delivery has no reason: {status}");
+    let change = json!({ "pickup": { "altitude": 0, "latitude": 47.55, "longitude": -122.30 } });
+    assert_eq!(app.call(Method::PATCH, "/api/deliveries/d1", Some(change)).await.0, StatusCode::OK);
+
+    let (code, failed, headers) = app
+        .call(Method::PUT, "/api/deliveries/d1/closure", Some(closure("d1", "Failed", " no drone available ")))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{failed}");
+    assert!(headers.get(header::LOCATION).is_none());
+    assert_eq!(failed["stage"], "Failed");
+    assert_eq!(failed["droneId"], "drone-0007", "an existing delivery keeps its fields");
+    assert_eq!(failed["pickup"]["latitude"], 47.55);
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Failed");
+    assert_eq!(status["reason"], "no drone available", "the reason is trimmed");
+    assert_eq!(status["lastKnownLocation"]["latitude"], 47.55);
+
+    app.create("d2", "o").await;
+    let (code, cancelled, _) = app
+        .call(Method::PUT, "/api/deliveries/d2/closure", Some(closure("d2", "Cancelled", "customer cancelled")))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["stage"], "Cancelled");
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d2/status", None).await;
+    assert_eq!((status["stage"].clone(), status["reason"].clone()), (json!("Cancelled"), json!("customer cancelled")));
+    assert_eq!(app.call(Method::DELETE, "/api/deliveries/d2", None).await.0, StatusCode::OK, "cancel stays idempotent");
+}
+
+#[tokio::test]
+async fn a_closure_after_completion_is_a_conflict() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let (code, _, _) = app.call(Method::POST, "/api/deliveries/d1/confirmations", Some(confirmation())).await;
+    assert_eq!(code, StatusCode::OK);
+    for stage in ["Failed", "Cancelled"] {
+        let (code, problem, headers) =
+            app.call(Method::PUT, "/api/deliveries/d1/closure", Some(closure("d1", stage, "gave up"))).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{stage}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert!(problem["detail"].as_str().unwrap().contains("already Completed"), "{problem}");
+    }
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Completed");
+    assert!(status.get("reason").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn a_closure_names_bad_fields() {
+    let app = spawn_app().await;
+    let uri = "/api/deliveries/d1/closure";
+    let invalid = async |body: Value| {
+        let (status, problem, headers) = app.call(Method::PUT, uri, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        problem["errors"].as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(invalid(closure("d1", "Completed", "  ")).await, ["/reason", "/stage"]);
+    assert_eq!(invalid(closure("d1", "Created", "gave up")).await, ["/stage"]);
+    assert_eq!(invalid(closure("d1", "Failed", &"x".repeat(501))).await, ["/reason"]);
+    assert_eq!(invalid(closure("d1", "Exploded", "gave up")).await, ["/stage"], "not a stage at all");
+    let mut no_reason = closure("d1", "Failed", "");
+    no_reason.as_object_mut().unwrap().remove("reason");
+    assert_eq!(invalid(no_reason).await, ["/reason"]);
+    let mut no_stage = closure("d1", "Failed", "gave up");
+    no_stage.as_object_mut().unwrap().remove("stage");
+    let (status, problem, _) = app.call(Method::PUT, uri, Some(no_stage)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/"].as_str().unwrap().contains("stage"), "{problem}");
+    let mut bad_delivery = closure("other", "Failed", "gave up");
+    bad_delivery["delivery"]["owner"]["userId"] = json!("");
+    bad_delivery["delivery"]["pickup"]["latitude"] = json!(100);
+    assert_eq!(invalid(bad_delivery).await, ["/delivery/id", "/delivery/owner/userId", "/delivery/pickup/latitude"]);
+    assert_eq!(app.call(Method::GET, "/api/deliveries/d1", None).await.0, StatusCode::NOT_FOUND, "nothing was created");
+
+    let (status, _, _) = app.call(Method::PUT, uri, Some(closure("d1", "Failed", &"é".repeat(500)))).await;
+    assert_eq!(status, StatusCode::CREATED, "500 characters is the limit, not 500 bytes");
+}

@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest};
 use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
 use delivery::store::conformance::DeliveryStoreHarness;
-use delivery::store::{Changed, DEFAULT_COMPLETED_TTL, Upserted};
+use delivery::store::{Changed, Closed, DEFAULT_COMPLETED_TTL, Upserted};
 use delivery::{DeliveryStore, RedisDeliveryStore};
 use platform::query::Month;
 use platform::testenv::{self, REDIS_URL};
@@ -192,6 +192,46 @@ async fn keys_follow_the_documented_layout_and_expire_once_finished() {
     // A PUT of a finished delivery keeps its expiry.
     assert_eq!(store.upsert(delivery("d2"), at(15, 15)).await.unwrap(), Upserted::Updated);
     assert!(pttl(&mut raw, &format!("{p}:delivery:{{d2}}")).await > 0);
+    h.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_expires_like_a_finished_one() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let p = h.fresh_prefix();
+    let hour = Duration::from_secs(3600);
+    let store = h.store(&p, hour).await;
+    let mut raw = h.raw().await;
+    let expires_within_the_ttl = async |raw: &mut MultiplexedConnection, key: &str| {
+        let ttl = pttl(raw, key).await;
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires within the completed TTL once failed: {ttl} ms");
+    };
+
+    // Created directly as Failed by a closure: finished from the start.
+    let created = store.close(delivery("new"), DeliveryStage::Failed, "rejected", at(15, 12)).await.unwrap();
+    assert!(matches!(created, Closed::Created(_)), "{created:?}");
+    expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{new}}")).await;
+    expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{new}}:tracking")).await;
+    assert!(store.add_notify_request("new", &notify(), at(15, 13)).await.unwrap());
+    expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{new}}:notify")).await;
+    let month_ttl = pttl(&mut raw, &format!("{p}:monthly:2026-03:u1")).await;
+    assert!(month_ttl > 399 * 24 * 3_600_000, "the monthly set keeps its own TTL: {month_ttl} ms");
+
+    // A live delivery that fails.
+    store.upsert(delivery("live"), at(15, 12)).await.unwrap();
+    assert!(store.add_notify_request("live", &notify(), at(15, 12)).await.unwrap());
+    assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{live}}")).await, -1);
+    let failed = store.close(delivery("live"), DeliveryStage::Failed, "deadline passed", at(15, 13)).await.unwrap();
+    assert!(matches!(failed, Closed::Done(_)), "{failed:?}");
+    for suffix in ["", ":tracking", ":notify"] {
+        expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{live}}{suffix}")).await;
+    }
+
+    // A PUT creating a live delivery still never expires.
+    store.upsert(delivery("other"), at(15, 12)).await.unwrap();
+    assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}")).await, -1);
+    assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}:tracking")).await, -1);
     h.clean().await;
 }
 

@@ -13,7 +13,7 @@ use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest, RescheduledDe
 use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
 use platform::query::Month;
 
-use super::{Changed, DeliveryStore, Upserted};
+use super::{Changed, Closed, DeliveryStore, Upserted};
 
 /// Opens the backend under test.
 #[async_trait]
@@ -62,6 +62,14 @@ macro_rules! delivery_store_conformance_tests {
             concurrent_cancels_record_one_event,
             concurrent_reschedules_each_record_an_event,
             racing_cancel_and_confirm_leave_one_final_stage,
+            close_creates_a_missing_delivery_in_the_closing_stage,
+            close_fails_a_live_delivery_keeping_its_fields,
+            close_cancels_by_the_cancel_rules,
+            close_is_idempotent_without_a_new_event,
+            close_is_refused_in_another_final_stage,
+            a_failed_delivery_never_changes_again,
+            concurrent_closes_of_a_missing_delivery_create_once,
+            racing_close_and_confirm_leave_one_final_stage,
             notify_me_needs_an_existing_delivery,
             count_respects_owner_and_month,
             count_follows_the_current_owner,
@@ -138,6 +146,32 @@ fn refused(changed: Changed) -> String {
         Changed::Refused(reason) => reason,
         other => panic!("expected Refused, got {other:?}"),
     }
+}
+
+fn closed_done(closed: Closed) -> Delivery {
+    match closed {
+        Closed::Done(delivery) => *delivery,
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn closed_created(closed: Closed) -> Delivery {
+    match closed {
+        Closed::Created(delivery) => *delivery,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+fn closed_refused(closed: Closed) -> String {
+    match closed {
+        Closed::Refused(reason) => reason,
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+/// Each event's stage and reason, oldest first.
+async fn reasons(store: &dyn DeliveryStore, id: &str) -> Vec<(DeliveryStage, Option<String>)> {
+    store.tracking(id).await.unwrap().into_iter().map(|e| (e.stage, e.reason)).collect()
 }
 
 async fn stages(store: &dyn DeliveryStore, id: &str) -> Vec<DeliveryStage> {
@@ -450,4 +484,192 @@ pub async fn ping_answers(h: &dyn DeliveryStoreHarness) {
     store.ping().await.unwrap();
     create(&*store, delivery("d1", "u1"), at(0)).await;
     store.ping().await.unwrap();
+}
+
+pub async fn close_creates_a_missing_delivery_in_the_closing_stage(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let no_drone = Delivery { drone_id: String::new(), ..delivery("failed", "u1") };
+    let created =
+        closed_created(store.close(no_drone.clone(), DeliveryStage::Failed, "rejected", at(5)).await.unwrap());
+    assert_eq!(created, with_stage(no_drone.clone(), DeliveryStage::Failed));
+    assert_eq!(store.get("failed").await.unwrap(), Some(created));
+    let events = store.tracking("failed").await.unwrap();
+    let seen: Vec<_> = events.iter().map(|e| (e.delivery_id.as_str(), e.stage, e.location, e.at)).collect();
+    assert_eq!(seen, [("failed", DeliveryStage::Failed, Some(no_drone.pickup), at(5))], "one event, at the pickup");
+    assert_eq!(events[0].reason.as_deref(), Some("rejected"));
+
+    let given = with_stage(delivery("cancelled", "u1"), DeliveryStage::Completed);
+    let created = closed_created(
+        store.close(given, DeliveryStage::Cancelled, "cancelled before it was scheduled", at(6)).await.unwrap(),
+    );
+    assert_eq!(created.stage, Some(DeliveryStage::Cancelled), "the stage given in the body is ignored");
+    assert_eq!(
+        reasons(&*store, "cancelled").await,
+        [(DeliveryStage::Cancelled, Some("cancelled before it was scheduled".to_owned()))]
+    );
+    assert_eq!(store.count("u1", month(2026, 3)).await.unwrap(), 2, "counted like any delivery created then");
+}
+
+pub async fn close_fails_a_live_delivery_keeping_its_fields(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let created = create(&*store, delivery("d1", "u1"), at(0)).await;
+    let other = Delivery { drone_id: "drone-0099".to_owned(), expedited: false, ..delivery("d1", "u1") };
+    let failed = closed_done(store.close(other, DeliveryStage::Failed, "deadline passed", at(1)).await.unwrap());
+    assert_eq!(failed, with_stage(created, DeliveryStage::Failed), "an existing delivery keeps its fields");
+    assert_eq!(store.get("d1").await.unwrap(), Some(failed));
+    let events = store.tracking("d1").await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!((events[1].stage, events[1].location, events[1].at), (DeliveryStage::Failed, None, at(1)));
+    assert_eq!(
+        reasons(&*store, "d1").await,
+        [(DeliveryStage::Created, None), (DeliveryStage::Failed, Some("deadline passed".to_owned()))],
+        "only the closure's event has a reason"
+    );
+
+    // Failed from any stage not yet final.
+    create(&*store, delivery("d2", "u1"), at(0)).await;
+    let change = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
+    done(store.reschedule("d2", &change, at(1)).await.unwrap());
+    assert_eq!(
+        closed_done(store.close(delivery("d2", "u1"), DeliveryStage::Failed, "no drone", at(2)).await.unwrap()).stage,
+        Some(DeliveryStage::Failed)
+    );
+    assert_eq!(
+        stages(&*store, "d2").await,
+        [DeliveryStage::Created, DeliveryStage::Rescheduled, DeliveryStage::Failed]
+    );
+}
+
+pub async fn close_cancels_by_the_cancel_rules(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let created = create(&*store, delivery("d1", "u1"), at(0)).await;
+    let cancelled = closed_done(
+        store.close(delivery("d1", "u1"), DeliveryStage::Cancelled, "by the customer", at(1)).await.unwrap(),
+    );
+    assert_eq!(cancelled, with_stage(created, DeliveryStage::Cancelled));
+    assert_eq!(
+        reasons(&*store, "d1").await,
+        [(DeliveryStage::Created, None), (DeliveryStage::Cancelled, Some("by the customer".to_owned()))]
+    );
+    assert_eq!(done(store.cancel("d1", at(2)).await.unwrap()), cancelled, "a later DELETE finds it cancelled");
+    assert_eq!(stages(&*store, "d1").await.len(), 2);
+    // No store operation moves a delivery to HeadedToDropoff yet; the refusal after pickup is
+    // covered by the stage rules' unit tests (domain::close).
+}
+
+pub async fn close_is_idempotent_without_a_new_event(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let failed = closed_done(store.close(delivery("d1", "u1"), DeliveryStage::Failed, "first", at(1)).await.unwrap());
+    let again = closed_done(store.close(delivery("d1", "u1"), DeliveryStage::Failed, "second", at(2)).await.unwrap());
+    assert_eq!(again, failed, "a retried closure answers the same");
+    assert_eq!(
+        reasons(&*store, "d1").await,
+        [(DeliveryStage::Created, None), (DeliveryStage::Failed, Some("first".to_owned()))]
+    );
+
+    let created =
+        closed_created(store.close(delivery("d2", "u1"), DeliveryStage::Failed, "gave up", at(1)).await.unwrap());
+    let again = closed_done(store.close(delivery("d2", "u1"), DeliveryStage::Failed, "gave up", at(2)).await.unwrap());
+    assert_eq!(again, created, "the retry of a creating closure finds it");
+    assert_eq!(reasons(&*store, "d2").await, [(DeliveryStage::Failed, Some("gave up".to_owned()))]);
+
+    // Cancelled by a DELETE, then the closure saying the same: nothing to add.
+    create(&*store, delivery("d3", "u1"), at(0)).await;
+    let cancelled = done(store.cancel("d3", at(1)).await.unwrap());
+    let again = closed_done(store.close(delivery("d3", "u1"), DeliveryStage::Cancelled, "late", at(2)).await.unwrap());
+    assert_eq!(again, cancelled);
+    assert_eq!(reasons(&*store, "d3").await, [(DeliveryStage::Created, None), (DeliveryStage::Cancelled, None)]);
+}
+
+pub async fn close_is_refused_in_another_final_stage(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("completed", "u1"), at(0)).await;
+    let completed = done(store.confirm("completed", &confirmation(), at(1)).await.unwrap());
+    for stage in [DeliveryStage::Failed, DeliveryStage::Cancelled] {
+        let reason = closed_refused(store.close(delivery("completed", "u1"), stage, "too late", at(2)).await.unwrap());
+        assert!(reason.contains("already Completed"), "{reason}");
+    }
+    assert_eq!(store.get("completed").await.unwrap(), Some(completed), "a refused closure writes nothing");
+    assert_eq!(stages(&*store, "completed").await, [DeliveryStage::Created, DeliveryStage::Completed]);
+
+    create(&*store, delivery("cancelled", "u1"), at(0)).await;
+    done(store.cancel("cancelled", at(1)).await.unwrap());
+    let reason =
+        closed_refused(store.close(delivery("cancelled", "u1"), DeliveryStage::Failed, "x", at(2)).await.unwrap());
+    assert!(reason.contains("already Cancelled"), "{reason}");
+    assert_eq!(stages(&*store, "cancelled").await, [DeliveryStage::Created, DeliveryStage::Cancelled]);
+
+    closed_created(store.close(delivery("failed", "u1"), DeliveryStage::Failed, "x", at(0)).await.unwrap());
+    let reason =
+        closed_refused(store.close(delivery("failed", "u1"), DeliveryStage::Cancelled, "y", at(1)).await.unwrap());
+    assert!(reason.contains("already Failed"), "{reason}");
+    assert_eq!(reasons(&*store, "failed").await, [(DeliveryStage::Failed, Some("x".to_owned()))]);
+}
+
+pub async fn a_failed_delivery_never_changes_again(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let failed = closed_done(store.close(delivery("d1", "u1"), DeliveryStage::Failed, "gave up", at(1)).await.unwrap());
+    let change = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
+    for outcome in [
+        store.reschedule("d1", &change, at(2)).await.unwrap(),
+        store.cancel("d1", at(2)).await.unwrap(),
+        store.confirm("d1", &confirmation(), at(2)).await.unwrap(),
+    ] {
+        let reason = refused(outcome);
+        assert!(reason.contains("already Failed"), "{reason}");
+    }
+    assert_eq!(store.upsert(delivery("d1", "u1"), at(3)).await.unwrap(), Upserted::Updated);
+    assert_eq!(store.get("d1").await.unwrap(), Some(failed), "a PUT must not resurrect a failed delivery");
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::Failed]);
+    let with_notify = NotifyMeRequest { email_address: Some("pat@contoso.com".to_owned()), sms: None };
+    assert!(store.add_notify_request("d1", &with_notify, at(4)).await.unwrap());
+}
+
+pub async fn concurrent_closes_of_a_missing_delivery_create_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let outcomes = concurrently(16, &store, |s, i| async move {
+        s.close(delivery("d1", "u1"), DeliveryStage::Failed, "gave up", at(i as i64)).await.unwrap()
+    })
+    .await;
+    let created = outcomes.iter().filter(|o| matches!(o, Closed::Created(_))).count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    for outcome in outcomes {
+        let delivery = match outcome {
+            Closed::Created(d) | Closed::Done(d) => *d,
+            Closed::Refused(reason) => panic!("refused: {reason}"),
+        };
+        assert_eq!(delivery.stage, Some(DeliveryStage::Failed));
+    }
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Failed]);
+    assert_eq!(store.count("u1", month(2026, 3)).await.unwrap(), 1);
+}
+
+pub async fn racing_close_and_confirm_leave_one_final_stage(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    for round in 0..8 {
+        let id = format!("d{round}");
+        create(&*store, delivery(&id, "u1"), at(0)).await;
+        let (a, b) = (store.clone(), store.clone());
+        let (close_id, confirm_id) = (id.clone(), id.clone());
+        let close = tokio::spawn(async move {
+            a.close(delivery(&close_id, "u1"), DeliveryStage::Failed, "gave up", at(1)).await.unwrap()
+        });
+        let confirm = tokio::spawn(async move { b.confirm(&confirm_id, &confirmation(), at(1)).await.unwrap() });
+        let (close, confirm) = (close.await.unwrap(), confirm.await.unwrap());
+        let final_stage = stage_of(&*store, &id).await.unwrap();
+        match final_stage {
+            DeliveryStage::Failed => {
+                assert_eq!(closed_done(close).stage, Some(DeliveryStage::Failed));
+                refused(confirm);
+            }
+            DeliveryStage::Completed => {
+                assert_eq!(done(confirm).stage, Some(DeliveryStage::Completed));
+                closed_refused(close);
+            }
+            other => panic!("{id} ended {other}"),
+        }
+        assert_eq!(stages(&*store, &id).await, [DeliveryStage::Created, final_stage]);
+    }
 }

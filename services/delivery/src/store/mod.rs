@@ -7,6 +7,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use contracts::DeliveryStage;
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
 use platform::query::Month;
 
@@ -95,6 +96,17 @@ pub enum Changed {
     Refused(String),
 }
 
+/// The outcome of a closure ([`DeliveryStore::close`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Closed {
+    /// The delivery was unknown; it now exists in the closing stage.
+    Created(Box<Delivery>),
+    /// Closed now, or closed the same way before: the delivery as it is now.
+    Done(Box<Delivery>),
+    /// The stage rules refused it; the reason says why.
+    Refused(String),
+}
+
 /// The delivery repository. Changes that read the stage then write are atomic.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
@@ -113,6 +125,17 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<Changed, StoreError>;
     async fn cancel(&self, id: &str, now: DateTime<Utc>) -> Result<Changed, StoreError>;
     async fn confirm(&self, id: &str, confirmation: &Confirmation, now: DateTime<Utc>) -> Result<Changed, StoreError>;
+    /// Records that the delivery will never fly: moves it to `stage` (Failed or Cancelled, by
+    /// [`crate::domain::close`]) with an event carrying `reason`. When it does not exist it is
+    /// created from `delivery` directly in `stage`, with one such event at the pickup; when it
+    /// does, its fields are kept and `delivery` is ignored. Atomic, like the other changes.
+    async fn close(
+        &self,
+        delivery: Delivery,
+        stage: DeliveryStage,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Closed, StoreError>;
     /// Stores a notify-me request; `false` when there is no such delivery.
     async fn add_notify_request(
         &self,

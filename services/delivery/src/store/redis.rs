@@ -6,7 +6,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `PREFIX:delivery:{ID}` | hash | `body` (the delivery's JSON without its stage), `stage`, `created_at` and `updated_at` (Unix ms), `version` |
-//! | `PREFIX:delivery:{ID}:tracking` | list | tracking events, oldest first: `{"stage","location","at"}` |
+//! | `PREFIX:delivery:{ID}:tracking` | list | tracking events, oldest first: `{"stage","location","at","reason"?}` |
 //! | `PREFIX:delivery:{ID}:notify` | list | notify-me requests: `{"email","sms","at"}` |
 //! | `PREFIX:delivery:{ID}:confirmation` | string | `{"confirmation","at"}` |
 //! | `PREFIX:monthly:YYYY-MM:OWNER` | set | ids of the owner's deliveries created that month |
@@ -17,8 +17,9 @@
 //! conflict). WATCH/MULTI would do the same but needs a connection of its own per transaction;
 //! a script works on the shared multiplexed connection.
 //!
-//! Once a delivery reaches a final stage its four keys expire after the completed TTL, as in the
-//! reference implementation; the monthly sets outlive them (400 days) so the monthly count does
+//! Once a delivery reaches a final stage (Completed, Cancelled or Failed) its four keys expire
+//! after the completed TTL, as in the reference implementation; a delivery a closure creates
+//! directly in a final stage expires the same way from its creation. The monthly sets outlive them (400 days) so the monthly count does
 //! not drop when a finished delivery expires. The set key is per owner, not per delivery, so on a
 //! Redis Cluster the scripts that create a delivery or change its owner span two slots.
 
@@ -34,10 +35,10 @@ use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
 use serde::{Deserialize, Serialize};
 
-use super::{Changed, DeliveryStore, StoreError, Upserted, from_json, to_json};
+use super::{Changed, Closed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
 
-/// How long a cancelled or completed delivery stays readable by default.
+/// How long a finished (completed, cancelled or failed) delivery stays readable by default.
 pub const DEFAULT_COMPLETED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A monthly set must outlive the year of reports that may ask for its month.
@@ -51,6 +52,7 @@ const DEFAULT_PREFIX: &str = "fabrikam";
 
 /// Creates the delivery unless its record exists. Leftovers of an expired earlier delivery with
 /// the same id (a list that outlived its record by a few ms) must not leak into the new one.
+/// ARGV[7] is the completed TTL when the delivery starts in a final stage (a closure), else 0.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -58,6 +60,9 @@ redis.call('HSET', KEYS[1], 'body', ARGV[1], 'stage', ARGV[2], 'created_at', ARG
 redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[5])
 redis.call('PEXPIRE', KEYS[5], ARGV[6])
+if ARGV[7] ~= '0' then
+  for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+end
 return 1
 ";
 
@@ -147,6 +152,36 @@ impl RedisDeliveryStore {
         Ok(Some(Stored { delivery, created_at: from_unix_millis(created_at), version }))
     }
 
+    /// Creates `delivery` in `stage` with its first event, `false` when its record exists. A
+    /// delivery created in a final stage expires like one that reached it.
+    async fn create(
+        &self,
+        delivery: &Delivery,
+        stage: DeliveryStage,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let id = &delivery.id;
+        let ttl_ms = if domain::is_final(stage) { self.completed_ttl_ms } else { 0 };
+        let created: i64 = self
+            .create
+            .key(self.keys.record(id))
+            .key(self.keys.tracking(id))
+            .key(self.keys.confirmation(id))
+            .key(self.keys.notify(id))
+            .key(self.keys.month(&delivery.owner.user_id, now))
+            .arg(to_json(&without_stage(delivery))?)
+            .arg(stage.as_str())
+            .arg(unix_millis(now))
+            .arg(event)
+            .arg(id)
+            .arg(millis(MONTH_INDEX_TTL))
+            .arg(ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(created == 1)
+    }
+
     /// Writes `body` (and the rest) over the record as it was when `stored` was read; `false`
     /// when another writer got there first.
     async fn commit(&self, stored: &Stored, body: &Delivery, write: Write<'_>) -> Result<bool, StoreError> {
@@ -194,7 +229,7 @@ impl RedisDeliveryStore {
                 Transition::To(next) => next,
             };
             let (mut updated, location) = update(stored.delivery.clone());
-            let event = event_json(next, location, now)?;
+            let event = event_json(next, location, None, now)?;
             let write = Write { now, stage: Some(next), event: Some(&event), confirmation };
             if self.commit(&stored, &updated, write).await? {
                 updated.stage = Some(next);
@@ -227,6 +262,8 @@ struct StoredEvent {
     stage: DeliveryStage,
     location: Option<Location>,
     at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -324,8 +361,13 @@ fn without_stage(delivery: &Delivery) -> Delivery {
     Delivery { stage: None, ..delivery.clone() }
 }
 
-fn event_json(stage: DeliveryStage, location: Option<Location>, at: DateTime<Utc>) -> Result<String, StoreError> {
-    to_json(&StoredEvent { stage, location, at: unix_millis(at) })
+fn event_json(
+    stage: DeliveryStage,
+    location: Option<Location>,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    to_json(&StoredEvent { stage, location, at: unix_millis(at), reason: reason.map(str::to_owned) })
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -348,27 +390,11 @@ impl DeliveryStore for RedisDeliveryStore {
     async fn upsert(&self, delivery: Delivery, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
         let delivery = without_stage(&delivery);
         let id = &delivery.id;
-        let body = to_json(&delivery)?;
         for attempt in 0..MAX_ATTEMPTS {
             let applied = match self.load(id).await? {
                 None => {
-                    let event = event_json(DeliveryStage::Created, Some(delivery.pickup), now)?;
-                    let created: i64 = self
-                        .create
-                        .key(self.keys.record(id))
-                        .key(self.keys.tracking(id))
-                        .key(self.keys.confirmation(id))
-                        .key(self.keys.notify(id))
-                        .key(self.keys.month(&delivery.owner.user_id, now))
-                        .arg(&body)
-                        .arg(DeliveryStage::Created.as_str())
-                        .arg(unix_millis(now))
-                        .arg(event)
-                        .arg(id)
-                        .arg(millis(MONTH_INDEX_TTL))
-                        .invoke_async(&mut self.conn.clone())
-                        .await?;
-                    if created == 1 {
+                    let event = event_json(DeliveryStage::Created, Some(delivery.pickup), None, now)?;
+                    if self.create(&delivery, DeliveryStage::Created, &event, now).await? {
                         let created = Delivery { stage: Some(DeliveryStage::Created), ..delivery };
                         return Ok(Upserted::Created(Box::new(created)));
                     }
@@ -407,6 +433,7 @@ impl DeliveryStore for RedisDeliveryStore {
                     stage: event.stage,
                     location: event.location,
                     at: from_unix_millis(event.at),
+                    reason: event.reason,
                 })
             })
             .collect()
@@ -429,6 +456,46 @@ impl DeliveryStore for RedisDeliveryStore {
         let body = to_json(&StoredConfirmation { confirmation, at: unix_millis(now) })?;
         let location = Some(confirmation.geo_coordinates);
         self.change(id, Action::Complete, now, |d| (d, location), Some(body.as_str())).await
+    }
+
+    async fn close(
+        &self,
+        delivery: Delivery,
+        stage: DeliveryStage,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Closed, StoreError> {
+        let delivery = without_stage(&delivery);
+        let id = &delivery.id;
+        for attempt in 0..MAX_ATTEMPTS {
+            let stored = self.load(id).await?;
+            let current = stored.as_ref().map(|s| s.delivery.stage.unwrap_or(DeliveryStage::Created));
+            let next = match domain::close(current, stage) {
+                Transition::To(next) => next,
+                // Only a delivery that exists can be already closed.
+                Transition::AlreadyDone => {
+                    return Ok(Closed::Done(Box::new(stored.map_or(delivery, |s| s.delivery))));
+                }
+                Transition::Refused(reason) => return Ok(Closed::Refused(reason)),
+            };
+            match stored {
+                None => {
+                    let event = event_json(next, Some(delivery.pickup), Some(reason), now)?;
+                    if self.create(&delivery, next, &event, now).await? {
+                        return Ok(Closed::Created(Box::new(Delivery { stage: Some(next), ..delivery })));
+                    }
+                }
+                Some(stored) => {
+                    let event = event_json(next, None, Some(reason), now)?;
+                    let write = Write { now, stage: Some(next), event: Some(&event), confirmation: None };
+                    if self.commit(&stored, &stored.delivery, write).await? {
+                        return Ok(Closed::Done(Box::new(Delivery { stage: Some(next), ..stored.delivery })));
+                    }
+                }
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::Contended(id.clone()))
     }
 
     async fn add_notify_request(

@@ -11,7 +11,7 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::{Changed, DeliveryStore, StoreError, Upserted, from_json, to_json};
+use super::{Changed, Closed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
 
 /// Deliveries in an embedded SQLite file.
@@ -46,16 +46,8 @@ impl SqliteDeliveryStore {
             Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
             Transition::To(next) => next,
         };
-        let (mut updated, location) = update(current);
-        updated.stage = None;
-        sqlx::query("UPDATE deliveries SET body = ?1, stage = ?2, updated_at = ?3 WHERE id = ?4")
-            .bind(to_json(&updated)?)
-            .bind(next.as_str())
-            .bind(unix_millis(now))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        record_event(&mut tx, id, next, location, now).await?;
+        let (updated, location) = update(current);
+        let updated = move_to(&mut tx, updated, next, location, None, now).await?;
         if let Some(body) = confirmation {
             sqlx::query("INSERT OR REPLACE INTO confirmations (delivery_id, body, at) VALUES (?1, ?2, ?3)")
                 .bind(id)
@@ -65,9 +57,60 @@ impl SqliteDeliveryStore {
                 .await?;
         }
         tx.commit().await?;
-        updated.stage = Some(next);
         Ok(Changed::Done(Box::new(updated)))
     }
+}
+
+/// Inserts `delivery` in `stage` with its first event (at the pickup); `false`, writing nothing,
+/// when a delivery with its id exists.
+async fn insert(
+    conn: &mut SqliteConnection,
+    delivery: &Delivery,
+    stage: DeliveryStage,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let body = to_json(&Delivery { stage: None, ..delivery.clone() })?;
+    let inserted = sqlx::query(
+        "INSERT INTO deliveries (id, owner_user_id, body, stage, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&delivery.id)
+    .bind(&delivery.owner.user_id)
+    .bind(&body)
+    .bind(stage.as_str())
+    .bind(unix_millis(now))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        record_event(conn, &delivery.id, stage, Some(delivery.pickup), reason, now).await?;
+    }
+    Ok(inserted)
+}
+
+/// Writes `delivery` (as updated by the change) in stage `next` and records the event; returns
+/// it with its new stage.
+async fn move_to(
+    conn: &mut SqliteConnection,
+    mut delivery: Delivery,
+    next: DeliveryStage,
+    location: Option<Location>,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Delivery, StoreError> {
+    delivery.stage = None;
+    sqlx::query("UPDATE deliveries SET body = ?1, stage = ?2, updated_at = ?3 WHERE id = ?4")
+        .bind(to_json(&delivery)?)
+        .bind(next.as_str())
+        .bind(unix_millis(now))
+        .bind(&delivery.id)
+        .execute(&mut *conn)
+        .await?;
+    record_event(conn, &delivery.id, next, location, reason, now).await?;
+    delivery.stage = Some(next);
+    Ok(delivery)
 }
 
 async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Delivery>, StoreError> {
@@ -83,14 +126,16 @@ async fn record_event(
     id: &str,
     stage: DeliveryStage,
     location: Option<Location>,
+    reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let location = location.map(|l| to_json(&l)).transpose()?;
-    sqlx::query("INSERT INTO tracking_events (delivery_id, stage, location, at) VALUES (?1, ?2, ?3, ?4)")
+    sqlx::query("INSERT INTO tracking_events (delivery_id, stage, location, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)")
         .bind(id)
         .bind(stage.as_str())
         .bind(location)
         .bind(unix_millis(now))
+        .bind(reason)
         .execute(conn)
         .await?;
     Ok(())
@@ -100,25 +145,11 @@ async fn record_event(
 impl DeliveryStore for SqliteDeliveryStore {
     async fn upsert(&self, mut delivery: Delivery, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
         delivery.stage = None;
-        let body = to_json(&delivery)?;
         let _one = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO deliveries (id, owner_user_id, body, stage, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&delivery.id)
-        .bind(&delivery.owner.user_id)
-        .bind(&body)
-        .bind(DeliveryStage::Created.as_str())
-        .bind(unix_millis(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            record_event(&mut tx, &delivery.id, DeliveryStage::Created, Some(delivery.pickup), now).await?;
-        } else {
+        let inserted = insert(&mut tx, &delivery, DeliveryStage::Created, None, now).await?;
+        if !inserted {
+            let body = to_json(&delivery)?;
             sqlx::query("UPDATE deliveries SET owner_user_id = ?1, body = ?2, updated_at = ?3 WHERE id = ?4")
                 .bind(&delivery.owner.user_id)
                 .bind(&body)
@@ -142,10 +173,11 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
-        let rows = sqlx::query("SELECT stage, location, at FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 let stage: &str = row.get(0);
@@ -154,6 +186,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                     stage: stage.parse().map_err(|e| StoreError::Decode(Box::new(e)))?,
                     location: row.get::<Option<&str>, _>(1).map(from_json).transpose()?,
                     at: from_unix_millis(row.get(2)),
+                    reason: row.get(3),
                 })
             })
             .collect()
@@ -178,6 +211,36 @@ impl DeliveryStore for SqliteDeliveryStore {
         let body = to_json(confirmation)?;
         let location = Some(confirmation.geo_coordinates);
         self.change(id, Action::Complete, now, move |d| (d, location), Some(body)).await
+    }
+
+    async fn close(
+        &self,
+        mut delivery: Delivery,
+        stage: DeliveryStage,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Closed, StoreError> {
+        delivery.stage = None;
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let current = load(&mut tx, &delivery.id).await?;
+        let current_stage = current.as_ref().map(|d| d.stage.unwrap_or(DeliveryStage::Created));
+        let next = match domain::close(current_stage, stage) {
+            Transition::To(next) => next,
+            // Only a delivery that exists can be already closed.
+            Transition::AlreadyDone => return Ok(Closed::Done(Box::new(current.unwrap_or(delivery)))),
+            Transition::Refused(reason) => return Ok(Closed::Refused(reason)),
+        };
+        let closed = match current {
+            Some(current) => Closed::Done(Box::new(move_to(&mut tx, current, next, None, Some(reason), now).await?)),
+            None if insert(&mut tx, &delivery, next, Some(reason), now).await? => {
+                Closed::Created(Box::new(Delivery { stage: Some(next), ..delivery }))
+            }
+            // Created by a writer outside this store between the read and the write.
+            None => return Err(StoreError::Contended(delivery.id)),
+        };
+        tx.commit().await?;
+        Ok(closed)
     }
 
     async fn add_notify_request(
