@@ -57,6 +57,13 @@ mod conformance {
         in_progress_extends_the_lease,
         receive_wakes_when_a_message_is_published,
         depth_counts_unsettled_messages,
+        a_dead_letter_is_found_by_its_id,
+        replay_puts_a_dead_letter_back_once,
+        a_replayed_message_that_is_acked_is_gone,
+        a_replayed_message_that_fails_again_is_dead_lettered_again,
+        concurrent_replays_queue_a_dead_letter_once,
+        purging_a_dead_letter_removes_only_that_one,
+        purging_all_dead_letters_empties_them,
     );
 }
 

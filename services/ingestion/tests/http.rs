@@ -226,6 +226,18 @@ impl Queue for DownQueue {
     async fn dead_letters(&self, _: usize) -> Result<Vec<DeadLetter>, BusError> {
         Ok(Vec::new())
     }
+    async fn find_dead_letter(&self, _: &str) -> Result<Option<DeadLetter>, BusError> {
+        Ok(None)
+    }
+    async fn replay_dead_letter(&self, _: &str) -> Result<bool, BusError> {
+        Ok(false)
+    }
+    async fn purge_dead_letter(&self, _: &str) -> Result<bool, BusError> {
+        Ok(false)
+    }
+    async fn purge_dead_letters(&self) -> Result<u64, BusError> {
+        Ok(0)
+    }
     async fn depth(&self) -> Result<u64, BusError> {
         Ok(0)
     }

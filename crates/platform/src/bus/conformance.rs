@@ -12,6 +12,18 @@ use bytes::Bytes;
 
 use super::{OutgoingMessage, Published, Queue, QueueOptions, Retried};
 
+/// Publishes `id`, receives it and dead-letters it with `error`.
+async fn dead_letter(q: &dyn Queue, id: &str, error: &str) {
+    q.publish(message(id)).await.unwrap();
+    let m = q.receive(1, LONG).await.unwrap().pop().expect("delivered");
+    assert_eq!(m.id, id);
+    m.dead_letter(error).await.unwrap();
+}
+
+fn ids(letters: &[super::DeadLetter]) -> Vec<&str> {
+    letters.iter().map(|d| d.id.as_str()).collect()
+}
+
 /// Opens the backend under test.
 #[async_trait]
 pub trait QueueHarness: Send + Sync {
@@ -37,6 +49,13 @@ macro_rules! queue_conformance_tests {
             in_progress_extends_the_lease,
             receive_wakes_when_a_message_is_published,
             depth_counts_unsettled_messages,
+            a_dead_letter_is_found_by_its_id,
+            replay_puts_a_dead_letter_back_once,
+            a_replayed_message_that_is_acked_is_gone,
+            a_replayed_message_that_fails_again_is_dead_lettered_again,
+            concurrent_replays_queue_a_dead_letter_once,
+            purging_a_dead_letter_removes_only_that_one,
+            purging_all_dead_letters_empties_them,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -269,4 +288,132 @@ pub async fn depth_counts_unsettled_messages(h: &dyn QueueHarness) {
     }
     assert_eq!(q.depth().await.unwrap(), 2);
     q.ping().await.unwrap();
+}
+
+pub async fn a_dead_letter_is_found_by_its_id(h: &dyn QueueHarness) {
+    let q = h.open(&unique("find-dead"), fast(QueueOptions::default())).await;
+    let before = chrono::Utc::now();
+    dead_letter(q.as_ref(), "m1", "address does not exist").await;
+    dead_letter(q.as_ref(), "m2", "weight must be positive").await;
+    q.publish(message("m3")).await.unwrap();
+
+    let found = q.find_dead_letter("m2").await.unwrap().expect("dead letter m2");
+    assert_eq!(found.id, "m2");
+    assert_eq!(found.payload, Bytes::from("payload of m2"));
+    assert_eq!(found.attempts, 1);
+    assert!(found.last_error.contains("weight must be positive"), "{}", found.last_error);
+    let slack = chrono::Duration::seconds(5);
+    assert!(found.enqueued_at >= before - slack && found.enqueued_at <= found.dead_lettered_at + slack, "{found:?}");
+    assert!(found.dead_lettered_at <= chrono::Utc::now() + slack, "{found:?}");
+    assert_eq!(q.dead_letters(10).await.unwrap()[1], found, "listing and lookup disagree");
+
+    assert_eq!(q.find_dead_letter("unknown").await.unwrap(), None);
+    assert_eq!(q.find_dead_letter("m3").await.unwrap(), None, "a queued message is not a dead letter");
+}
+
+pub async fn replay_puts_a_dead_letter_back_once(h: &dyn QueueHarness) {
+    let options = fast(QueueOptions { max_attempts: 2, ..QueueOptions::default() });
+    let q = h.open(&unique("replay"), options).await;
+    q.publish(message("m1")).await.unwrap();
+    for _ in 0..2 {
+        let m = q.receive(1, LONG).await.unwrap().pop().expect("delivered");
+        m.retry_after(Duration::ZERO, "downstream 503").await.unwrap();
+    }
+    assert_eq!(q.find_dead_letter("m1").await.unwrap().expect("dead").attempts, 2);
+
+    assert!(q.replay_dead_letter("m1").await.unwrap());
+    assert_eq!(q.find_dead_letter("m1").await.unwrap(), None, "still a dead letter after its replay");
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    assert!(!q.replay_dead_letter("m1").await.unwrap(), "replayed a dead letter that is gone");
+    assert!(!q.replay_dead_letter("unknown").await.unwrap());
+
+    let got = q.receive(10, LONG).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].id, "m1", "the replay must keep the message id");
+    assert_eq!(got[0].payload, Bytes::from("payload of m1"));
+    assert_eq!(got[0].attempt, 1);
+    // A publish of the original id is still a duplicate: replaying did not reopen de-duplication.
+    assert_eq!(q.publish(message("m1")).await.unwrap(), Published::Duplicate);
+    for m in got {
+        m.ack().await.unwrap();
+    }
+    assert!(q.receive(10, SHORT).await.unwrap().is_empty(), "replayed twice");
+}
+
+pub async fn a_replayed_message_that_is_acked_is_gone(h: &dyn QueueHarness) {
+    let q = h.open(&unique("replay-ack"), fast(QueueOptions::default())).await;
+    dead_letter(q.as_ref(), "m1", "bug in the consumer").await;
+    assert_eq!(q.depth().await.unwrap(), 0);
+    assert!(q.replay_dead_letter("m1").await.unwrap());
+    assert_eq!(q.depth().await.unwrap(), 1);
+    let m = q.receive(1, LONG).await.unwrap().pop().expect("replayed");
+    assert_eq!((m.id.as_str(), m.attempt), ("m1", 1));
+    m.ack().await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 0);
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    assert!(q.receive(1, SHORT).await.unwrap().is_empty());
+}
+
+pub async fn a_replayed_message_that_fails_again_is_dead_lettered_again(h: &dyn QueueHarness) {
+    let options = fast(QueueOptions { max_attempts: 2, ..QueueOptions::default() });
+    let q = h.open(&unique("replay-again"), options).await;
+    dead_letter(q.as_ref(), "m1", "first failure").await;
+    assert!(q.replay_dead_letter("m1").await.unwrap());
+    // Its attempts count from 1 again: one retry is scheduled, the next dead-letters it.
+    let m = q.receive(1, LONG).await.unwrap().pop().expect("replayed");
+    assert_eq!(m.retry_after(Duration::ZERO, "second failure").await.unwrap(), Retried::Scheduled);
+    let m = q.receive(1, LONG).await.unwrap().pop().expect("retried");
+    assert_eq!((m.id.as_str(), m.attempt), ("m1", 2));
+    assert_eq!(m.retry_after(Duration::ZERO, "third failure").await.unwrap(), Retried::DeadLettered);
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(ids(&dead), ["m1"]);
+    assert_eq!(dead[0].attempts, 2);
+    assert!(dead[0].last_error.contains("third failure"), "{}", dead[0].last_error);
+    assert_eq!(q.depth().await.unwrap(), 0);
+}
+
+pub async fn concurrent_replays_queue_a_dead_letter_once(h: &dyn QueueHarness) {
+    let q = h.open(&unique("replay-race"), fast(QueueOptions::default())).await;
+    dead_letter(q.as_ref(), "m1", "bug in the consumer").await;
+    let (a, b) = tokio::join!(q.replay_dead_letter("m1"), q.replay_dead_letter("m1"));
+    let replayed = [a.unwrap(), b.unwrap()];
+    assert_eq!(replayed.iter().filter(|r| **r).count(), 1, "{replayed:?}");
+    assert_eq!(q.depth().await.unwrap(), 1, "queued more than once");
+    let got = q.receive(10, LONG).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    for m in got {
+        m.ack().await.unwrap();
+    }
+    assert_eq!(q.depth().await.unwrap(), 0);
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+}
+
+pub async fn purging_a_dead_letter_removes_only_that_one(h: &dyn QueueHarness) {
+    let q = h.open(&unique("purge-one"), fast(QueueOptions::default())).await;
+    for id in ["m1", "m2", "m3"] {
+        dead_letter(q.as_ref(), id, "bad request").await;
+    }
+    assert!(q.purge_dead_letter("m2").await.unwrap());
+    assert!(!q.purge_dead_letter("m2").await.unwrap(), "purged one that was gone");
+    assert!(!q.purge_dead_letter("unknown").await.unwrap());
+    assert_eq!(ids(&q.dead_letters(10).await.unwrap()), ["m1", "m3"]);
+    assert_eq!(q.find_dead_letter("m2").await.unwrap(), None);
+    assert!(q.find_dead_letter("m3").await.unwrap().is_some());
+    assert!(q.receive(1, SHORT).await.unwrap().is_empty(), "a purged dead letter was delivered");
+}
+
+pub async fn purging_all_dead_letters_empties_them(h: &dyn QueueHarness) {
+    let q = h.open(&unique("purge-all"), fast(QueueOptions::default())).await;
+    for id in ["m1", "m2", "m3"] {
+        dead_letter(q.as_ref(), id, "bad request").await;
+    }
+    q.publish(message("m4")).await.unwrap();
+    assert_eq!(q.purge_dead_letters().await.unwrap(), 3);
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(q.find_dead_letter("m1").await.unwrap(), None);
+    assert_eq!(q.purge_dead_letters().await.unwrap(), 0);
+    assert_eq!(q.depth().await.unwrap(), 1, "purging dead letters touched the queue");
+    let m = q.receive(1, LONG).await.unwrap().pop().expect("the queued message");
+    assert_eq!(m.id, "m4");
+    m.ack().await.unwrap();
 }

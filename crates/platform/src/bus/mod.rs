@@ -5,6 +5,8 @@
 //! was received and never settled (the consumer crashed) comes back after its lease expires;
 //! a message retried `max_attempts` times goes to the dead letters with its last error.
 //! Publishing with a message id already seen within the de-duplication window stores nothing.
+//! An operator can look a dead letter up by message id, replay it (it is delivered again under
+//! the same id, from attempt 1) or purge it.
 //!
 //! The trait is shaped after what both backends can do: the embedded SQLite backend here and
 //! NATS JetStream (work-queue stream, explicit ack, `Nats-Msg-Id`, `nak` with delay, `term`,
@@ -136,6 +138,8 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub last_error: String,
     pub enqueued_at: DateTime<Utc>,
+    /// When it went to the dead letters (its last one, if it was replayed and failed again).
+    pub dead_lettered_at: DateTime<Utc>,
 }
 
 /// A work queue (see the module docs for its guarantees).
@@ -152,6 +156,20 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Messages that failed for good, oldest first.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// The dead letter with message id `id`, if any.
+    async fn find_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, BusError>;
+
+    /// Puts the dead letter `id` back on the queue: delivered again from attempt 1 with the same
+    /// message id and payload, and gone from the dead letters. `false` when there is no such dead
+    /// letter (so replaying the same one twice queues it once).
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, BusError>;
+
+    /// Deletes the dead letter `id`; `false` when there is none.
+    async fn purge_dead_letter(&self, id: &str) -> Result<bool, BusError>;
+
+    /// Deletes every dead letter; returns how many.
+    async fn purge_dead_letters(&self) -> Result<u64, BusError>;
 
     /// Messages waiting or in flight (not acked, not dead).
     async fn depth(&self) -> Result<u64, BusError>;

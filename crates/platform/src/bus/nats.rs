@@ -11,6 +11,14 @@
 //! headers: directly when a consumer gives up on it, and from the `MAX_DELIVERIES` advisory when
 //! consumers crashed on it until the server stopped delivering it.
 //!
+//! Message ids: a message published normally carries its id only in `Nats-Msg-Id`, which the
+//! stream de-duplicates on. A dead letter, and a dead letter put back on the queue by an operator,
+//! carry it in `Fabrikam-Message-Id` instead and are de-duplicated on an id derived from a stream
+//! sequence: the dead letter on the sequence of the message that died (two processes moving the
+//! same message store it once, yet a replayed message that dies again is kept again), the replay
+//! on the dead letter's sequence (two replays of one dead letter queue it once, yet a publish of
+//! the original id within the window is still a duplicate). Consumers see the original id.
+//!
 //! Leases: the server does not refuse an ack that arrives after the message was redelivered, so
 //! each received message carries its own lease deadline (ack wait after receipt or the last
 //! in-progress ack, minus a margin for the time the message spent in flight) and refuses to
@@ -41,6 +49,32 @@ const ERROR_HEADER: &str = "Fabrikam-Error";
 const ATTEMPTS_HEADER: &str = "Fabrikam-Attempts";
 const ENQUEUED_HEADER: &str = "Fabrikam-Enqueued-At";
 const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
+/// The message id of a dead letter or a replayed one, whose `Nats-Msg-Id` is a de-duplication key
+/// of the backend's own (see the module docs).
+const ORIGINAL_ID_HEADER: &str = "Fabrikam-Message-Id";
+
+/// The message id of a stored message: the original id a dead letter or replay carries, else the
+/// id it was published with, else one made from its stream sequence.
+fn message_id(headers: Option<&HeaderMap>, sequence: u64) -> String {
+    headers
+        .and_then(|h| h.get(ORIGINAL_ID_HEADER).or_else(|| h.get(MESSAGE_ID_HEADER)))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_else(|| format!("seq-{sequence}"))
+}
+
+/// A message of a dead-letter stream as a dead letter.
+fn dead_letter_from(message: jetstream::message::StreamMessage) -> DeadLetter {
+    let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+    let enqueued_nanos: i128 = header(ENQUEUED_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default();
+    DeadLetter {
+        id: message_id(Some(&message.headers), message.sequence),
+        attempts: header(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default(),
+        last_error: header(ERROR_HEADER).unwrap_or_default(),
+        enqueued_at: DateTime::<Utc>::from_timestamp_nanos(enqueued_nanos as i64),
+        dead_lettered_at: DateTime::<Utc>::from_timestamp_nanos(message.time.unix_timestamp_nanos() as i64),
+        payload: message.payload,
+    }
+}
 
 /// How the backend lays out and sizes its streams; parsed from the bus URL.
 #[derive(Debug, Clone, PartialEq)]
@@ -424,27 +458,27 @@ impl Inner {
             self.context.get_stream(&self.stream_name).await.map_err(|e| unavailable("looking up stream", e))?;
         // Another process may have moved it already: nothing to do then.
         let Ok(message) = stream.get_raw_message(sequence).await else { return Ok(()) };
-        let id = message
-            .headers
-            .get(MESSAGE_ID_HEADER)
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_else(|| format!("seq-{sequence}"));
+        let id = message_id(Some(&message.headers), sequence);
         let error = format!("not settled after {deliveries} deliveries (consumers crashed or timed out)");
-        self.publish_dead(&id, message.payload, deliveries as u32, &error, message.time.unix_timestamp_nanos()).await?;
+        let enqueued_nanos = message.time.unix_timestamp_nanos();
+        self.publish_dead(&id, sequence, message.payload, deliveries as u32, &error, enqueued_nanos).await?;
         stream.delete_message(sequence).await.map_err(|e| unavailable("removing a dead message", e))?;
         Ok(())
     }
 
+    /// Stores a dead letter for the message `id` at `sequence` in the consumed stream.
     async fn publish_dead(
         &self,
         id: &str,
+        sequence: u64,
         payload: Bytes,
         attempts: u32,
         error: &str,
         enqueued_nanos: i128,
     ) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
-        headers.insert(MESSAGE_ID_HEADER, id);
+        headers.insert(MESSAGE_ID_HEADER, format!("{id}#dead-{sequence}").as_str());
+        headers.insert(ORIGINAL_ID_HEADER, id);
         headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
         // Header values are one line.
         headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
@@ -478,32 +512,113 @@ impl Inner {
     }
 
     pub(super) async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
-        let mut stream = self
-            .context
-            .get_stream(&self.dead_stream_name)
-            .await
-            .map_err(|e| unavailable("looking up the dead letters", e))?;
-        let state = stream.info().await.map_err(|e| unavailable("reading the dead letters", e))?.state.clone();
+        let dead = self.dead_stream().await?;
         let mut out = Vec::new();
-        if state.messages == 0 {
-            return Ok(out);
-        }
-        for sequence in state.first_sequence..=state.last_sequence {
-            if out.len() >= limit {
-                break;
-            }
-            let Ok(message) = stream.get_raw_message(sequence).await else { continue };
-            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
-            let enqueued_nanos: i128 = header(ENQUEUED_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default();
-            out.push(DeadLetter {
-                id: header(MESSAGE_ID_HEADER).unwrap_or_else(|| format!("seq-{sequence}")),
-                payload: message.payload,
-                attempts: header(ATTEMPTS_HEADER).and_then(|v| v.parse().ok()).unwrap_or_default(),
-                last_error: header(ERROR_HEADER).unwrap_or_default(),
-                enqueued_at: DateTime::<Utc>::from_timestamp_nanos(enqueued_nanos as i64),
-            });
+        let mut from = 1;
+        while out.len() < limit {
+            let Some((sequence, letter)) = self.next_dead_letter(&dead, from).await? else { break };
+            out.push(letter);
+            from = sequence + 1;
         }
         Ok(out)
+    }
+
+    /// The dead letter `id` and its sequence in the dead-letter stream; the oldest, should a
+    /// message have died twice. A scan of the dead-letter stream, one request per dead letter:
+    /// dead letters are few and looked up by an operator, so a subject per message id (to ask the
+    /// server for one directly) is not worth its cost on every dead-lettering.
+    async fn locate_dead_letter(
+        &self,
+        dead: &stream::Stream<()>,
+        id: &str,
+    ) -> Result<Option<(u64, DeadLetter)>, BusError> {
+        let mut from = 1;
+        while let Some((sequence, letter)) = self.next_dead_letter(dead, from).await? {
+            if letter.id == id {
+                return Ok(Some((sequence, letter)));
+            }
+            from = sequence + 1;
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, BusError> {
+        let dead = self.dead_stream().await?;
+        Ok(self.locate_dead_letter(&dead, id).await?.map(|(_, letter)| letter))
+    }
+
+    /// Puts the dead letter `id` back on the consumed subject. For a queue only: on an event
+    /// stream it would reach every group, not just the one it died in.
+    pub(super) async fn replay_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        let dead = self.dead_stream().await?;
+        let Some((sequence, letter)) = self.locate_dead_letter(&dead, id).await? else { return Ok(false) };
+        // De-duplicated on the dead letter's sequence, so replays of this dead letter racing each
+        // other, or repeated after a crash before the delete below, queue it once within the
+        // window; the consumer is handed the original id from its own header.
+        let mut headers = HeaderMap::new();
+        headers.insert(MESSAGE_ID_HEADER, format!("{id}#replay-{sequence}").as_str());
+        headers.insert(ORIGINAL_ID_HEADER, id);
+        self.context
+            .publish_with_headers(self.subject.clone(), headers, letter.payload)
+            .await
+            .map_err(|e| unavailable("replaying a dead letter", e))?
+            .await
+            .map_err(|e| unavailable("storing a replayed dead letter", e))?;
+        // Only once the replay is stored: a crash before this leaves the dead letter, not a loss.
+        self.delete_dead_letter(&dead, sequence).await
+    }
+
+    /// Deletes every dead letter with message id `id`.
+    pub(super) async fn purge_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        let dead = self.dead_stream().await?;
+        let mut purged = false;
+        let mut from = 1;
+        while let Some((sequence, letter)) = self.next_dead_letter(&dead, from).await? {
+            if letter.id == id {
+                purged |= self.delete_dead_letter(&dead, sequence).await?;
+            }
+            from = sequence + 1;
+        }
+        Ok(purged)
+    }
+
+    pub(super) async fn purge_dead_letters(&self) -> Result<u64, BusError> {
+        let dead = self.dead_stream().await?;
+        let purged = dead.purge().await.map_err(|e| unavailable("purging the dead letters", e))?;
+        Ok(purged.purged)
+    }
+
+    /// The dead-letter stream, without asking the server about it: the calls on it fail if it is gone.
+    async fn dead_stream(&self) -> Result<stream::Stream<()>, BusError> {
+        self.context
+            .get_stream_no_info(&self.dead_stream_name)
+            .await
+            .map_err(|e| unavailable("looking up the dead letters", e))
+    }
+
+    /// The first dead letter at or after sequence `from`, with its sequence.
+    async fn next_dead_letter(
+        &self,
+        dead: &stream::Stream<()>,
+        from: u64,
+    ) -> Result<Option<(u64, DeadLetter)>, BusError> {
+        match dead.get_first_raw_message_by_subject(&self.dead_subject, from).await {
+            Ok(message) => Ok(Some((message.sequence, dead_letter_from(message)))),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(unavailable("reading the dead letters", error)),
+        }
+    }
+
+    /// Deletes the dead letter at `sequence`; `false` when it was already gone (another operator
+    /// or process deleted it first).
+    async fn delete_dead_letter(&self, dead: &stream::Stream<()>, sequence: u64) -> Result<bool, BusError> {
+        match dead.delete_message(sequence).await {
+            Ok(deleted) => Ok(deleted),
+            Err(error) => match dead.get_raw_message(sequence).await {
+                Err(gone) if gone.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+                _ => Err(unavailable("deleting a dead letter", error)),
+            },
+        }
     }
 
     fn wrap(self: &Arc<Self>, message: jetstream::Message, received_at: Instant) -> Option<ReceivedMessage> {
@@ -518,18 +633,14 @@ impl Inner {
                 return None;
             }
         };
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(MESSAGE_ID_HEADER))
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_else(|| format!("seq-{sequence}"));
+        let id = message_id(message.headers.as_ref(), sequence);
         let payload = message.payload.clone();
         let settlement = NatsSettlement {
             inner: self.clone(),
             lease_until: std::sync::Mutex::new(lease_deadline(received_at, self.options.ack_wait)),
             message,
             id: id.clone(),
+            sequence,
             attempt,
             enqueued_nanos: enqueued_at.timestamp_nanos_opt().unwrap_or_default() as i128,
         };
@@ -592,6 +703,22 @@ impl Queue for NatsQueue {
         self.inner.dead_letters(limit).await
     }
 
+    async fn find_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, BusError> {
+        self.inner.dead_letter(id).await
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        self.inner.replay_dead_letter(id).await
+    }
+
+    async fn purge_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        self.inner.purge_dead_letter(id).await
+    }
+
+    async fn purge_dead_letters(&self) -> Result<u64, BusError> {
+        self.inner.purge_dead_letters().await
+    }
+
     async fn depth(&self) -> Result<u64, BusError> {
         let mut stream = self
             .inner
@@ -619,6 +746,8 @@ struct NatsSettlement {
     message: jetstream::Message,
     lease_until: std::sync::Mutex<Instant>,
     id: String,
+    /// Its sequence in the consumed stream.
+    sequence: u64,
     attempt: u32,
     enqueued_nanos: i128,
 }
@@ -654,7 +783,14 @@ impl Settlement for NatsSettlement {
     async fn dead_letter(self: Box<Self>, error: &str) -> Result<(), BusError> {
         self.check_lease()?;
         self.inner
-            .publish_dead(&self.id, self.message.payload.clone(), self.attempt, error, self.enqueued_nanos)
+            .publish_dead(
+                &self.id,
+                self.sequence,
+                self.message.payload.clone(),
+                self.attempt,
+                error,
+                self.enqueued_nanos,
+            )
             .await?;
         self.settle(AckKind::Term).await
     }

@@ -3,6 +3,8 @@
 //! Every change (publish, claim, ack, retry) goes through a single writer task that batches
 //! whatever is waiting into one transaction: one fsync covers many publishes (group commit),
 //! and writers never fight over SQLite's lock. Reads (dead letters, depth) use a small pool.
+//! A dead letter stays in its row (state dead, `settled_at` saying when) until an operator
+//! replays it (the same row becomes ready again) or purges it (the row is deleted).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,6 +60,10 @@ enum Command {
     Publish(OutgoingMessage, oneshot::Sender<Result<Published, BusError>>),
     Claim(usize, oneshot::Sender<Result<Vec<Claimed>, BusError>>),
     Settle(Lease, Outcome, oneshot::Sender<Result<Settled, BusError>>),
+    /// Makes the dead letter with this message id ready again; `false` when there is none.
+    Replay(String, oneshot::Sender<Result<bool, BusError>>),
+    /// Deletes the dead letter with this message id, or every dead letter; how many went.
+    Purge(Option<String>, oneshot::Sender<Result<u64, BusError>>),
 }
 
 struct Claimed {
@@ -155,6 +161,19 @@ fn unavailable(err: sqlx::Error) -> BusError {
     BusError::Unavailable(err.to_string())
 }
 
+/// A dead letter from a row of `message_id, payload, attempts, last_error, enqueued_at, settled_at`
+/// (a dead row's `settled_at` is when it died).
+fn dead_letter_from(row: &sqlx::sqlite::SqliteRow) -> DeadLetter {
+    DeadLetter {
+        id: row.get(0),
+        payload: Bytes::from(row.get::<Vec<u8>, _>(1)),
+        attempts: u32::try_from(row.get::<i64, _>(2)).unwrap_or(u32::MAX),
+        last_error: row.get::<Option<String>, _>(3).unwrap_or_default(),
+        enqueued_at: from_unix_millis(row.get(4)),
+        dead_lettered_at: from_unix_millis(row.get::<Option<i64>, _>(5).unwrap_or_else(|| row.get(4))),
+    }
+}
+
 #[async_trait]
 impl Queue for SqliteQueue {
     fn name(&self) -> &str {
@@ -189,7 +208,7 @@ impl Queue for SqliteQueue {
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
         let rows = sqlx::query(
-            "SELECT message_id, payload, attempts, last_error, enqueued_at FROM queue_messages
+            "SELECT message_id, payload, attempts, last_error, enqueued_at, settled_at FROM queue_messages
              WHERE queue = ?1 AND state = ?2 ORDER BY seq LIMIT ?3",
         )
         .bind(&*self.name)
@@ -198,16 +217,37 @@ impl Queue for SqliteQueue {
         .fetch_all(&self.readers)
         .await
         .map_err(unavailable)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| DeadLetter {
-                id: row.get(0),
-                payload: Bytes::from(row.get::<Vec<u8>, _>(1)),
-                attempts: u32::try_from(row.get::<i64, _>(2)).unwrap_or(u32::MAX),
-                last_error: row.get::<Option<String>, _>(3).unwrap_or_default(),
-                enqueued_at: from_unix_millis(row.get(4)),
-            })
-            .collect())
+        Ok(rows.iter().map(dead_letter_from).collect())
+    }
+
+    async fn find_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, BusError> {
+        let row = sqlx::query(
+            "SELECT message_id, payload, attempts, last_error, enqueued_at, settled_at FROM queue_messages
+             WHERE queue = ?1 AND message_id = ?2 AND state = ?3",
+        )
+        .bind(&*self.name)
+        .bind(id)
+        .bind(STATE_DEAD)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.as_ref().map(dead_letter_from))
+    }
+
+    async fn replay_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        let replayed = self.send(|reply| Command::Replay(id.to_owned(), reply)).await?;
+        if replayed {
+            self.published.notify_waiters();
+        }
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        Ok(self.send(|reply| Command::Purge(Some(id.to_owned()), reply)).await? > 0)
+    }
+
+    async fn purge_dead_letters(&self) -> Result<u64, BusError> {
+        self.send(|reply| Command::Purge(None, reply)).await
     }
 
     async fn depth(&self) -> Result<u64, BusError> {
@@ -275,6 +315,8 @@ enum Reply {
     Publish(oneshot::Sender<Result<Published, BusError>>, Result<Published, BusError>),
     Claim(oneshot::Sender<Result<Vec<Claimed>, BusError>>, Result<Vec<Claimed>, BusError>),
     Settle(oneshot::Sender<Result<Settled, BusError>>, Result<Settled, BusError>),
+    Replay(oneshot::Sender<Result<bool, BusError>>, Result<bool, BusError>),
+    Purge(oneshot::Sender<Result<u64, BusError>>, Result<u64, BusError>),
 }
 
 impl Reply {
@@ -284,6 +326,8 @@ impl Reply {
             Reply::Publish(tx, r) => drop(tx.send(r)),
             Reply::Claim(tx, r) => drop(tx.send(r)),
             Reply::Settle(tx, r) => drop(tx.send(r)),
+            Reply::Replay(tx, r) => drop(tx.send(r)),
+            Reply::Purge(tx, r) => drop(tx.send(r)),
         }
     }
 
@@ -293,6 +337,8 @@ impl Reply {
             Reply::Publish(tx, _) => Reply::Publish(tx, Err(error())),
             Reply::Claim(tx, _) => Reply::Claim(tx, Err(error())),
             Reply::Settle(tx, _) => Reply::Settle(tx, Err(error())),
+            Reply::Replay(tx, _) => Reply::Replay(tx, Err(error())),
+            Reply::Purge(tx, _) => Reply::Purge(tx, Err(error())),
         }
     }
 }
@@ -355,6 +401,14 @@ impl Writer {
                 Command::Settle(lease, outcome, reply) => {
                     let settled = settle(&mut tx, &options, &lease, outcome, now).await?;
                     replies.push(Reply::Settle(reply, settled));
+                }
+                Command::Replay(id, reply) => {
+                    let replayed = replay(&mut tx, &queue, &id, now).await?;
+                    replies.push(Reply::Replay(reply, Ok(replayed)));
+                }
+                Command::Purge(id, reply) => {
+                    let purged = purge(&mut tx, &queue, id.as_deref()).await?;
+                    replies.push(Reply::Purge(reply, Ok(purged)));
                 }
             }
         }
@@ -523,6 +577,48 @@ async fn settle(
         }
     };
     Ok(if affected == 0 { lost() } else { Ok(Settled::Done) })
+}
+
+/// Makes the dead letter `id` ready again as if just published: the same row, so the same message
+/// id and payload, from attempt 1. Only a dead row changes, so a second replay finds none.
+async fn replay(conn: &mut SqliteConnection, queue: &str, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let affected = sqlx::query(
+        "UPDATE queue_messages SET state = ?1, attempts = 0, visible_at = ?2, enqueued_at = ?2, lease = NULL,
+             last_error = NULL, settled_at = NULL
+         WHERE queue = ?3 AND message_id = ?4 AND state = ?5",
+    )
+    .bind(STATE_READY)
+    .bind(now)
+    .bind(queue)
+    .bind(id)
+    .bind(STATE_DEAD)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(affected > 0)
+}
+
+/// Deletes the dead letter `id`, or every dead letter when `id` is `None`. Its message id is
+/// forgotten with it: publishing that id again stores a new message.
+async fn purge(conn: &mut SqliteConnection, queue: &str, id: Option<&str>) -> Result<u64, sqlx::Error> {
+    let result = match id {
+        Some(id) => {
+            sqlx::query("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND message_id = ?3")
+                .bind(queue)
+                .bind(STATE_DEAD)
+                .bind(id)
+                .execute(conn)
+                .await?
+        }
+        None => {
+            sqlx::query("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2")
+                .bind(queue)
+                .bind(STATE_DEAD)
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(result.rows_affected())
 }
 
 async fn dead_letter(conn: &mut SqliteConnection, lease: &Lease, error: &str, now: i64) -> Result<u64, sqlx::Error> {
