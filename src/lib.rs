@@ -26,6 +26,9 @@ pub struct SystemOptions {
     pub data_dir: PathBuf,
     pub ingestion: ingestion::Settings,
     pub workflow: workflow::Settings,
+    /// The workflow's operator endpoint (dead letters, workflow state, its health and
+    /// metrics); port 0 picks a free one.
+    pub workflow_listen: SocketAddr,
     pub fleet: dronescheduler::FleetConfig,
     pub gateway: gateway::GatewayOptions,
     pub common: CommonArgs,
@@ -39,6 +42,7 @@ impl SystemOptions {
             data_dir: data_dir.into(),
             ingestion: ingestion::Settings::default(),
             workflow: workflow::Settings::default(),
+            workflow_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             fleet: dronescheduler::FleetConfig::default(),
             gateway: gateway::GatewayOptions::default(),
             common: CommonArgs::default(),
@@ -75,6 +79,7 @@ impl System {
         std::fs::create_dir_all(data).with_context(|| format!("creating data directory {}", data.display()))?;
         let url = |file: &str| format!("sqlite://{}", data.join(file).display());
         let common = &options.common;
+        let clock_for_workflow = clock.clone();
         let grace = common.shutdown_grace();
         // Ingestion must not accept a package no drone of this fleet can carry.
         let mut ingestion_settings = options.ingestion.clone();
@@ -89,10 +94,14 @@ impl System {
         let delivery_store = delivery::open_store(&url("delivery.db")).await?;
         let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet).await?;
         let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
+        let workflow_store = workflow::open_store(&url("workflow.db")).await?;
 
         let loopback = |_| async { TcpListener::bind("127.0.0.1:0").await };
-        let (package_l, delivery_l, drones_l, ingestion_l, workflow_l) =
-            (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
+        let (package_l, delivery_l, drones_l, ingestion_l) =
+            (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
+        let workflow_l = TcpListener::bind(options.workflow_listen)
+            .await
+            .with_context(|| format!("binding the workflow's operator endpoint to {}", options.workflow_listen))?;
         let gateway_l = TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("binding the gateway to {}", options.listen))?;
@@ -118,7 +127,7 @@ impl System {
             ingestion_l,
             ingestion::router(queue.clone(), ingestion_store, clock, &ingestion_settings, common, shutdown.clone()),
         );
-        serve(workflow_l, workflow::router(queue.clone(), common));
+        serve(workflow_l, workflow::router(queue.clone(), workflow_store.clone(), common));
         let upstreams = gateway::UpstreamUrls {
             ingestion_url: http(addresses.ingestion),
             delivery_url: http(addresses.delivery),
@@ -132,7 +141,15 @@ impl System {
             dronescheduler: http(addresses.dronescheduler),
             delivery: http(addresses.delivery),
         };
-        let processor = workflow::processor(&endpoints, &options.workflow);
+        let processor = workflow::processor(&endpoints, &options.workflow, workflow_store, clock_for_workflow);
+        if let Some(supervision) = options.workflow.supervisor_options() {
+            let supervisor = workflow::supervisor(&processor, supervision);
+            let supervisor_shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                supervisor.run(supervisor_shutdown).await;
+                Ok(())
+            });
+        }
         let consumer_options = options.workflow.consumer_options(grace);
         let consumer_shutdown = shutdown.clone();
         if options.workflow.paused {

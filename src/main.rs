@@ -38,6 +38,11 @@ struct Cli {
     #[command(flatten)]
     workflow: workflow::Settings,
 
+    /// The workflow's operator endpoint: dead letters (`fabrikam deadletters`), workflow state,
+    /// its health and metrics. Port 0 picks a free one.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_LISTEN", default_value = "127.0.0.1:8085", value_parser = platform::config::parse_addr)]
+    workflow_listen: SocketAddr,
+
     #[command(flatten)]
     fleet: dronescheduler::FleetArgs,
 
@@ -57,12 +62,16 @@ enum Service {
     Ingestion(ingestion::Config),
     /// Consumes the queue and drives package, drone and delivery.
     Workflow(workflow::Config),
+    /// Gives up overdue deliveries and finishes their compensation (the workflow runs one too).
+    Supervisor(workflow::SupervisorConfig),
     /// Stores packages.
     Package(package::Config),
     /// Assigns drones from the fleet.
     Dronescheduler(dronescheduler::Config),
     /// Keeps deliveries, their stage and tracking.
     Delivery(delivery::Config),
+    /// Operator tool: list, inspect, replay and purge dead letters through the workflow.
+    Deadletters(workflow::cli::DeadLettersArgs),
 }
 
 async fn run_alone(service: Service) -> anyhow::Result<()> {
@@ -82,6 +91,11 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
             platform::telemetry::init(c.common.log_format);
             workflow::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
+        Service::Supervisor(c) => {
+            platform::telemetry::init(c.common.log_format);
+            workflow::run_supervisor(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
+        }
+        Service::Deadletters(args) => workflow::cli::run(args).await,
         Service::Package(c) => {
             platform::telemetry::init(c.common.log_format);
             package::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
@@ -109,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir.clone(),
         ingestion: cli.ingestion,
         workflow: cli.workflow,
+        workflow_listen: cli.workflow_listen,
         fleet: cli.fleet.into(),
         gateway: cli.gateway,
         common: cli.common,

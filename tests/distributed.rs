@@ -89,6 +89,8 @@ impl Cluster {
             vec![
                 "--bus-url".into(),
                 bus_url.clone(),
+                "--store-url".into(),
+                testenv::fresh_postgres_schema(&backends.postgres).await,
                 "--package-url".into(),
                 url("package"),
                 "--dronescheduler-url".into(),
@@ -197,7 +199,7 @@ fn request(i: usize) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_workflow_kill() {
+async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_killed_processes() {
     let Some(backends) = backends() else { return };
     let started = Instant::now();
     let logs = tempfile::tempdir().unwrap();
@@ -254,5 +256,30 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_a_w
     assert_eq!(busy, accepted.len(), "each delivery holds exactly one drone");
     assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{:?}", queue.dead_letters(10).await);
     assert_eq!(queue.depth().await.unwrap(), 0);
+
+    // A downstream killed -9 and down for a while: requests wait (the workflow's breaker opens
+    // and it stops taking messages), nothing is dead-lettered, all complete once it is back.
+    cluster.kill("delivery").await;
+    let during = 50;
+    let posts = (total + 1..=total + during).map(|i| {
+        let gateway = &gateway;
+        async move { gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(i))).await }
+    });
+    let mut waiting = Vec::new();
+    for (status, body) in futures::future::join_all(posts).await {
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        waiting.push(body["deliveryId"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(queue.depth().await.unwrap() > 0, "requests wait while the delivery service is down");
+    cluster.spawn("delivery");
+    cluster.wait_ready("delivery").await;
+    for id in &waiting {
+        gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(60), |_| true).await;
+    }
+    assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{:?}", queue.dead_letters(10).await);
+    let (_, fleet) = cluster.client("dronescheduler").get("/api/drones").await;
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    assert_eq!(busy, accepted.len() + waiting.len(), "each delivery holds exactly one drone");
     eprintln!("distributed end-to-end test took {:?}", started.elapsed());
 }

@@ -35,6 +35,15 @@ pub async fn run(queue: Arc<dyn Queue>, processor: Processor, options: ConsumerO
     let locks = KeyedLocks::default();
     tracing::info!(service = crate::SERVICE, concurrency = options.concurrency, queue = queue.name(), "consuming");
     loop {
+        if let Some(open_for) = processor.downstreams.open_for() {
+            // A downstream's breaker is open: messages taken now would only fail and use up
+            // attempts, so leave them queued until it lets a probe through.
+            metrics::counter!("workflow_consumer_paused_total", "service" => crate::SERVICE).increment(1);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(open_for.min(Duration::from_secs(1))) => continue,
+            }
+        }
         let first_slot = tokio::select! {
             () = shutdown.cancelled() => break,
             permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
@@ -100,7 +109,7 @@ async fn handle(message: ReceivedMessage, processor: &Processor, locks: &KeyedLo
         metrics::histogram!("workflow_message_lateness_seconds", "type" => kind).record(lateness.as_secs_f64());
         let _one_at_a_time = locks.lock(&envelope.delivery_id).await;
         let started = Instant::now();
-        let result = with_heartbeat(&message, options.heartbeat, processor.process(&envelope)).await;
+        let result = with_heartbeat(&message, options.heartbeat, processor.process(&envelope, message.attempt)).await;
         metrics::histogram!("workflow_message_duration_seconds", "type" => kind)
             .record(started.elapsed().as_secs_f64());
         let settled = match result {

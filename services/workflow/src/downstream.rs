@@ -2,15 +2,19 @@
 //! PUT or DELETE by id (or a PATCH that sets absolute values), so a redelivered message can
 //! repeat them safely.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::delivery::{Delivery, RescheduledDelivery};
+use contracts::DeliveryStage;
+use contracts::delivery::{Delivery, DeliveryClosure, RescheduledDelivery};
 use contracts::drone::{DroneAssignment, DroneDeliveryRequest};
 use contracts::package::PackageUpsert;
 use http::StatusCode;
 use platform::client::{CallError, encode_segment as encode, http_client};
 use reqwest::{Method, Response};
 use serde::Serialize;
+
+use crate::resilience::{Guard, GuardSettings};
 
 /// Base URLs of the services the workflow calls.
 #[derive(Debug, Clone)]
@@ -20,7 +24,8 @@ pub struct Endpoints {
     pub delivery: String,
 }
 
-/// One pooled client per downstream, so one slow service cannot starve the others' connections.
+/// One pooled client per downstream, each behind its own [`Guard`] (bulkhead, breaker, retry
+/// budget), so one slow or failing service cannot starve or trip the calls to the others.
 #[derive(Clone)]
 pub struct Downstreams {
     package: Api,
@@ -33,6 +38,7 @@ struct Api {
     name: &'static str,
     base: String,
     client: reqwest::Client,
+    guard: Arc<Guard>,
 }
 
 /// What the drone scheduler said to an assignment.
@@ -49,14 +55,18 @@ pub enum Changed {
     Applied,
     /// Not created yet (its creation may still be on the queue).
     NotFound,
-    /// Completed or cancelled already: nothing left to change.
+    /// Completed, cancelled or failed already, or past the point where this change is allowed.
     Final,
 }
 
 impl Downstreams {
-    pub fn new(endpoints: &Endpoints, timeout: Duration) -> Self {
-        let api =
-            |name, base: &str| Api { name, base: base.trim_end_matches('/').to_owned(), client: http_client(timeout) };
+    pub fn new(endpoints: &Endpoints, timeout: Duration, guards: &GuardSettings) -> Self {
+        let api = |name, base: &str| Api {
+            name,
+            base: base.trim_end_matches('/').to_owned(),
+            client: http_client(timeout),
+            guard: Arc::new(Guard::new(name, guards.clone())),
+        };
         Self {
             package: api("package", &endpoints.package),
             drones: api("dronescheduler", &endpoints.dronescheduler),
@@ -64,40 +74,62 @@ impl Downstreams {
         }
     }
 
+    /// The longest time any downstream's breaker stays open; `None` when all let calls through.
+    /// Every delivery needs all three services, so while one is open, taking messages only
+    /// burns their attempts.
+    pub fn open_for(&self) -> Option<Duration> {
+        [&self.package, &self.drones, &self.deliveries].iter().filter_map(|api| api.guard.open_for()).max()
+    }
+
     /// `PUT /api/packages/{id}`: 201 or 204 are both success.
     pub async fn upsert_package(&self, package_id: &str, body: &PackageUpsert) -> Result<(), CallError> {
         let path = format!("/api/packages/{}", encode(package_id));
-        let response = self.package.call(Method::PUT, &path, Some(body)).await?;
-        self.package.expect(response, &[StatusCode::CREATED, StatusCode::NO_CONTENT]).await.map(drop)
+        self.package
+            .run(Method::PUT, &path, Some(body), |r| {
+                expect(r, "package", &[StatusCode::CREATED, StatusCode::NO_CONTENT])
+            })
+            .await
+            .map(drop)
     }
 
     /// `PUT /api/dronedeliveries/{deliveryId}`.
     pub async fn assign_drone(&self, request: &DroneDeliveryRequest) -> Result<Assigned, CallError> {
         let path = format!("/api/dronedeliveries/{}", encode(&request.delivery_id));
-        let response = self.drones.call(Method::PUT, &path, Some(request)).await?;
-        if response.status() == StatusCode::CONFLICT {
-            return Ok(Assigned::Cancelled);
-        }
-        let response = self.drones.expect(response, &[StatusCode::OK]).await?;
-        let assignment = response.json::<DroneAssignment>().await.map_err(|e| CallError::Permanent {
-            status: 200,
-            reason: format!("dronescheduler sent an assignment we cannot read: {e}"),
-        })?;
-        Ok(Assigned::Drone(assignment))
+        self.drones
+            .run(Method::PUT, &path, Some(request), |response| async move {
+                if response.status() == StatusCode::CONFLICT {
+                    return Ok(Assigned::Cancelled);
+                }
+                let response = expect(response, "dronescheduler", &[StatusCode::OK]).await?;
+                let assignment = response.json::<DroneAssignment>().await.map_err(|e| CallError::Permanent {
+                    status: 200,
+                    reason: format!("dronescheduler sent an assignment we cannot read: {e}"),
+                })?;
+                Ok(Assigned::Drone(assignment))
+            })
+            .await
     }
 
     /// `DELETE /api/dronedeliveries/{deliveryId}`: releases the drone; idempotent.
     pub async fn release_drone(&self, delivery_id: &str) -> Result<(), CallError> {
         let path = format!("/api/dronedeliveries/{}", encode(delivery_id));
-        let response = self.drones.call::<()>(Method::DELETE, &path, None).await?;
-        self.drones.expect(response, &[StatusCode::NO_CONTENT, StatusCode::OK]).await.map(drop)
+        self.drones
+            .run::<(), _, _, _>(Method::DELETE, &path, None, |r| {
+                expect(r, "dronescheduler", &[StatusCode::NO_CONTENT, StatusCode::OK])
+            })
+            .await
+            .map(drop)
     }
 
     /// `PUT /api/deliveries/{id}`: 201 or 204 are both success.
     pub async fn create_delivery(&self, delivery: &Delivery) -> Result<(), CallError> {
         let path = format!("/api/deliveries/{}", encode(&delivery.id));
-        let response = self.deliveries.call(Method::PUT, &path, Some(delivery)).await?;
-        self.deliveries.expect(response, &[StatusCode::CREATED, StatusCode::NO_CONTENT]).await.map(drop)
+        self.deliveries
+            .run(Method::PUT, &path, Some(delivery), |r| {
+                expect(r, "delivery", &[StatusCode::CREATED, StatusCode::NO_CONTENT])
+            })
+            .await
+            .map(drop)
     }
 
     /// `PATCH /api/deliveries/{id}`.
@@ -107,20 +139,55 @@ impl Downstreams {
         change: &RescheduledDelivery,
     ) -> Result<Changed, CallError> {
         let path = format!("/api/deliveries/{}", encode(delivery_id));
-        let response = self.deliveries.call(Method::PATCH, &path, Some(change)).await?;
-        self.deliveries.change_outcome(response).await
+        self.deliveries.run(Method::PATCH, &path, Some(change), change_outcome).await
     }
 
     /// `DELETE /api/deliveries/{id}`.
     pub async fn cancel_delivery(&self, delivery_id: &str) -> Result<Changed, CallError> {
         let path = format!("/api/deliveries/{}", encode(delivery_id));
-        let response = self.deliveries.call::<()>(Method::DELETE, &path, None).await?;
-        self.deliveries.change_outcome(response).await
+        self.deliveries.run::<(), _, _, _>(Method::DELETE, &path, None, change_outcome).await
+    }
+
+    /// `PUT /api/deliveries/{id}/closure`: records that the delivery will never fly (stage
+    /// `Failed` or `Cancelled`, with the reason the customer sees), creating it when needed.
+    pub async fn close_delivery(
+        &self,
+        delivery: &Delivery,
+        stage: DeliveryStage,
+        reason: &str,
+    ) -> Result<Changed, CallError> {
+        let path = format!("/api/deliveries/{}/closure", encode(&delivery.id));
+        let body = DeliveryClosure { delivery: delivery.clone(), stage, reason: reason.chars().take(500).collect() };
+        self.deliveries
+            .run(Method::PUT, &path, Some(&body), |response| async move {
+                match response.status() {
+                    StatusCode::OK | StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(Changed::Applied),
+                    StatusCode::CONFLICT => Ok(Changed::Final),
+                    _ => Err(error(response, "delivery").await),
+                }
+            })
+            .await
     }
 }
 
 impl Api {
-    async fn call<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<Response, CallError> {
+    /// One guarded call: send, then `settle` the response into a result.
+    async fn run<B, T, S, Fut>(&self, method: Method, path: &str, body: Option<&B>, settle: S) -> Result<T, CallError>
+    where
+        B: Serialize,
+        S: Fn(Response) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let (method, settle) = (&method, &settle);
+        self.guard
+            .run(|| async move {
+                let response = self.send(method.clone(), path, body).await?;
+                settle(response).await
+            })
+            .await
+    }
+
+    async fn send<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<Response, CallError> {
         let started = Instant::now();
         let mut request = self.client.request(method.clone(), format!("{}{path}", self.base));
         if let Some(body) = body {
@@ -136,27 +203,27 @@ impl Api {
             .record(started.elapsed().as_secs_f64());
         result.map_err(|e| CallError::from_transport(self.name, &e))
     }
+}
 
-    async fn expect(&self, response: Response, ok: &[StatusCode]) -> Result<Response, CallError> {
-        if ok.contains(&response.status()) {
-            return Ok(response);
-        }
-        Err(self.error(response).await)
+async fn expect(response: Response, service: &str, ok: &[StatusCode]) -> Result<Response, CallError> {
+    if ok.contains(&response.status()) {
+        return Ok(response);
     }
+    Err(error(response, service).await)
+}
 
-    async fn error(&self, response: Response) -> CallError {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.text().await.unwrap_or_default();
-        CallError::from_response(self.name, status, &headers, &body)
-    }
+async fn error(response: Response, service: &str) -> CallError {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap_or_default();
+    CallError::from_response(service, status, &headers, &body)
+}
 
-    async fn change_outcome(&self, response: Response) -> Result<Changed, CallError> {
-        match response.status() {
-            StatusCode::OK | StatusCode::NO_CONTENT => Ok(Changed::Applied),
-            StatusCode::NOT_FOUND => Ok(Changed::NotFound),
-            StatusCode::CONFLICT => Ok(Changed::Final),
-            _ => Err(self.error(response).await),
-        }
+async fn change_outcome(response: Response) -> Result<Changed, CallError> {
+    match response.status() {
+        StatusCode::OK | StatusCode::NO_CONTENT => Ok(Changed::Applied),
+        StatusCode::NOT_FOUND => Ok(Changed::NotFound),
+        StatusCode::CONFLICT => Ok(Changed::Final),
+        _ => Err(error(response, "delivery").await),
     }
 }

@@ -7,34 +7,40 @@
 //!
 //! Its own HTTP port serves health, metrics and a read-only list of dead letters.
 
+pub mod admin;
+pub mod cli;
 pub mod consumer;
 pub mod domain;
 pub mod downstream;
 mod keyed_lock;
 pub mod processor;
+pub mod resilience;
+pub mod state;
+pub mod store;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Json;
-use axum::extract::{Query, State};
-use axum::routing::get;
 use contracts::messages::DELIVERY_REQUESTS_QUEUE;
-use platform::Problem;
 use platform::backoff::Backoff;
 use platform::bus::{Queue, QueueOptions};
+use platform::clock::{SharedClock, SystemClock};
 use platform::config::CommonArgs;
 use platform::geo::HashingGeocoder;
 use platform::http::ServiceRouter;
-use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use consumer::ConsumerOptions;
 pub use downstream::{Downstreams, Endpoints};
 pub use processor::Processor;
+pub use store::{WorkflowStore, open_store};
+pub use supervisor::{Supervisor, SupervisorOptions};
+
+use crate::resilience::{BreakerSettings, BudgetSettings, GuardSettings};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "workflow";
@@ -55,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_BUS_URL", default_value = "sqlite://./data/bus.db")]
     pub bus_url: String,
 
+    /// Where workflow state is kept: sqlite://PATH (one workflow process) or
+    /// postgres://USER@HOST/DB (shared by every workflow and supervisor process).
+    #[arg(long, env = "FABRIKAM_WORKFLOW_STORE_URL", default_value = "sqlite://./data/workflow.db")]
+    pub store_url: String,
+
     /// Base URL of the package service.
     #[arg(long, env = "FABRIKAM_PACKAGE_URL", default_value = "http://127.0.0.1:8083")]
     pub package_url: String,
@@ -74,7 +85,7 @@ pub struct Config {
     pub common: CommonArgs,
 }
 
-/// How the workflow consumes and retries.
+/// How the workflow consumes, retries, protects its downstreams and gives up.
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "workflow-settings")]
 pub struct Settings {
@@ -82,8 +93,15 @@ pub struct Settings {
     #[arg(long, env = "FABRIKAM_WORKFLOW_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 
-    /// Deliveries of a message before it goes to the dead letters.
-    #[arg(long, env = "FABRIKAM_WORKFLOW_MAX_ATTEMPTS", default_value_t = 20)]
+    /// Seconds after it was accepted that a request must be done by; past that it is given up:
+    /// its drone is released, the delivery shows failed with the reason, and the message goes
+    /// to the dead letters. Waiting for a free drone or a downstream to recover counts.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_COMPLETE_WITHIN", default_value_t = 3600)]
+    pub complete_within_secs: u64,
+
+    /// Deliveries of a message before the queue dead-letters it (a safety net: the
+    /// complete-within deadline normally ends retries first).
+    #[arg(long, env = "FABRIKAM_WORKFLOW_MAX_ATTEMPTS", default_value_t = 200)]
     pub max_attempts: u32,
 
     /// Seconds a received message stays leased before it is redelivered (extended while working).
@@ -94,13 +112,48 @@ pub struct Settings {
     #[arg(long, env = "FABRIKAM_WORKFLOW_CALL_TIMEOUT_MS", default_value_t = 5000)]
     pub call_timeout_ms: u64,
 
-    /// First retry delay in milliseconds; doubles per attempt (with jitter) up to the maximum.
+    /// First retry delay of a message in milliseconds; doubles per attempt (with jitter) up to
+    /// the maximum.
     #[arg(long, env = "FABRIKAM_WORKFLOW_BACKOFF_BASE_MS", default_value_t = 200)]
     pub backoff_base_ms: u64,
 
-    /// Longest retry delay, in seconds.
+    /// Longest retry delay of a message, in seconds.
     #[arg(long, env = "FABRIKAM_WORKFLOW_BACKOFF_MAX_SECS", default_value_t = 60)]
     pub backoff_max_secs: u64,
+
+    /// Quick retries inside one downstream call, for blips (connection errors, 5xx without
+    /// Retry-After); bounded by the retry budget.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_CALL_RETRIES", default_value_t = 2)]
+    pub call_retries: u32,
+
+    /// Retry budget: retries allowed per call made, over a 10 s window (plus 10 per window).
+    #[arg(long, env = "FABRIKAM_WORKFLOW_RETRY_BUDGET", default_value_t = 0.2)]
+    pub retry_budget: f64,
+
+    /// Bulkhead: calls in flight at once per downstream.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Bulkhead: how long a call waits for a free slot, in milliseconds.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_BULKHEAD_WAIT_MS", default_value_t = 2000)]
+    pub bulkhead_wait_ms: u64,
+
+    /// Circuit breaker: share of failed calls (0..1) over the last 10 s that opens it.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
+    pub breaker_failure_ratio: f64,
+
+    /// Circuit breaker: calls in the window before it may open.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_BREAKER_MIN_CALLS", default_value_t = 20)]
+    pub breaker_min_calls: u32,
+
+    /// Circuit breaker: how long it stays open before a probe call, in milliseconds.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_BREAKER_BREAK_MS", default_value_t = 5000)]
+    pub breaker_break_ms: u64,
+
+    /// How often the supervisor looks for overdue workflows and unfinished compensations, in
+    /// milliseconds. `0` runs no supervisor in this process (run `fabrikam-supervisor`).
+    #[arg(long, env = "FABRIKAM_WORKFLOW_SUPERVISE_EVERY_MS", default_value_t = 10_000)]
+    pub supervise_every_ms: u64,
 
     /// Accept and queue requests but do not consume them (maintenance, ingest benchmarks).
     #[arg(long, env = "FABRIKAM_WORKFLOW_PAUSED")]
@@ -111,11 +164,20 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             concurrency: 64,
-            max_attempts: 20,
+            complete_within_secs: 3600,
+            max_attempts: 200,
             ack_wait_secs: 30,
             call_timeout_ms: 5000,
             backoff_base_ms: 200,
             backoff_max_secs: 60,
+            call_retries: 2,
+            retry_budget: 0.2,
+            max_in_flight: 64,
+            bulkhead_wait_ms: 2000,
+            breaker_failure_ratio: 0.5,
+            breaker_min_calls: 20,
+            breaker_break_ms: 5000,
+            supervise_every_ms: 10_000,
             paused: false,
         }
     }
@@ -142,78 +204,171 @@ impl Settings {
             drain,
         }
     }
-}
 
-/// The processor wired to the downstream services.
-pub fn processor(endpoints: &Endpoints, settings: &Settings) -> Processor {
-    Processor {
-        downstreams: Downstreams::new(endpoints, Duration::from_millis(settings.call_timeout_ms.max(1))),
-        geocoder: Arc::new(HashingGeocoder::default()),
+    /// What guards each downstream.
+    pub fn guard_settings(&self) -> GuardSettings {
+        let defaults = GuardSettings::default();
+        GuardSettings {
+            breaker: BreakerSettings {
+                failure_ratio: self.breaker_failure_ratio.clamp(0.01, 1.0),
+                min_calls: self.breaker_min_calls.max(1),
+                break_for: Duration::from_millis(self.breaker_break_ms.max(1)),
+                ..BreakerSettings::default()
+            },
+            budget: BudgetSettings { ratio: self.retry_budget.max(0.0), ..BudgetSettings::default() },
+            max_in_flight: self.max_in_flight.max(1),
+            bulkhead_wait: Duration::from_millis(self.bulkhead_wait_ms),
+            call_retries: self.call_retries,
+            ..defaults
+        }
+    }
+
+    /// The supervisor's settings; `None` when this process runs none.
+    pub fn supervisor_options(&self) -> Option<SupervisorOptions> {
+        (self.supervise_every_ms > 0)
+            .then(|| SupervisorOptions { every: Duration::from_millis(self.supervise_every_ms), batch: 100 })
     }
 }
 
-/// Health, metrics and `GET /api/deadletters`.
-pub fn router(queue: Arc<dyn Queue>, common: &CommonArgs) -> axum::Router {
-    let api = axum::Router::new().route("/api/deadletters", get(dead_letters)).with_state(queue.clone());
-    ServiceRouter::new(SERVICE, api)
+/// The processor wired to the downstream services and the workflow store.
+pub fn processor(
+    endpoints: &Endpoints,
+    settings: &Settings,
+    store: Arc<dyn WorkflowStore>,
+    clock: SharedClock,
+) -> Processor {
+    Processor {
+        downstreams: Downstreams::new(
+            endpoints,
+            Duration::from_millis(settings.call_timeout_ms.max(1)),
+            &settings.guard_settings(),
+        ),
+        geocoder: Arc::new(HashingGeocoder::default()),
+        store,
+        clock,
+        complete_within: Duration::from_secs(settings.complete_within_secs.max(1)),
+    }
+}
+
+/// A supervisor for `processor`'s store, named after this process.
+pub fn supervisor(processor: &Processor, options: SupervisorOptions) -> Supervisor {
+    Supervisor {
+        store: processor.store.clone(),
+        processor: processor.clone(),
+        options,
+        holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+    }
+}
+
+/// Health (readiness: the bus and the workflow store answer), metrics, and the operator API
+/// (dead letters, workflow state).
+pub fn router(queue: Arc<dyn Queue>, store: Arc<dyn WorkflowStore>, common: &CommonArgs) -> axum::Router {
+    let store_probe = store.clone();
+    ServiceRouter::new(SERVICE, admin::routes(queue.clone(), store))
         .readiness(platform::bus::readiness_probe(queue))
+        .readiness(platform::http::probe("workflow-store", move || {
+            let store = store_probe.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
         .options(common.http_options())
         .build()
 }
 
-/// Lists messages that failed for good, oldest first (`?limit=`, default 100).
-async fn dead_letters(
-    State(queue): State<Arc<dyn Queue>>,
-    Query(params): Query<std::collections::HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| Problem::invalid_field("limit", "must be a number from 1 to 1000"))?,
-    };
-    let letters = queue.dead_letters(limit).await.map_err(|e| Problem::unavailable(e.to_string(), 1))?;
-    let items: Vec<Value> = letters
-        .into_iter()
-        .map(|d| {
-            let payload = serde_json::from_slice::<Value>(&d.payload)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.payload).into_owned()));
-            json!({
-                "messageId": d.id,
-                "attempts": d.attempts,
-                "lastError": d.last_error,
-                "enqueuedAt": d.enqueued_at,
-                "message": payload,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "items": items })))
-}
-
-/// Runs the consumer and the HTTP endpoint until `shutdown` is cancelled.
+/// Runs the consumer, the supervisor (unless disabled) and the HTTP endpoint until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let queue = platform::bus::open_queue(&config.bus_url, DELIVERY_REQUESTS_QUEUE, config.settings.queue_options())
         .await
         .with_context(|| format!("opening the bus at {}", config.bus_url))?;
+    let store = open_store(&config.store_url).await?;
     let endpoints = Endpoints {
         package: config.package_url.clone(),
         dronescheduler: config.dronescheduler_url.clone(),
         delivery: config.delivery_url.clone(),
     };
-    let processor = processor(&endpoints, &config.settings);
+    let processor = processor(&endpoints, &config.settings, store.clone(), Arc::new(SystemClock));
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(options) = config.settings.supervisor_options() {
+        tasks.spawn(supervisor(&processor, options).run(shutdown.clone()));
+    }
     let options = config.settings.consumer_options(config.common.shutdown_grace());
-    let consumer = if config.settings.paused {
+    if config.settings.paused {
         tracing::warn!(service = SERVICE, "paused: requests stay queued until the workflow runs unpaused");
-        tokio::spawn(async {})
     } else {
-        tokio::spawn(consumer::run(queue.clone(), processor, options, shutdown.clone()))
-    };
-    let app = router(queue, &config.common);
+        tasks.spawn(consumer::run(queue.clone(), processor, options, shutdown.clone()));
+    }
+    let app = router(queue, store, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
     platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
-    consumer.await?;
+    tasks.join_all().await;
+    Ok(())
+}
+
+/// Settings for the supervisor run as its own process (`fabrikam-supervisor`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "fabrikam-supervisor",
+    about = "Fabrikam workflow supervisor: gives up overdue deliveries and finishes their compensation \
+             (releases the drone, marks the delivery failed). Run any number; one acts at a time."
+)]
+pub struct SupervisorConfig {
+    /// Address of the health/metrics endpoint.
+    #[arg(long, env = "FABRIKAM_SUPERVISOR_LISTEN", default_value = "127.0.0.1:8086")]
+    pub listen: SocketAddr,
+
+    /// The workflow store (the workflows' own): postgres://USER@HOST/DB, or sqlite://PATH.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_STORE_URL", default_value = "sqlite://./data/workflow.db")]
+    pub store_url: String,
+
+    /// Base URL of the package service.
+    #[arg(long, env = "FABRIKAM_PACKAGE_URL", default_value = "http://127.0.0.1:8083")]
+    pub package_url: String,
+
+    /// Base URL of the drone scheduler.
+    #[arg(long, env = "FABRIKAM_DRONESCHEDULER_URL", default_value = "http://127.0.0.1:8084")]
+    pub dronescheduler_url: String,
+
+    /// Base URL of the delivery service.
+    #[arg(long, env = "FABRIKAM_DELIVERY_URL", default_value = "http://127.0.0.1:8082")]
+    pub delivery_url: String,
+
+    /// How often it looks, in milliseconds.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_SUPERVISE_EVERY_MS", default_value_t = 10_000)]
+    pub supervise_every_ms: u64,
+
+    /// Timeout of one downstream call, in milliseconds.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_CALL_TIMEOUT_MS", default_value_t = 5000)]
+    pub call_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Runs the supervisor alone, with health and metrics, until `shutdown`.
+pub async fn run_supervisor(
+    config: SupervisorConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = open_store(&config.store_url).await?;
+    let endpoints = Endpoints {
+        package: config.package_url.clone(),
+        dronescheduler: config.dronescheduler_url.clone(),
+        delivery: config.delivery_url.clone(),
+    };
+    let settings = Settings { call_timeout_ms: config.call_timeout_ms, ..Settings::default() };
+    let processor = processor(&endpoints, &settings, store.clone(), Arc::new(SystemClock));
+    let every = Duration::from_millis(config.supervise_every_ms.max(10));
+    let task = tokio::spawn(supervisor(&processor, SupervisorOptions { every, batch: 100 }).run(shutdown.clone()));
+    let app = ServiceRouter::new("supervisor", axum::Router::new())
+        .readiness(platform::http::probe("workflow-store", move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }))
+        .options(config.common.http_options())
+        .build();
+    tracing::info!(service = "supervisor", addr = %listener.local_addr()?, "listening");
+    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    task.await?;
     Ok(())
 }
 
@@ -222,5 +377,20 @@ mod cli_tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <super::Config as clap::CommandFactory>::command().debug_assert();
+        <super::SupervisorConfig as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_flags_defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: super::Settings,
+        }
+        // Parsed without the environment's say: only the flags' own defaults.
+        let parsed = Only::try_parse_from(["x"]).unwrap().settings;
+        let default = super::Settings::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
     }
 }

@@ -15,8 +15,11 @@ use contracts::messages::{CancelRequest, DeliveryCommand, DeliveryRequestEnvelop
 use contracts::requests::{DeliveryRequest, PackageInfo, RescheduleRequest};
 use contracts::{ConfirmationType, ContainerSize};
 use platform::bus::{OutgoingMessage, Queue, QueueOptions, SqliteQueue};
+use platform::clock::SystemClock;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use workflow::WorkflowStore;
+use workflow::state::WorkflowStatus;
 use workflow::{Endpoints, Settings};
 
 /// A recorded call: method, path, JSON body.
@@ -32,12 +35,22 @@ type Script = Vec<(String, VecDeque<Answer>)>;
 struct Downstream {
     calls: Arc<Mutex<Vec<Call>>>,
     scripted: Arc<Mutex<Script>>,
+    /// Calls matching the route prefix answer only after the delay.
+    slow: Arc<Mutex<Option<(String, Duration)>>>,
 }
 
 impl Downstream {
     /// The next calls matching `route` ("PUT /api/dronedeliveries") answer with these, in order.
     fn script(&self, route: &str, answers: Vec<Answer>) {
         self.scripted.lock().unwrap().push((route.to_owned(), answers.into()));
+    }
+
+    fn slow_down(&self, route: &str, delay: Duration) {
+        *self.slow.lock().unwrap() = Some((route.to_owned(), delay));
+    }
+
+    fn count(&self, route: &str) -> usize {
+        self.routes_called().iter().filter(|r| r.starts_with(route)).count()
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -88,17 +101,33 @@ async fn record(State(downstream): State<Downstream>, request: Request) -> Respo
     let bytes: Bytes = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     downstream.calls.lock().unwrap().push((method.to_string(), path.clone(), body.clone()));
+    let delay = downstream.slow.lock().unwrap().clone();
+    if let Some((route, delay)) = delay
+        && format!("{method} {path}").starts_with(&route)
+    {
+        tokio::time::sleep(delay).await;
+    }
     downstream.answer(&method, &path, &body)
 }
 
 struct Harness {
     queue: Arc<dyn Queue>,
+    store: Arc<dyn WorkflowStore>,
     downstream: Downstream,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
 
+/// Message-level retries only (no quick in-call retries), so each test counts calls exactly.
+fn test_settings() -> Settings {
+    Settings { backoff_base_ms: 20, backoff_max_secs: 1, call_retries: 0, ..Settings::default() }
+}
+
 async fn start(max_attempts: u32) -> Harness {
+    start_with(max_attempts, test_settings()).await
+}
+
+async fn start_with(max_attempts: u32, settings: Settings) -> Harness {
     let downstream = Downstream::default();
     let app = Router::new().fallback(record).with_state(downstream.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -106,16 +135,24 @@ async fn start(max_attempts: u32) -> Harness {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let options = QueueOptions { max_attempts, poll_interval: Duration::from_millis(10), ..QueueOptions::default() };
+    let options = QueueOptions {
+        max_attempts,
+        ack_wait: Duration::from_secs(settings.ack_wait_secs),
+        poll_interval: Duration::from_millis(10),
+        ..QueueOptions::default()
+    };
     let queue: Arc<dyn Queue> =
         Arc::new(SqliteQueue::open(&dir.path().join("bus.db"), "delivery-requests", options).await.unwrap());
-    let settings = Settings { backoff_base_ms: 20, backoff_max_secs: 1, ..Settings::default() };
+    let store = workflow::open_store(&format!("sqlite://{}", dir.path().join("workflow.db").display())).await.unwrap();
     let endpoints = Endpoints { package: base.clone(), dronescheduler: base.clone(), delivery: base };
-    let processor = workflow::processor(&endpoints, &settings);
+    let processor = workflow::processor(&endpoints, &settings, store.clone(), Arc::new(SystemClock));
     let shutdown = CancellationToken::new();
+    if let Some(options) = settings.supervisor_options() {
+        tokio::spawn(workflow::supervisor(&processor, options).run(shutdown.clone()));
+    }
     let consumer_options = settings.consumer_options(Duration::from_secs(1));
     tokio::spawn(workflow::consumer::run(queue.clone(), processor, consumer_options, shutdown.clone()));
-    Harness { queue, downstream, shutdown, _dir: dir }
+    Harness { queue, store, downstream, shutdown, _dir: dir }
 }
 
 fn request(owner: &str) -> DeliveryRequest {
@@ -240,7 +277,17 @@ async fn a_rejected_request_is_dead_lettered_with_the_reason() {
     let dead = h.queue.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].last_error.contains("422"), "{}", dead[0].last_error);
-    assert_eq!(h.downstream.routes_called(), ["PUT /api/packages/pkg-1"]);
+    // Compensation: the drone is released (and fenced off) and the delivery shows failed.
+    assert_eq!(
+        h.downstream.routes_called(),
+        ["PUT /api/packages/pkg-1", "DELETE /api/dronedeliveries/d1", "PUT /api/deliveries/d1/closure"]
+    );
+    let closure = &h.downstream.calls()[2].2;
+    assert_eq!(closure["stage"], "Failed");
+    assert!(closure["reason"].as_str().unwrap().contains("422"), "{closure}");
+    assert_eq!(closure["delivery"]["owner"]["userId"], "contoso");
+    let record = h.store.get("d1").await.unwrap().unwrap();
+    assert_eq!(record.status, WorkflowStatus::Failed);
 }
 
 #[tokio::test]
@@ -262,7 +309,11 @@ async fn a_cancelled_delivery_is_not_scheduled() {
         .script("PUT /api/dronedeliveries", vec![(StatusCode::CONFLICT, json!({ "detail": "released" }), None)]);
     h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
     h.drained().await;
-    assert_eq!(h.downstream.routes_called(), ["PUT /api/packages/pkg-1", "PUT /api/dronedeliveries/d1"]);
+    assert_eq!(
+        h.downstream.routes_called(),
+        ["PUT /api/packages/pkg-1", "PUT /api/dronedeliveries/d1", "PUT /api/deliveries/d1/closure"]
+    );
+    assert_eq!(h.downstream.calls()[2].2["stage"], "Cancelled");
     assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
 }
 
@@ -318,4 +369,95 @@ async fn many_messages_are_processed_concurrently() {
     h.drained().await;
     let creates = h.downstream.routes_called().into_iter().filter(|r| r.starts_with("PUT /api/deliveries/")).count();
     assert_eq!(creates, 50);
+}
+
+#[tokio::test]
+async fn a_cancel_before_the_request_leaves_the_delivery_cancelled_with_a_reason() {
+    let h = start(5).await;
+    h.downstream.script("DELETE /api/deliveries", vec![(StatusCode::NOT_FOUND, json!({}), None)]);
+    h.publish("d1", DeliveryCommand::Cancel(CancelRequest {})).await;
+    h.drained().await;
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    assert_eq!(
+        h.downstream.routes_called(),
+        ["DELETE /api/deliveries/d1", "DELETE /api/dronedeliveries/d1", "PUT /api/deliveries/d1/closure"],
+        "no package, no drone for a cancelled delivery"
+    );
+    let closure = &h.downstream.calls()[2].2;
+    assert_eq!(closure["stage"], "Cancelled");
+    assert_eq!(closure["reason"], "cancelled before it was scheduled");
+    // Duplicates of either change nothing.
+    h.publish("d1", DeliveryCommand::Cancel(CancelRequest {})).await;
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    assert_eq!(h.downstream.calls().len(), 3);
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_reschedule_of_a_cancelled_delivery_is_too_late_and_never_waits() {
+    let h = start(5).await;
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    h.publish("d1", DeliveryCommand::Cancel(CancelRequest {})).await;
+    h.drained().await;
+    let change = RescheduleRequest { deadline: Some("2026-12-01T00:00:00Z".to_owned()), ..Default::default() };
+    h.publish("d1", DeliveryCommand::Reschedule(change)).await;
+    h.drained().await;
+    assert_eq!(h.downstream.count("PATCH"), 0, "{:?}", h.downstream.routes_called());
+    assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Cancelled);
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_request_not_done_by_its_deadline_is_given_up_and_compensated() {
+    let h = start_with(1000, Settings { complete_within_secs: 1, ..test_settings() }).await;
+    let busy = (StatusCode::SERVICE_UNAVAILABLE, json!({ "title": "no drone" }), Some(0));
+    h.downstream.script("PUT /api/dronedeliveries", vec![busy; 1000]);
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    let dead = h.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "dead-lettered once");
+    assert!(dead[0].last_error.contains("not scheduled by"), "{}", dead[0].last_error);
+    assert!(dead[0].attempts < 100, "a deadline, not the attempts, ended it: {}", dead[0].attempts);
+    assert_eq!(h.downstream.count("DELETE /api/dronedeliveries/d1"), 1);
+    let closure = h.downstream.calls().into_iter().find(|(_, p, _)| p.ends_with("/closure")).unwrap().2;
+    assert_eq!(closure["stage"], "Failed");
+    assert!(closure["reason"].as_str().unwrap().contains("no drone"), "{closure}");
+    let record = h.store.get("d1").await.unwrap().unwrap();
+    assert_eq!(record.status, WorkflowStatus::Failed);
+    assert!(record.steps[&workflow::state::Step::Drone].attempts >= 2);
+}
+
+#[tokio::test]
+async fn a_downstream_down_for_a_while_opens_the_breaker_and_every_message_completes_after_recovery() {
+    let settings = Settings { breaker_min_calls: 4, breaker_break_ms: 100, concurrency: 8, ..test_settings() };
+    let h = start_with(8, settings).await;
+    let down = (StatusCode::SERVICE_UNAVAILABLE, json!({}), None);
+    h.downstream.script("PUT /api/packages", vec![down; 12]);
+    for i in 0..10 {
+        let mut r = request("contoso");
+        r.package_info.package_id = format!("pkg-{i}");
+        h.publish(&format!("d{i}"), DeliveryCommand::Delivery(r)).await;
+    }
+    h.drained().await;
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty(), "nothing that could succeed was given up");
+    assert_eq!(h.downstream.count("PUT /api/deliveries/"), 10);
+    // With the breaker open, messages waited instead of hammering the package service: far
+    // fewer calls than 10 messages retried at the backoff pace would make.
+    let package_calls = h.downstream.count("PUT /api/packages");
+    assert!(package_calls < 12 + 10 + 10, "{package_calls} package calls");
+}
+
+#[tokio::test]
+async fn a_slow_downstream_keeps_the_lease_and_is_called_once() {
+    let settings = Settings { ack_wait_secs: 1, ..test_settings() };
+    let h = start_with(5, settings).await;
+    h.downstream.slow_down("PUT /api/deliveries/", Duration::from_millis(2500));
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    assert_eq!(h.downstream.count("PUT /api/deliveries/d1"), 1, "no redelivery while the call was slow");
+    assert_eq!(h.downstream.count("PUT /api/dronedeliveries/d1"), 1);
+    assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Scheduled);
 }

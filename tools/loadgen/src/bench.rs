@@ -174,6 +174,8 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
             vec![
                 "--bus-url".into(),
                 bus.clone(),
+                "--store-url".into(),
+                fresh_schema(&postgres, "workflow")?,
                 "--package-url".into(),
                 url("package"),
                 "--dronescheduler-url".into(),
