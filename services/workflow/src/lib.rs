@@ -131,8 +131,8 @@ pub struct Settings {
     pub retry_budget: f64,
 
     /// Bulkhead: calls in flight at once per downstream.
-    #[arg(long, env = "FABRIKAM_WORKFLOW_MAX_IN_FLIGHT", default_value_t = 64)]
-    pub max_in_flight: usize,
+    #[arg(long, env = "FABRIKAM_WORKFLOW_DOWNSTREAM_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub downstream_max_in_flight: usize,
 
     /// Bulkhead: how long a call waits for a free slot, in milliseconds.
     #[arg(long, env = "FABRIKAM_WORKFLOW_BULKHEAD_WAIT_MS", default_value_t = 2000)]
@@ -172,7 +172,7 @@ impl Default for Settings {
             backoff_max_secs: 60,
             call_retries: 2,
             retry_budget: 0.2,
-            max_in_flight: 64,
+            downstream_max_in_flight: 64,
             bulkhead_wait_ms: 2000,
             breaker_failure_ratio: 0.5,
             breaker_min_calls: 20,
@@ -216,7 +216,7 @@ impl Settings {
                 ..BreakerSettings::default()
             },
             budget: BudgetSettings { ratio: self.retry_budget.max(0.0), ..BudgetSettings::default() },
-            max_in_flight: self.max_in_flight.max(1),
+            max_in_flight: self.downstream_max_in_flight.max(1),
             bulkhead_wait: Duration::from_millis(self.bulkhead_wait_ms),
             call_retries: self.call_retries,
             ..defaults
