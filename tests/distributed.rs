@@ -5,6 +5,13 @@
 //! Runs when `FABRIKAM_TEST_NATS_URL`, `FABRIKAM_TEST_POSTGRES_URL` and `FABRIKAM_TEST_REDIS_URL`
 //! are all set (CI sets them); skipped, with a note, otherwise. Each run uses its own schemas,
 //! stream prefix and key prefix, so runs never see each other's data.
+//!
+//! `chaos_under_load` is not in the default run (it takes minutes): sustained load while
+//! services are killed -9 and restarted at random, then an account of every accepted request.
+//! Run it with the backends' variables set (see `.ci/run`) and
+//! `cargo test --test distributed -- --ignored --nocapture chaos`; `FABRIKAM_CHAOS_SECS` (default
+//! 60) sets how long the load and the kills go on, `FABRIKAM_CHAOS_RATE` (default 40) the
+//! requests per second, `FABRIKAM_CHAOS_SEED` makes the kills repeatable.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -51,7 +58,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(backends: &Backends, logs: &Path) -> Self {
+    async fn start(backends: &Backends, logs: &Path, fleet_size: usize) -> Self {
         let run = testenv::unique_name("e2e");
         let with_prefix = |url: &str| format!("{url}{}prefix={run}", if url.contains('?') { '&' } else { '?' });
         let bus_url = with_prefix(&backends.nats);
@@ -71,7 +78,7 @@ impl Cluster {
                 "--time-scale".into(),
                 "1".into(),
                 "--fleet-size".into(),
-                "400".into(),
+                fleet_size.to_string(),
             ],
         );
         args.insert("delivery", vec!["--database-url".into(), with_prefix(&backends.redis)]);
@@ -203,7 +210,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_kil
     let Some(backends) = backends() else { return };
     let started = Instant::now();
     let logs = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(&backends, logs.path()).await;
+    let mut cluster = Cluster::start(&backends, logs.path(), 400).await;
     eprintln!("six processes ready in {:?}", started.elapsed());
     let gateway = cluster.client("gateway");
 
@@ -282,4 +289,143 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_kil
     let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
     assert_eq!(busy, accepted.len() + waiting.len(), "each delivery holds exactly one drone");
     eprintln!("distributed end-to-end test took {:?}", started.elapsed());
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Where one accepted request ended.
+#[derive(Debug, Default)]
+struct Tally {
+    scheduled: usize,
+    cancelled: usize,
+    failed_with_reason: usize,
+    dead_lettered_with_reason: usize,
+    lost: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long; run on demand: cargo test --test distributed -- --ignored chaos"]
+async fn chaos_under_load() {
+    use rand::{Rng, SeedableRng};
+    let Some(backends) = backends() else { return };
+    let seconds = env_number("FABRIKAM_CHAOS_SECS", 60);
+    let rate = env_number("FABRIKAM_CHAOS_RATE", 40).max(1);
+    let seed = env_number("FABRIKAM_CHAOS_SEED", rand::random());
+    eprintln!("chaos: {seconds} s at {rate}/s, seed {seed}");
+    let logs = tempfile::tempdir().unwrap();
+    // Enough drones that none is reused during the run: a drone holding two deliveries is a bug.
+    let fleet = (seconds * rate * 2) as usize + 100;
+    let cluster = std::sync::Arc::new(tokio::sync::Mutex::new(Cluster::start(&backends, logs.path(), fleet).await));
+    let gateway = cluster.lock().await.client("gateway");
+    let workflow = cluster.lock().await.client("workflow");
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    // The chaos: kill -9 one service at random, leave it down a while, start it again.
+    let chaos = {
+        let cluster = cluster.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut kills = Vec::new();
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(2000..5000))).await;
+                let victim = ["workflow", "package", "dronescheduler", "delivery", "ingestion"][rng.random_range(0..5)];
+                let down_for = Duration::from_millis(rng.random_range(300..3000));
+                let mut cluster = cluster.lock().await;
+                cluster.kill(victim).await;
+                tokio::time::sleep(down_for).await;
+                cluster.spawn(victim);
+                cluster.wait_ready(victim).await;
+                kills.push(victim);
+            }
+            kills
+        })
+    };
+
+    // The load: open loop, one request every 1/rate s; one in ten is cancelled right after.
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut i = 0usize;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticks.tick().await;
+        i += 1;
+        let gateway = Client { http: gateway.http.clone(), base: gateway.base.clone() };
+        inflight.spawn(async move {
+            let (status, body) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(i))).await;
+            if status != StatusCode::ACCEPTED {
+                return None; // Refused (a service was down): not accepted, nothing owed.
+            }
+            let id = body["deliveryId"].as_str().unwrap().to_owned();
+            let cancel = i.is_multiple_of(10)
+                && gateway.send(reqwest::Method::DELETE, &format!("/api/deliveryrequests/{id}"), None).await.0
+                    == StatusCode::ACCEPTED;
+            Some((id, cancel))
+        });
+    }
+    stop.cancel();
+    let kills = chaos.await.unwrap();
+    let accepted: Vec<(String, bool)> = inflight.join_all().await.into_iter().flatten().collect();
+    eprintln!("chaos: {} sent, {} accepted, kills: {kills:?}", i, accepted.len());
+
+    // Settle: the queue empties and no workflow is still running or compensating.
+    let queue = NatsQueue::open(
+        &cluster.lock().await.bus_url,
+        contracts::messages::DELIVERY_REQUESTS_QUEUE,
+        QueueOptions::default(),
+    )
+    .await
+    .unwrap();
+    let settle_deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let depth = queue.depth().await.unwrap();
+        let (_, summary) = workflow.get("/api/workflows/summary").await;
+        let busy = summary["running"].as_u64().unwrap_or(0) + summary["compensating"].as_u64().unwrap_or(0);
+        if depth == 0 && busy == 0 {
+            break;
+        }
+        assert!(Instant::now() < settle_deadline, "not settled: depth {depth}, workflows {summary}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let dead = queue.dead_letters(1000).await.unwrap();
+    let mut tally = Tally::default();
+    let mut drones = Vec::new();
+    for (id, cancel_asked) in &accepted {
+        let (status, delivery) = gateway.get(&format!("/api/deliveries/{id}")).await;
+        let stage = delivery["stage"].as_str().unwrap_or("");
+        match (status, stage) {
+            (StatusCode::OK, "Cancelled") => tally.cancelled += 1,
+            (StatusCode::OK, "Failed") => {
+                let (_, progress) = gateway.get(&format!("/api/deliveries/{id}/status")).await;
+                assert!(progress["reason"].as_str().is_some_and(|r| !r.is_empty()), "{id} failed without a reason");
+                tally.failed_with_reason += 1;
+            }
+            (StatusCode::OK, _) => {
+                assert!(!cancel_asked, "{id} was cancelled before pickup but is {stage}");
+                drones.push(delivery["droneId"].as_str().unwrap().to_owned());
+                tally.scheduled += 1;
+            }
+            _ if dead.iter().any(|d| d.id.ends_with(id.as_str()) && !d.last_error.is_empty()) => {
+                tally.dead_lettered_with_reason += 1;
+            }
+            _ => tally.lost.push(id.clone()),
+        }
+    }
+    eprintln!("chaos: {tally:?}; dead letters: {}", dead.len());
+    for letter in dead.iter().take(5) {
+        eprintln!("  dead letter {}: {}", letter.id, letter.last_error);
+    }
+    assert!(tally.lost.is_empty(), "accepted and never accounted for: {:?}", tally.lost);
+    assert_eq!(
+        accepted.len(),
+        tally.scheduled + tally.cancelled + tally.failed_with_reason + tally.dead_lettered_with_reason
+    );
+    let distinct: std::collections::HashSet<&String> = drones.iter().collect();
+    assert_eq!(distinct.len(), drones.len(), "a drone was assigned to two deliveries");
+    let (_, fleet) = cluster.lock().await.client("dronescheduler").get("/api/drones").await;
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    assert_eq!(busy, tally.scheduled, "each scheduled delivery holds exactly one drone, nothing else holds one");
 }
