@@ -17,8 +17,10 @@
 //!   after the drone picked the package up (`Failed` is allowed from any stage not yet final);
 //! - `422` problem naming the field (`/stage`, `/reason`, `/delivery/…`).
 //!
-//! `Failed` is final like `Completed` and `Cancelled`. `GET /api/deliveries/{id}/status` carries
-//! the closure's `reason` (from the last tracking event that has one); normal deliveries have none.
+//! `Failed` is final like `Completed` and `Cancelled`, but for one thing: a `PUT` of a failed
+//! delivery (the workflow running its replayed request) reopens it at stage `Created`.
+//! `GET /api/deliveries/{id}/status` carries the closure's `reason` (from the last tracking event
+//! that has one); normal deliveries have none.
 
 pub mod api;
 pub mod domain;

@@ -228,6 +228,12 @@ async fn a_failed_delivery_expires_like_a_finished_one() {
         expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{live}}{suffix}")).await;
     }
 
+    // Reopened by a PUT (a replayed request): live again, so it no longer expires.
+    store.upsert(delivery("live"), at(15, 14)).await.unwrap();
+    for suffix in ["", ":tracking", ":notify"] {
+        assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{live}}{suffix}")).await, -1, "{suffix}");
+    }
+
     // A PUT creating a live delivery still never expires.
     store.upsert(delivery("other"), at(15, 12)).await.unwrap();
     assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}")).await, -1);

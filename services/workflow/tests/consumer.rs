@@ -111,6 +111,8 @@ async fn record(State(downstream): State<Downstream>, request: Request) -> Respo
 }
 
 struct Harness {
+    /// The workflow's operator API.
+    admin: String,
     queue: Arc<dyn Queue>,
     store: Arc<dyn WorkflowStore>,
     downstream: Downstream,
@@ -152,7 +154,11 @@ async fn start_with(max_attempts: u32, settings: Settings) -> Harness {
     }
     let consumer_options = settings.consumer_options(Duration::from_secs(1));
     tokio::spawn(workflow::consumer::run(queue.clone(), processor, consumer_options, shutdown.clone()));
-    Harness { queue, store, downstream, shutdown, _dir: dir }
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+    let router = workflow::router(queue.clone(), store.clone(), &platform::config::CommonArgs::default());
+    tokio::spawn(async move { axum::serve(admin_listener, router).await.unwrap() });
+    Harness { admin, queue, store, downstream, shutdown, _dir: dir }
 }
 
 fn request(owner: &str) -> DeliveryRequest {
@@ -460,4 +466,69 @@ async fn a_slow_downstream_keeps_the_lease_and_is_called_once() {
     assert_eq!(h.downstream.count("PUT /api/deliveries/d1"), 1, "no redelivery while the call was slow");
     assert_eq!(h.downstream.count("PUT /api/dronedeliveries/d1"), 1);
     assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Scheduled);
+}
+
+async fn admin(h: &Harness, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new().request(method, format!("{}{path}", h.admin)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_delivery_that_fails_for_good_is_dead_lettered_once_and_an_operator_replay_schedules_it() {
+    let h = start(5).await;
+    let rejected = (StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": "too heavy for this depot" }), None);
+    h.downstream.script("PUT /api/dronedeliveries", vec![rejected]);
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    h.drained().await;
+    assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Failed);
+    assert_eq!(h.downstream.count("DELETE /api/dronedeliveries/d1"), 1, "the drone is freed");
+
+    let (status, list) = admin(&h, reqwest::Method::GET, "/api/deadletters").await;
+    assert_eq!(status, 200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "dead-lettered once: {list}");
+    let id = items[0]["messageId"].as_str().unwrap().to_owned();
+    assert!(items[0]["lastError"].as_str().unwrap().contains("too heavy"), "{list}");
+    assert_eq!(items[0]["message"]["deliveryId"], "d1");
+    let (status, one) = admin(&h, reqwest::Method::GET, &format!("/api/deadletters/{id}")).await;
+    assert_eq!((status, one["messageId"].as_str()), (200, Some(id.as_str())));
+    let (status, state) = admin(&h, reqwest::Method::GET, "/api/workflows/d1").await;
+    assert_eq!((status, state["status"].as_str()), (200, Some("failed")), "{state}");
+    assert!(state["reason"].as_str().unwrap().contains("too heavy"), "{state}");
+    let (status, _) = admin(&h, reqwest::Method::GET, "/api/deadletters/nope").await;
+    assert_eq!(status, 404);
+
+    // The cause is fixed (the script is used up); the operator replays it, twice.
+    let (status, replayed) = admin(&h, reqwest::Method::POST, &format!("/api/deadletters/{id}/replay")).await;
+    assert_eq!(status, 202, "{replayed}");
+    let (status, _) = admin(&h, reqwest::Method::POST, &format!("/api/deadletters/{id}/replay")).await;
+    assert_eq!(status, 404, "replaying twice queues it once");
+    h.drained().await;
+    assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Scheduled);
+    assert_eq!(h.downstream.count("PUT /api/deliveries/d1"), 2, "closed as failed, then created by the replay");
+    let (_, list) = admin(&h, reqwest::Method::GET, "/api/deadletters").await;
+    assert!(list["items"].as_array().unwrap().is_empty(), "{list}");
+    let (_, summary) = admin(&h, reqwest::Method::GET, "/api/workflows/summary").await;
+    assert_eq!(summary, json!({ "scheduled": 1 }));
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_purged_one_or_all() {
+    let h = start(5).await;
+    for i in 0..3 {
+        h.queue
+            .publish(OutgoingMessage { id: format!("raw-{i}"), payload: b"{not json".to_vec().into() })
+            .await
+            .unwrap();
+    }
+    h.drained().await;
+    let (status, _) = admin(&h, reqwest::Method::DELETE, "/api/deadletters/raw-0").await;
+    assert_eq!(status, 204);
+    let (status, _) = admin(&h, reqwest::Method::DELETE, "/api/deadletters/raw-0").await;
+    assert_eq!(status, 404);
+    let (status, purged) = admin(&h, reqwest::Method::DELETE, "/api/deadletters").await;
+    assert_eq!((status, purged["purged"].as_u64()), (200, Some(2)));
+    let (status, bad) = admin(&h, reqwest::Method::GET, "/api/deadletters?limit=0").await;
+    assert_eq!(status, 422, "{bad}");
 }

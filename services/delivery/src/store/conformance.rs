@@ -67,7 +67,7 @@ macro_rules! delivery_store_conformance_tests {
             close_cancels_by_the_cancel_rules,
             close_is_idempotent_without_a_new_event,
             close_is_refused_in_another_final_stage,
-            a_failed_delivery_never_changes_again,
+            a_failed_delivery_changes_only_by_being_put_again,
             concurrent_closes_of_a_missing_delivery_create_once,
             racing_close_and_confirm_leave_one_final_stage,
             notify_me_needs_an_existing_delivery,
@@ -607,10 +607,12 @@ pub async fn close_is_refused_in_another_final_stage(h: &dyn DeliveryStoreHarnes
     assert_eq!(reasons(&*store, "failed").await, [(DeliveryStage::Failed, Some("x".to_owned()))]);
 }
 
-pub async fn a_failed_delivery_never_changes_again(h: &dyn DeliveryStoreHarness) {
+/// Reschedule, cancel and confirm are refused; a PUT (the workflow running a replayed request)
+/// reopens it.
+pub async fn a_failed_delivery_changes_only_by_being_put_again(h: &dyn DeliveryStoreHarness) {
     let store = h.open().await;
     create(&*store, delivery("d1", "u1"), at(0)).await;
-    let failed = closed_done(store.close(delivery("d1", "u1"), DeliveryStage::Failed, "gave up", at(1)).await.unwrap());
+    closed_done(store.close(delivery("d1", "u1"), DeliveryStage::Failed, "gave up", at(1)).await.unwrap());
     let change = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
     for outcome in [
         store.reschedule("d1", &change, at(2)).await.unwrap(),
@@ -620,11 +622,14 @@ pub async fn a_failed_delivery_never_changes_again(h: &dyn DeliveryStoreHarness)
         let reason = refused(outcome);
         assert!(reason.contains("already Failed"), "{reason}");
     }
-    assert_eq!(store.upsert(delivery("d1", "u1"), at(3)).await.unwrap(), Upserted::Updated);
-    assert_eq!(store.get("d1").await.unwrap(), Some(failed), "a PUT must not resurrect a failed delivery");
-    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::Failed]);
     let with_notify = NotifyMeRequest { email_address: Some("pat@contoso.com".to_owned()), sms: None };
     assert!(store.add_notify_request("d1", &with_notify, at(4)).await.unwrap());
+    assert_eq!(store.upsert(delivery("d1", "u1"), at(5)).await.unwrap(), Upserted::Updated);
+    assert_eq!(store.get("d1").await.unwrap().unwrap().stage, Some(DeliveryStage::Created), "reopened");
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::Failed, DeliveryStage::Created]);
+    assert_eq!(store.upsert(delivery("d1", "u1"), at(6)).await.unwrap(), Upserted::Updated);
+    assert_eq!(stages(&*store, "d1").await.len(), 3, "a second PUT adds nothing");
+    assert!(matches!(store.cancel("d1", at(7)).await.unwrap(), Changed::Done(_)), "open again: it can be cancelled");
 }
 
 pub async fn concurrent_closes_of_a_missing_delivery_create_once(h: &dyn DeliveryStoreHarness) {

@@ -80,7 +80,9 @@ if KEYS[5] ~= KEYS[6] then
   redis.call('SADD', KEYS[6], ARGV[8])
   redis.call('PEXPIRE', KEYS[6], ARGV[9])
 end
-if ARGV[7] ~= '0' then
+if ARGV[7] == '-1' then
+  for i = 1, 4 do redis.call('PERSIST', KEYS[i]) end
+elseif ARGV[7] ~= '0' then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 end
 return 1
@@ -187,7 +189,14 @@ impl RedisDeliveryStore {
     async fn commit(&self, stored: &Stored, body: &Delivery, write: Write<'_>) -> Result<bool, StoreError> {
         let id = &stored.delivery.id;
         let stage = write.stage.map(|s| s.as_str()).unwrap_or_default();
-        let ttl_ms = if write.stage.is_some_and(domain::is_final) { self.completed_ttl_ms } else { 0 };
+        // The TTL argument: a final stage expires, a stage moving back from a final one stops
+        // expiring (-1), anything else leaves expiry alone (0).
+        let was_final = stored.delivery.stage.is_some_and(domain::is_final);
+        let ttl_ms: i64 = match write.stage {
+            Some(stage) if domain::is_final(stage) => i64::try_from(self.completed_ttl_ms).unwrap_or(i64::MAX),
+            Some(_) if was_final => -1,
+            _ => 0,
+        };
         let applied: i64 = self
             .commit
             .key(self.keys.record(id))
@@ -399,6 +408,14 @@ impl DeliveryStore for RedisDeliveryStore {
                         return Ok(Upserted::Created(Box::new(created)));
                     }
                     false
+                }
+                // A failed delivery put again (the workflow runs its replayed request) is
+                // reopened, and no longer expires.
+                Some(stored) if stored.delivery.stage == Some(DeliveryStage::Failed) => {
+                    let event = event_json(DeliveryStage::Created, Some(delivery.pickup), None, now)?;
+                    let write =
+                        Write { now, stage: Some(DeliveryStage::Created), event: Some(&event), confirmation: None };
+                    self.commit(&stored, &delivery, write).await?
                 }
                 Some(stored) => {
                     let write = Write { now, stage: None, event: None, confirmation: None };

@@ -150,13 +150,26 @@ impl DeliveryStore for SqliteDeliveryStore {
         let inserted = insert(&mut tx, &delivery, DeliveryStage::Created, None, now).await?;
         if !inserted {
             let body = to_json(&delivery)?;
-            sqlx::query("UPDATE deliveries SET owner_user_id = ?1, body = ?2, updated_at = ?3 WHERE id = ?4")
-                .bind(&delivery.owner.user_id)
-                .bind(&body)
-                .bind(unix_millis(now))
+            let stage: Option<String> = sqlx::query_scalar("SELECT stage FROM deliveries WHERE id = ?1")
                 .bind(&delivery.id)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+            // A failed delivery put again (the workflow runs its replayed request) is reopened.
+            let reopen = stage.as_deref() == Some(DeliveryStage::Failed.as_str());
+            let stage = if reopen { DeliveryStage::Created.as_str().to_owned() } else { stage.unwrap_or_default() };
+            sqlx::query(
+                "UPDATE deliveries SET owner_user_id = ?1, body = ?2, updated_at = ?3, stage = ?5 WHERE id = ?4",
+            )
+            .bind(&delivery.owner.user_id)
+            .bind(&body)
+            .bind(unix_millis(now))
+            .bind(&delivery.id)
+            .bind(&stage)
+            .execute(&mut *tx)
+            .await?;
+            if reopen {
+                record_event(&mut tx, &delivery.id, DeliveryStage::Created, Some(delivery.pickup), None, now).await?;
+            }
         }
         tx.commit().await?;
         if inserted {
