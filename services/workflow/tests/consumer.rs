@@ -113,6 +113,8 @@ async fn record(State(downstream): State<Downstream>, request: Request) -> Respo
 struct Harness {
     /// The workflow's operator API.
     admin: String,
+    /// The stand-in downstream services.
+    downstream_base: String,
     queue: Arc<dyn Queue>,
     store: Arc<dyn WorkflowStore>,
     downstream: Downstream,
@@ -146,7 +148,7 @@ async fn start_with(max_attempts: u32, settings: Settings) -> Harness {
     let queue: Arc<dyn Queue> =
         Arc::new(SqliteQueue::open(&dir.path().join("bus.db"), "delivery-requests", options).await.unwrap());
     let store = workflow::open_store(&format!("sqlite://{}", dir.path().join("workflow.db").display())).await.unwrap();
-    let endpoints = Endpoints { package: base.clone(), dronescheduler: base.clone(), delivery: base };
+    let endpoints = Endpoints { package: base.clone(), dronescheduler: base.clone(), delivery: base.clone() };
     let processor = workflow::processor(&endpoints, &settings, store.clone(), Arc::new(SystemClock));
     let shutdown = CancellationToken::new();
     if let Some(options) = settings.supervisor_options() {
@@ -158,7 +160,7 @@ async fn start_with(max_attempts: u32, settings: Settings) -> Harness {
     let admin = format!("http://{}", admin_listener.local_addr().unwrap());
     let router = workflow::router(queue.clone(), store.clone(), &platform::config::CommonArgs::default());
     tokio::spawn(async move { axum::serve(admin_listener, router).await.unwrap() });
-    Harness { admin, queue, store, downstream, shutdown, _dir: dir }
+    Harness { admin, downstream_base: base, queue, store, downstream, shutdown, _dir: dir }
 }
 
 fn request(owner: &str) -> DeliveryRequest {
@@ -531,4 +533,53 @@ async fn dead_letters_can_be_purged_one_or_all() {
     assert_eq!((status, purged["purged"].as_u64()), (200, Some(2)));
     let (status, bad) = admin(&h, reqwest::Method::GET, "/api/deadletters?limit=0").await;
     assert_eq!(status, 422, "{bad}");
+}
+
+/// A supervisor over the harness's store, on a clock the test moves.
+fn supervisor_at(h: &Harness, clock: &platform::clock::ManualClock, holder: &str) -> workflow::Supervisor {
+    let base = h.downstream_base.clone();
+    let endpoints = Endpoints { package: base.clone(), dronescheduler: base.clone(), delivery: base };
+    let processor = workflow::processor(&endpoints, &test_settings(), h.store.clone(), Arc::new(clock.clone()));
+    let options = workflow::SupervisorOptions { every: Duration::from_secs(10), batch: 10 };
+    workflow::Supervisor { store: h.store.clone(), processor, options, holder: holder.to_owned() }
+}
+
+#[tokio::test]
+async fn the_supervisor_gives_up_an_overdue_workflow_and_retries_its_compensation_until_it_succeeds() {
+    let h = start_with(5, Settings { supervise_every_ms: 0, ..test_settings() }).await;
+    // A request whose drone never comes: the workflow keeps it running, well within its hour.
+    let busy = (StatusCode::SERVICE_UNAVAILABLE, json!({ "title": "no drone" }), Some(3600));
+    h.downstream.script("PUT /api/dronedeliveries", vec![busy]);
+    h.publish("d1", DeliveryCommand::Delivery(request("contoso"))).await;
+    for _ in 0..200 {
+        if h.store.get("d1").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Running);
+
+    let clock = platform::clock::ManualClock::new(Utc::now());
+    let supervisor = supervisor_at(&h, &clock, "a");
+    let rival = supervisor_at(&h, &clock, "b");
+    assert_eq!(supervisor.round().await.unwrap(), Some(workflow::supervisor::Round::default()), "nothing due yet");
+    assert_eq!(rival.round().await.unwrap(), None, "one supervisor acts at a time");
+
+    // Two hours later it is overdue, and the delivery service is down: compensation waits.
+    clock.advance(chrono::Duration::hours(2));
+    let down = (StatusCode::SERVICE_UNAVAILABLE, json!({}), None);
+    h.downstream.script("PUT /api/deliveries/d1/closure", vec![down]);
+    let round = supervisor.round().await.unwrap().unwrap();
+    assert_eq!((round.given_up, round.compensated, round.pending), (1, 0, 1));
+    assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Compensating);
+
+    let round = supervisor.round().await.unwrap().unwrap();
+    assert_eq!((round.given_up, round.compensated, round.pending), (0, 1, 0));
+    let record = h.store.get("d1").await.unwrap().unwrap();
+    assert_eq!(record.status, WorkflowStatus::Failed);
+    assert!(record.reason.as_deref().unwrap().contains("no drone"), "{:?}", record.reason);
+    let closures = h.downstream.calls().into_iter().filter(|(_, p, _)| p.ends_with("/closure")).collect::<Vec<_>>();
+    assert_eq!(closures.last().unwrap().2["stage"], "Failed");
+    assert!(h.downstream.count("DELETE /api/dronedeliveries/d1") >= 1, "the drone is released");
+    assert_eq!(supervisor.round().await.unwrap(), Some(workflow::supervisor::Round::default()), "nothing left");
 }
