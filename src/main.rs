@@ -95,7 +95,14 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
             platform::telemetry::init(c.common.log_format);
             workflow::run_supervisor(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
-        Service::Deadletters(args) => workflow::cli::run(args).await,
+        Service::Deadletters(args) => {
+            // An operator's command: a one-line error and a failing exit code, no backtrace.
+            if let Err(err) = workflow::cli::run(args).await {
+                eprintln!("error: {err:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Service::Package(c) => {
             platform::telemetry::init(c.common.log_format);
             package::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
