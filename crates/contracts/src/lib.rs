@@ -7,6 +7,7 @@
 mod common;
 pub mod delivery;
 pub mod drone;
+pub mod events;
 pub mod messages;
 pub mod package;
 pub mod requests;
