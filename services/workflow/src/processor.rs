@@ -3,7 +3,8 @@
 //! and so that a delivery that cannot be scheduled is compensated (drone released, delivery
 //! marked failed with the reason) instead of left half done.
 //!
-//! Records are saved with optimistic concurrency: when another process changed the record
+//! On the happy path the record is written once, when the delivery is scheduled; failures,
+//! cancels and giving up write it as they happen. Records are saved with optimistic concurrency: when another process changed the record
 //! since it was read (a cancel racing the request, the supervisor giving up on it), the save
 //! loses, and the message is carried out again against the new state. Every downstream call is
 //! idempotent, so doing a step twice is harmless.
@@ -152,12 +153,12 @@ impl Processor {
             None => {
                 let drone_request = domain::drone_request(id, request, pickup, dropoff);
                 match self.downstreams.assign_drone(&drone_request).await {
+                    // Not saved yet: if this process dies before the delivery is created, the
+                    // redelivered message asks again and the scheduler answers the same drone.
+                    // One write per delivery on the happy path keeps the hot path cheap.
                     Ok(Assigned::Drone(assignment)) => {
                         record.drone_id = Some(assignment.drone_id.clone());
                         record.step_done(Step::Drone, self.clock.now());
-                        if self.save(&mut record).await? == Saved::Conflict {
-                            return Ok(Pass::Conflict);
-                        }
                         assignment.drone_id
                     }
                     // A cancel released this delivery first: the scheduler fences it off.
