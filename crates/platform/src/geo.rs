@@ -39,6 +39,28 @@ pub fn distance_miles(a: Point, b: Point) -> f64 {
     2.0 * EARTH_RADIUS_MILES * h.sqrt().min(1.0).asin()
 }
 
+/// The point a `fraction` (0 to 1) of the way from `a` to `b` along the great circle, at an
+/// altitude interpolated linearly. Where a drone is between two waypoints.
+pub fn intermediate(a: Point, b: Point, fraction: f64) -> Point {
+    let f = fraction.clamp(0.0, 1.0);
+    let (lat1, lon1) = (a.latitude.to_radians(), a.longitude.to_radians());
+    let (lat2, lon2) = (b.latitude.to_radians(), b.longitude.to_radians());
+    // Angular distance by the haversine formula; tiny distances interpolate linearly.
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    let delta = 2.0 * h.sqrt().min(1.0).asin();
+    let altitude = a.altitude + (b.altitude - a.altitude) * f;
+    if delta < 1e-12 {
+        let lat = a.latitude + (b.latitude - a.latitude) * f;
+        let lon = a.longitude + (b.longitude - a.longitude) * f;
+        return Point { latitude: lat, longitude: lon, altitude };
+    }
+    let (wa, wb) = (((1.0 - f) * delta).sin() / delta.sin(), (f * delta).sin() / delta.sin());
+    let x = wa * lat1.cos() * lon1.cos() + wb * lat2.cos() * lon2.cos();
+    let y = wa * lat1.cos() * lon1.sin() + wb * lat2.cos() * lon2.sin();
+    let z = wa * lat1.sin() + wb * lat2.sin();
+    Point { latitude: z.atan2((x * x + y * y).sqrt()).to_degrees(), longitude: y.atan2(x).to_degrees(), altitude }
+}
+
 /// A rectangle of latitudes and longitudes the business serves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServiceArea {
@@ -129,6 +151,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intermediate_points_lie_on_the_way_in_proportion() {
+        let (a, b) = (Point::new(47.58, -122.33), Point::new(47.71, -122.20));
+        assert_eq!(intermediate(a, b, 0.0).latitude, a.latitude);
+        let end = intermediate(a, b, 1.0);
+        assert!((end.latitude - b.latitude).abs() < 1e-9 && (end.longitude - b.longitude).abs() < 1e-9);
+        let total = distance_miles(a, b);
+        for i in 1..10 {
+            let f = f64::from(i) / 10.0;
+            let p = intermediate(a, b, f);
+            assert!((distance_miles(a, p) - f * total).abs() < 1e-6, "{f}");
+            assert!((distance_miles(p, b) - (1.0 - f) * total).abs() < 1e-6, "{f}");
+        }
+        assert_eq!(intermediate(a, a, 0.5), a, "no way to go");
+        assert_eq!(intermediate(a, b, 7.0).latitude, end.latitude, "clamped");
+    }
 
     #[test]
     fn seattle_to_bellevue_is_about_seven_miles() {
