@@ -1,0 +1,7 @@
+-- One database per service that keeps its data in PostgreSQL, as scripts/run-distributed.sh
+-- makes them. Run once, by the postgres image, when its data directory is first created
+-- (compose.yaml and the dev overlay's StatefulSet both mount this file).
+CREATE DATABASE fabrikam_package;
+CREATE DATABASE fabrikam_dronescheduler;
+CREATE DATABASE fabrikam_ingestion;
+CREATE DATABASE fabrikam_workflow;
