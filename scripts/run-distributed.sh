@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/backends.sh
-for db in fabrikam_package fabrikam_dronescheduler fabrikam_ingestion fabrikam_workflow; do ensure_database "$db"; done
+for db in fabrikam_package fabrikam_dronescheduler fabrikam_ingestion fabrikam_workflow fabrikam_deliveryhistory; do ensure_database "$db"; done
 
 echo "== building the service binaries (release)"
 cargo build --release --locked --workspace --bins -q
@@ -45,10 +45,11 @@ start() {
 }
 
 start package 8083 --database-url "$FABRIKAM_POSTGRES_URL/fabrikam_package"
-start dronescheduler 8084 --database-url "$FABRIKAM_POSTGRES_URL/fabrikam_dronescheduler"
-start delivery 8082 --database-url "$FABRIKAM_REDIS_URL/0?prefix=fabrikam"
+start dronescheduler 8084 --database-url "$FABRIKAM_POSTGRES_URL/fabrikam_dronescheduler" --bus-url "$FABRIKAM_NATS_URL"
+start delivery 8082 --database-url "$FABRIKAM_REDIS_URL/0?prefix=fabrikam" --bus-url "$FABRIKAM_NATS_URL"
 start ingestion 8081 --database-url "$FABRIKAM_POSTGRES_URL/fabrikam_ingestion" --bus-url "$FABRIKAM_NATS_URL"
 start workflow 8085 --bus-url "$FABRIKAM_NATS_URL" --store-url "$FABRIKAM_POSTGRES_URL/fabrikam_workflow"
+start deliveryhistory 8087 --database-url "$FABRIKAM_POSTGRES_URL/fabrikam_deliveryhistory" --bus-url "$FABRIKAM_NATS_URL"
 start gateway 8080
 
 echo "Fabrikam Drone Delivery (distributed) is listening on http://127.0.0.1:8080; logs in $log_dir; Ctrl-C stops it"

@@ -58,8 +58,12 @@ pub struct Addresses {
     pub workflow: SocketAddr,
     pub package: SocketAddr,
     pub dronescheduler: SocketAddr,
+    pub deliveryhistory: SocketAddr,
     pub delivery: SocketAddr,
 }
+
+/// How often the drone scheduler publishes the flight events that have come due.
+const FLIGHT_CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A running system.
 pub struct System {
@@ -95,10 +99,14 @@ impl System {
         let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet).await?;
         let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
         let workflow_store = workflow::open_store(&url("workflow.db")).await?;
+        let history_store = deliveryhistory::open_store(&url("deliveryhistory.db")).await?;
+        let delivery_events = deliveryhistory::open_events(&url("bus.db")).await?;
+        let history_subscription =
+            deliveryhistory::subscribe(&*delivery_events, &deliveryhistory::Settings::default()).await?;
 
         let loopback = |_| async { TcpListener::bind("127.0.0.1:0").await };
-        let (package_l, delivery_l, drones_l, ingestion_l) =
-            (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
+        let (package_l, delivery_l, drones_l, ingestion_l, history_l) =
+            (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
         let workflow_l = TcpListener::bind(options.workflow_listen)
             .await
             .with_context(|| format!("binding the workflow's operator endpoint to {}", options.workflow_listen))?;
@@ -111,6 +119,7 @@ impl System {
             workflow: workflow_l.local_addr()?,
             package: package_l.local_addr()?,
             dronescheduler: drones_l.local_addr()?,
+            deliveryhistory: history_l.local_addr()?,
             delivery: delivery_l.local_addr()?,
         };
         let http = |addr: SocketAddr| format!("http://{addr}");
@@ -121,18 +130,33 @@ impl System {
             tasks.spawn(async move { Ok(platform::http::serve(listener, router, shutdown, grace).await?) });
         };
         serve(package_l, package::router(package_store, common));
-        serve(delivery_l, delivery::router(delivery_store, clock.clone(), common));
-        serve(drones_l, dronescheduler::router(drone_store, &options.fleet, clock.clone(), common));
+        serve(delivery_l, delivery::router(delivery_store.clone(), delivery_events.clone(), clock.clone(), common));
+        let drone_events = dronescheduler::open_events(&url("bus.db")).await?;
+        let tracking_subscription =
+            delivery::tracking::subscribe(&*drone_events, delivery::tracking::DEFAULT_GROUP).await?;
+        let flight_clock = dronescheduler::flight_clock(
+            drone_store.clone(),
+            drone_events.clone(),
+            clock.clone(),
+            FLIGHT_CLOCK_TICK,
+            shutdown.clone(),
+        );
+        serve(
+            drones_l,
+            dronescheduler::router_with_stream(drone_store, drone_events, &options.fleet, clock.clone(), common),
+        );
         serve(
             ingestion_l,
             ingestion::router(queue.clone(), ingestion_store, clock, &ingestion_settings, common, shutdown.clone()),
         );
         serve(workflow_l, workflow::router(queue.clone(), workflow_store.clone(), common));
+        serve(history_l, deliveryhistory::router_with_stream(history_store.clone(), delivery_events.clone(), common));
         let upstreams = gateway::UpstreamUrls {
             ingestion_url: http(addresses.ingestion),
             delivery_url: http(addresses.delivery),
             package_url: http(addresses.package),
             dronescheduler_url: http(addresses.dronescheduler),
+            deliveryhistory_url: http(addresses.deliveryhistory),
         };
         serve(gateway_l, gateway::router(upstreams, &options.gateway, common));
 
@@ -141,6 +165,29 @@ impl System {
             dronescheduler: http(addresses.dronescheduler),
             delivery: http(addresses.delivery),
         };
+        tasks.spawn(async move {
+            flight_clock.await;
+            Ok(())
+        });
+        let tracking = delivery::tracking::run(
+            tracking_subscription,
+            delivery_store,
+            delivery_events.clone(),
+            clock_for_workflow.clone(),
+            delivery::tracking::TrackingOptions { drain: grace, ..Default::default() },
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            tracking.await;
+            Ok(())
+        });
+        let history_options = deliveryhistory::Settings::default().consumer_options(grace);
+        let history_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            deliveryhistory::consumer::run(history_subscription, history_store, history_options, history_shutdown)
+                .await;
+            Ok(())
+        });
         let processor = workflow::processor(&endpoints, &options.workflow, workflow_store, clock_for_workflow);
         if let Some(supervision) = options.workflow.supervisor_options() {
             let supervisor = workflow::supervisor(&processor, supervision);

@@ -70,6 +70,8 @@ enum Service {
     Dronescheduler(dronescheduler::Config),
     /// Keeps deliveries, their stage and tracking.
     Delivery(delivery::Config),
+    /// Keeps finished deliveries with their tracking, from the delivery-events stream.
+    Deliveryhistory(deliveryhistory::Config),
     /// Operator tool: list, inspect, replay and purge dead letters through the workflow.
     Deadletters(workflow::cli::DeadLettersArgs),
 }
@@ -94,6 +96,10 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
         Service::Supervisor(c) => {
             platform::telemetry::init(c.common.log_format);
             workflow::run_supervisor(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
+        }
+        Service::Deliveryhistory(c) => {
+            platform::telemetry::init(c.common.log_format);
+            deliveryhistory::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
         Service::Deadletters(args) => {
             // An operator's command: a one-line error and a failing exit code, no backtrace.
@@ -150,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
         workflow = %a.workflow,
         package = %a.package,
         dronescheduler = %a.dronescheduler,
+        deliveryhistory = %a.deliveryhistory,
         delivery = %a.delivery,
         data_dir = %cli.data_dir.display(),
         "Fabrikam Drone Delivery is up"

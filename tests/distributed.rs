@@ -27,7 +27,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const SERVICES: [&str; 6] = ["package", "dronescheduler", "delivery", "ingestion", "workflow", "gateway"];
+const SERVICES: [&str; 7] =
+    ["package", "dronescheduler", "delivery", "ingestion", "workflow", "deliveryhistory", "gateway"];
 /// The workflow's lease: short, so work the crash interrupted comes back quickly.
 const ACK_WAIT_SECS: u64 = 2;
 
@@ -79,9 +80,14 @@ impl Cluster {
                 "1".into(),
                 "--fleet-size".into(),
                 fleet_size.to_string(),
+                "--bus-url".into(),
+                bus_url.clone(),
             ],
         );
-        args.insert("delivery", vec!["--database-url".into(), with_prefix(&backends.redis)]);
+        args.insert(
+            "delivery",
+            vec!["--database-url".into(), with_prefix(&backends.redis), "--bus-url".into(), bus_url.clone()],
+        );
         args.insert(
             "ingestion",
             vec![
@@ -113,6 +119,15 @@ impl Cluster {
             ],
         );
         args.insert(
+            "deliveryhistory",
+            vec![
+                "--database-url".into(),
+                testenv::fresh_postgres_schema(&backends.postgres).await,
+                "--bus-url".into(),
+                bus_url.clone(),
+            ],
+        );
+        args.insert(
             "gateway",
             vec![
                 "--ingestion-url".into(),
@@ -123,6 +138,8 @@ impl Cluster {
                 url("package"),
                 "--dronescheduler-url".into(),
                 url("dronescheduler"),
+                "--deliveryhistory-url".into(),
+                url("deliveryhistory"),
             ],
         );
         let mut cluster =
@@ -211,7 +228,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_kil
     let started = Instant::now();
     let logs = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(&backends, logs.path(), 400).await;
-    eprintln!("six processes ready in {:?}", started.elapsed());
+    eprintln!("seven processes ready in {:?}", started.elapsed());
     let gateway = cluster.client("gateway");
 
     // The reference's own validation request goes all the way through.
@@ -259,7 +276,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_kil
     drones.dedup();
     assert_eq!(drones.len(), accepted.len(), "two deliveries share a drone");
     let (_, fleet) = cluster.client("dronescheduler").get("/api/drones").await;
-    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] != "idle").count();
     assert_eq!(busy, accepted.len(), "each delivery holds exactly one drone");
     assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{:?}", queue.dead_letters(10).await);
     assert_eq!(queue.depth().await.unwrap(), 0);
@@ -286,8 +303,22 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_kil
     }
     assert!(queue.dead_letters(10).await.unwrap().is_empty(), "{:?}", queue.dead_letters(10).await);
     let (_, fleet) = cluster.client("dronescheduler").get("/api/drones").await;
-    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] != "idle").count();
     assert_eq!(busy, accepted.len() + waiting.len(), "each delivery holds exactly one drone");
+
+    // Events cross processes: the scheduler's drone-events move the delivery service's stage
+    // (over NATS), and a cancelled delivery's delivery-events reach the history service.
+    gateway
+        .eventually(&format!("/api/deliveries/{}/status", accepted[0]), Duration::from_secs(30), |s| {
+            s["stage"] == "HeadedToPickup" && !s["pickupETA"].is_null()
+        })
+        .await;
+    let cancelled = &waiting[0];
+    let (status, _) = gateway.send(reqwest::Method::DELETE, &format!("/api/deliveryrequests/{cancelled}"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let history =
+        gateway.eventually(&format!("/api/deliveryhistory/{cancelled}"), Duration::from_secs(30), |_| true).await;
+    assert_eq!(history["delivery"]["stage"], "Cancelled", "{history}");
     eprintln!("distributed end-to-end test took {:?}", started.elapsed());
 }
 
@@ -426,6 +457,12 @@ async fn chaos_under_load() {
     let distinct: std::collections::HashSet<&String> = drones.iter().collect();
     assert_eq!(distinct.len(), drones.len(), "a drone was assigned to two deliveries");
     let (_, fleet) = cluster.lock().await.client("dronescheduler").get("/api/drones").await;
-    let busy = fleet.as_array().unwrap().iter().filter(|d| d["status"] == "assigned").count();
+    // Drones of cancelled deliveries fly home ("returning"); the others still fly their delivery.
+    let busy = fleet
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "flying-to-pickup" || d["status"] == "flying-to-dropoff")
+        .count();
     assert_eq!(busy, tally.scheduled, "each scheduled delivery holds exactly one drone, nothing else holds one");
 }

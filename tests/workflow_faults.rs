@@ -117,8 +117,15 @@ async fn services(dir: &Path) -> Services {
         &common,
     ))
     .await;
+    let events = platform::bus::stream::open_stream(
+        &url("bus.db"),
+        contracts::events::DELIVERY_EVENTS_STREAM,
+        delivery::STREAM_DEDUP_WINDOW,
+    )
+    .await
+    .unwrap();
     let deliveries =
-        serve(delivery::router(delivery::open_store(&url("delivery.db")).await.unwrap(), clock, &common)).await;
+        serve(delivery::router(delivery::open_store(&url("delivery.db")).await.unwrap(), events, clock, &common)).await;
     Services {
         package: proxy_to(package.clone()).await,
         drones: proxy_to(drones.clone()).await,

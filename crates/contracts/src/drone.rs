@@ -65,7 +65,8 @@ pub struct Drone {
     pub max_payload: f64,
     /// Miles per hour.
     pub speed_mph: f64,
-    /// `idle` or `assigned`.
+    /// `idle`, or while it flies a delivery `flying-to-pickup`, `flying-to-dropoff` or
+    /// `returning` (after the drop-off, or turned back by a cancel before the pickup).
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_delivery_id: Option<String>,

@@ -14,15 +14,19 @@ use contracts::delivery::{
     Confirmation, DeliveriesSummary, Delivery, DeliveryClosure, DeliveryStatus, NotifyMeRequest, RescheduledDelivery,
 };
 use platform::Problem;
+use platform::bus::stream::EventStream;
 use platform::clock::SharedClock;
 use platform::json::JsonBody;
 
-use crate::domain;
+use crate::domain::{self, Action};
+use crate::events;
 use crate::store::{Changed, Closed, DeliveryStore, Upserted};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn DeliveryStore>,
+    /// `delivery-events`: every change is published there before the call answers.
+    pub events: Arc<dyn EventStream>,
     pub clock: SharedClock,
 }
 
@@ -47,7 +51,9 @@ fn traced(id: &str) {
     tracing::Span::current().record("delivery_id", id);
 }
 
-/// `PUT /api/deliveries/{id}`: 201 with the delivery when new, 204 when it existed.
+/// `PUT /api/deliveries/{id}`: 201 with the delivery when new, 204 when it existed. Either way
+/// `DeliveryCreated` is published (again, for a retried PUT whose first publish may have failed;
+/// the stream keeps one).
 async fn upsert(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -55,13 +61,20 @@ async fn upsert(
 ) -> Result<Response, Problem> {
     traced(&id);
     let delivery = domain::validate_delivery(&id, delivery)?;
-    match state.store.upsert(delivery, state.clock.now()).await? {
+    let now = state.clock.now();
+    match state.store.upsert(delivery, now).await? {
         Upserted::Created(delivery) => {
             metrics::counter!("deliveries_created_total", "service" => crate::SERVICE).increment(1);
+            events::created(&*state.events, &delivery, now).await?;
             let location = format!("/api/deliveries/{id}");
             Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(*delivery)).into_response())
         }
-        Upserted::Updated => Ok(StatusCode::NO_CONTENT.into_response()),
+        Upserted::Updated => {
+            if let Some(stored) = state.store.get(&id).await? {
+                events::created(&*state.events, &stored, now).await?;
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
     }
 }
 
@@ -73,18 +86,19 @@ async fn owner(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     state.store.get(&id).await?.map(|d| Json(d.owner)).ok_or_else(|| not_found(&id))
 }
 
-/// `GET /api/deliveries/{id}/status`: the stage, last known location and (for a closed
-/// delivery) the reason, from the tracking events. ETAs stay `null` until the flight simulation
-/// reports drone positions.
+/// `GET /api/deliveries/{id}/status`: the stage, where the delivery is and when the drone is
+/// expected at the pickup and the drop-off (from its flight, see [`domain::status`]), and the
+/// reason of a closure or of a refused cancel.
 async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeliveryStatus>, Problem> {
     let events = state.store.tracking(&id).await?;
-    let Some(latest) = events.last() else { return Err(not_found(&id)) };
-    let last_known_location = events.iter().rev().find_map(|e| e.location);
-    let reason = events.iter().rev().find_map(|e| e.reason.clone());
-    Ok(Json(DeliveryStatus { stage: latest.stage, last_known_location, pickup_eta: None, delivery_eta: None, reason }))
+    if events.is_empty() {
+        return Err(not_found(&id));
+    }
+    let flight = state.store.flight(&id).await?;
+    domain::status(&events, flight.as_ref(), state.clock.now()).map(Json).ok_or_else(|| not_found(&id))
 }
 
-/// `PATCH /api/deliveries/{id}`: reschedule.
+/// `PATCH /api/deliveries/{id}`: reschedule, then `DeliveryRescheduled`.
 async fn reschedule(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -92,17 +106,30 @@ async fn reschedule(
 ) -> Result<Json<Delivery>, Problem> {
     traced(&id);
     domain::validate_reschedule(&change)?;
-    changed(&id, state.store.reschedule(&id, &change, state.clock.now()).await?, DeliveryStage::Rescheduled)
+    let now = state.clock.now();
+    let delivery = changed(&id, state.store.reschedule(&id, &change, now).await?, DeliveryStage::Rescheduled)?;
+    events::rescheduled(&*state.events, &*state.store, &id, now).await?;
+    Ok(delivery)
 }
 
-/// `DELETE /api/deliveries/{id}`: cancel.
+/// `DELETE /api/deliveries/{id}`: cancel, then `DeliveryCancelled` (again for a retried cancel).
+/// A cancel refused because the drone has the package is recorded on the delivery, so its
+/// status says so.
 async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Delivery>, Problem> {
     traced(&id);
-    changed(&id, state.store.cancel(&id, state.clock.now()).await?, DeliveryStage::Cancelled)
+    let now = state.clock.now();
+    let outcome = state.store.cancel(&id, now).await?;
+    if matches!(outcome, Changed::Refused(_)) {
+        state.store.record_refusal(&id, Action::Cancel, now).await?;
+    }
+    let delivery = changed(&id, outcome, DeliveryStage::Cancelled)?;
+    events::finished(&*state.events, &*state.store, &id, now).await?;
+    Ok(delivery)
 }
 
-/// `POST /api/deliveries/{id}/confirmations`: the package was handed over. (Sending the
-/// notify-me notifications and handing the delivery to history arrive with a later issue.)
+/// `POST /api/deliveries/{id}/confirmations`: the package was handed over; `DeliveryCompleted`
+/// (with the tracking and the confirmation) hands the delivery to history. (Sending the notify-me
+/// notifications arrives with a later issue.)
 async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -110,7 +137,10 @@ async fn confirm(
 ) -> Result<Json<Delivery>, Problem> {
     traced(&id);
     domain::validate_confirmation(&confirmation)?;
-    changed(&id, state.store.confirm(&id, &confirmation, state.clock.now()).await?, DeliveryStage::Completed)
+    let now = state.clock.now();
+    let delivery = changed(&id, state.store.confirm(&id, &confirmation, now).await?, DeliveryStage::Completed)?;
+    events::finished(&*state.events, &*state.store, &id, now).await?;
+    Ok(delivery)
 }
 
 /// `PUT /api/deliveries/{id}/closure` (internal, for the workflow): the delivery will never fly.
@@ -127,18 +157,26 @@ async fn close(
         metrics::counter!("delivery_stage_changes_total", "service" => crate::SERVICE, "stage" => stage.as_str())
             .increment(1);
     };
-    match state.store.close(delivery, stage, &reason, state.clock.now()).await? {
+    let now = state.clock.now();
+    let response = match state.store.close(delivery, stage, &reason, now).await? {
         Closed::Created(delivery) => {
             stage_changed();
             let location = format!("/api/deliveries/{id}");
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(*delivery)).into_response())
+            (StatusCode::CREATED, [(header::LOCATION, location)], Json(*delivery)).into_response()
         }
         Closed::Done(delivery) => {
             stage_changed();
-            Ok(Json(*delivery).into_response())
+            Json(*delivery).into_response()
         }
-        Closed::Refused(reason) => Err(Problem::conflict(reason)),
-    }
+        Closed::Refused(refusal) => {
+            // A closing cancel is refused, and shown, like a DELETE.
+            let action = if stage == DeliveryStage::Failed { Action::Fail } else { Action::Cancel };
+            state.store.record_refusal(&id, action, now).await?;
+            return Err(Problem::conflict(refusal));
+        }
+    };
+    events::finished(&*state.events, &*state.store, &id, now).await?;
+    Ok(response)
 }
 
 fn changed(id: &str, outcome: Changed, stage: DeliveryStage) -> Result<Json<Delivery>, Problem> {

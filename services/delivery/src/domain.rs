@@ -1,20 +1,30 @@
-//! What the delivery service decides: valid input, and which stage changes are allowed.
-//! Pure: no I/O.
+//! What the delivery service decides: valid input, which stage changes are allowed, what a
+//! drone event asks of a delivery, and what its status shows. Pure: no I/O.
 
 use std::collections::BTreeMap;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use contracts::DeliveryStage;
 use contracts::Location;
-use contracts::delivery::{Confirmation, Delivery, DeliveryClosure, NotifyMeRequest, RescheduledDelivery};
+use contracts::delivery::{
+    Confirmation, Delivery, DeliveryClosure, DeliveryStatus, DeliveryTrackingEvent, NotifyMeRequest,
+    RescheduledDelivery,
+};
+use contracts::events::{DroneEvent, Flight};
 use platform::Problem;
+
+use crate::flight;
 
 type Errors = BTreeMap<String, String>;
 
 /// The longest reason a closure may give, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// What a client asks to do to a delivery.
+/// Why a cancel is refused once the package is on board; the refusal note shown on the
+/// delivery quotes it.
+pub const PICKED_UP: &str = "the drone has picked the package up; it can no longer be cancelled";
+
+/// What a client, the workflow or the delivery's drone asks to do to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Reschedule,
@@ -22,6 +32,10 @@ pub enum Action {
     Complete,
     /// The workflow gave up on the delivery: it will never fly.
     Fail,
+    /// The drone left for the pickup (a `HeadedToPickup` drone event).
+    HeadToPickup,
+    /// The drone picked the package up and flies to the drop-off (`HeadedToDropoff`).
+    HeadToDropoff,
 }
 
 /// The answer of the stage rules to an action.
@@ -42,20 +56,173 @@ pub fn is_final(stage: DeliveryStage) -> bool {
 
 /// The stage rules. A delivery can be cancelled until the drone has picked the package up, can
 /// fail at any point before it is finished, and a cancelled, completed or failed delivery never
-/// changes again.
+/// changes again. The drone's progress only moves a delivery forward (see [`progress`]); it may
+/// skip a stage (its events are handled concurrently and may overtake each other), and a stage
+/// already passed, or a finished delivery, makes it a no-op rather than an error: the event is
+/// simply old news.
+///
+/// `current` is the stage as the rules see it: [`tracked_stage`], not just the stored one.
 pub fn transition(current: DeliveryStage, action: Action) -> Transition {
     use DeliveryStage::*;
     match (action, current) {
         (Action::Cancel, Cancelled) | (Action::Complete, Completed) | (Action::Fail, Failed) => Transition::AlreadyDone,
+        (Action::HeadToPickup, _) => forward(current, HeadedToPickup),
+        (Action::HeadToDropoff, _) => forward(current, HeadedToDropoff),
         (_, stage) if is_final(stage) => Transition::Refused(format!("the delivery is already {current}")),
-        (Action::Cancel, HeadedToDropoff) => {
-            Transition::Refused("the drone has picked the package up; it can no longer be cancelled".to_owned())
-        }
+        (Action::Cancel, HeadedToDropoff) => Transition::Refused(PICKED_UP.to_owned()),
         (Action::Reschedule, _) => Transition::To(Rescheduled),
         (Action::Cancel, _) => Transition::To(Cancelled),
         (Action::Complete, _) => Transition::To(Completed),
         (Action::Fail, _) => Transition::To(Failed),
     }
+}
+
+/// How far along its flight a delivery in `stage` is: 0 before the drone leaves, 1 flying to
+/// the pickup, 2 with the package on board, 3 finished.
+pub fn progress(stage: DeliveryStage) -> u8 {
+    use DeliveryStage::*;
+    match stage {
+        Created | Rescheduled => 0,
+        HeadedToPickup => 1,
+        HeadedToDropoff => 2,
+        Completed | Cancelled | Failed => 3,
+    }
+}
+
+/// The drone reached `target`'s part of the flight: move there unless the delivery is already
+/// there, further along, or finished.
+fn forward(current: DeliveryStage, target: DeliveryStage) -> Transition {
+    if progress(current) >= progress(target) { Transition::AlreadyDone } else { Transition::To(target) }
+}
+
+/// Whether [`tracked_stage`] needs the delivery's history to judge a delivery in `current`.
+/// Only `Rescheduled` hides how far the flight got, so the stores read the history only then.
+pub fn needs_history(current: DeliveryStage) -> bool {
+    current == DeliveryStage::Rescheduled
+}
+
+/// The stage the rules judge a delivery by. `Rescheduled` can follow any stage that is not
+/// final, so on its own it would forget that the drone already left or already has the package:
+/// a late `HeadedToPickup` would move the delivery back, and a cancel after the pickup would be
+/// let through. So a rescheduled delivery counts as the furthest flight stage it reached since it
+/// was (re)created. `history` is the stages of its tracking events, oldest first.
+pub fn tracked_stage(current: DeliveryStage, history: &[DeliveryStage]) -> DeliveryStage {
+    if !needs_history(current) {
+        return current;
+    }
+    history
+        .iter()
+        .rev()
+        .take_while(|stage| **stage != DeliveryStage::Created)
+        .filter(|stage| matches!(stage, DeliveryStage::HeadedToPickup | DeliveryStage::HeadedToDropoff))
+        .max_by_key(|stage| progress(**stage))
+        .copied()
+        .unwrap_or(current)
+}
+
+/// The note to record on a delivery (a tracking event in its current stage) when `action` is
+/// refused in `current` (its [`tracked_stage`]), for the refusals a customer should see in the
+/// status; `None` for the rest (a cancel of a finished delivery says nothing new about it).
+pub fn refusal_note(current: DeliveryStage, action: Action) -> Option<String> {
+    match (action, current) {
+        (Action::Cancel, DeliveryStage::HeadedToDropoff) => Some(format!("cancel refused: {PICKED_UP}")),
+        _ => None,
+    }
+}
+
+/// Whether `note` was already recorded since the delivery was last (re)created: a refusal is
+/// recorded once per kind, however often the client repeats the refused call.
+pub fn already_noted(history: &[DeliveryTrackingEvent], note: &str) -> bool {
+    history
+        .iter()
+        .rev()
+        .take_while(|event| event.stage != DeliveryStage::Created)
+        .any(|event| event.reason.as_deref() == Some(note))
+}
+
+/// What a drone event asks of its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DroneStep {
+    /// Keep the flight plan: positions and ETAs are computed from it.
+    RecordFlight(Flight),
+    /// Move the delivery forward (`HeadToPickup` or `HeadToDropoff`) with a tracking event here.
+    Advance { action: Action, location: Location, at: DateTime<Utc> },
+    /// The drone is at the drop-off: the package is delivered.
+    Arrive { location: Location, at: DateTime<Utc> },
+    /// Nothing to do.
+    Ignore,
+}
+
+/// The step a drone event asks for.
+pub fn drone_step(event: DroneEvent) -> DroneStep {
+    match event {
+        DroneEvent::DroneAssigned(flight) => DroneStep::RecordFlight(flight),
+        DroneEvent::HeadedToPickup(p) => {
+            DroneStep::Advance { action: Action::HeadToPickup, location: p.location, at: p.at }
+        }
+        DroneEvent::HeadedToDropoff(p) => {
+            DroneStep::Advance { action: Action::HeadToDropoff, location: p.location, at: p.at }
+        }
+        DroneEvent::DroneArrived(p) => DroneStep::Arrive { location: p.location, at: p.at },
+        // Released: the delivery's own events already say how it ended. Positions: the status
+        // computes the drone's position from its flight plan whenever it is asked, so a stored
+        // position would only duplicate that (and cost a write per drone per tick).
+        DroneEvent::DroneReleased(_) | DroneEvent::DronePosition(_) => DroneStep::Ignore,
+    }
+}
+
+/// The confirmation a drone's arrival at the drop-off stands for: the drone confirms by the
+/// delivery's required kind and carries no blob.
+pub fn arrival_confirmation(delivery: &Delivery, location: Location, at: DateTime<Utc>) -> Confirmation {
+    Confirmation {
+        date_time: at,
+        geo_coordinates: location,
+        confirmation_type: delivery.confirmation_required,
+        confirmation_blob: String::new(),
+    }
+}
+
+/// Whether a drone event whose delivery does not exist should be given up: its delivery is
+/// created by the workflow just after the drone is assigned, so a missing one is normally only
+/// late, but one whose workflow failed after the assignment never comes.
+pub fn is_orphan(occurred_at: DateTime<Utc>, now: DateTime<Utc>, max_age: chrono::Duration) -> bool {
+    now - occurred_at > max_age
+}
+
+/// A delivery's status (`None` when it has no tracking events: it does not exist) from its
+/// tracking events (oldest first), its drone's flight if one is known, at `now`.
+///
+/// - `stage`: the latest event's.
+/// - `lastKnownLocation`: while the drone flies for it and it is not finished, where the flight
+///   puts the drone now (the drop-off once the flight says it is there); otherwise the location
+///   of the latest event that has one.
+/// - `pickupETA` until the package is on board, `deliveryETA` until it is delivered: from the
+///   flight ([`flight::etas`]); `null` without a flight or once finished.
+/// - `reason`: see [`status_reason`].
+pub fn status(events: &[DeliveryTrackingEvent], flight: Option<&Flight>, now: DateTime<Utc>) -> Option<DeliveryStatus> {
+    let stage = events.last()?.stage;
+    let live_flight = flight.filter(|_| !is_final(stage));
+    let flying_at = live_flight.and_then(|f| flight::delivery_position(f, now));
+    let last_known_location = flying_at.or_else(|| events.iter().rev().find_map(|e| e.location));
+    let etas = live_flight.map(|f| flight::etas(f, now));
+    let history: Vec<DeliveryStage> = events.iter().map(|e| e.stage).collect();
+    let on_board = progress(tracked_stage(stage, &history)) >= progress(DeliveryStage::HeadedToDropoff);
+    Some(DeliveryStatus {
+        stage,
+        last_known_location,
+        pickup_eta: etas.filter(|_| !on_board).map(|e| e.pickup),
+        delivery_eta: etas.map(|e| e.dropoff),
+        reason: status_reason(events),
+    })
+}
+
+/// Why the delivery is where it is, when an event of its current stage says so (a closure's
+/// reason, a refusal note). Only events since the stage last changed count, so a delivery that
+/// moved on (a refused cancel, then delivered; a failed delivery reopened) does not keep
+/// showing an old reason.
+pub fn status_reason(events: &[DeliveryTrackingEvent]) -> Option<String> {
+    let stage = events.last()?.stage;
+    events.iter().rev().take_while(|e| e.stage == stage).find_map(|e| e.reason.clone())
 }
 
 /// The rules of a closure (`PUT …/closure`): recording that a delivery will never fly, in
@@ -437,6 +604,223 @@ mod tests {
         };
         let problem = validate_confirmation(&confirmation).unwrap_err();
         assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/geoCoordinates/latitude"]);
+    }
+
+    #[test]
+    fn the_drone_moves_a_delivery_forward_only() {
+        use DeliveryStage::*;
+        assert_eq!(transition(Created, Action::HeadToPickup), Transition::To(HeadedToPickup));
+        assert_eq!(transition(Rescheduled, Action::HeadToPickup), Transition::To(HeadedToPickup));
+        assert_eq!(transition(HeadedToPickup, Action::HeadToDropoff), Transition::To(HeadedToDropoff));
+        // Skipping ahead: its events may overtake each other.
+        assert_eq!(transition(Created, Action::HeadToDropoff), Transition::To(HeadedToDropoff));
+        // A stage already reached or passed is old news, not an error.
+        assert_eq!(transition(HeadedToPickup, Action::HeadToPickup), Transition::AlreadyDone);
+        assert_eq!(transition(HeadedToDropoff, Action::HeadToPickup), Transition::AlreadyDone);
+        assert_eq!(transition(HeadedToDropoff, Action::HeadToDropoff), Transition::AlreadyDone);
+        // A finished delivery changes for nothing the drone does.
+        for stage in [Completed, Cancelled, Failed] {
+            for action in [Action::HeadToPickup, Action::HeadToDropoff] {
+                assert_eq!(transition(stage, action), Transition::AlreadyDone, "{action:?} on {stage}");
+            }
+        }
+        // The drone's arrival completes it from any stage not yet final.
+        assert_eq!(transition(HeadedToDropoff, Action::Complete), Transition::To(Completed));
+        assert_eq!(transition(Created, Action::Complete), Transition::To(Completed));
+        assert!(matches!(transition(Cancelled, Action::Complete), Transition::Refused(_)));
+    }
+
+    #[test]
+    fn progress_orders_the_stages_of_a_flight() {
+        use DeliveryStage::*;
+        assert_eq!(progress(Created), progress(Rescheduled));
+        assert!(progress(Rescheduled) < progress(HeadedToPickup));
+        assert!(progress(HeadedToPickup) < progress(HeadedToDropoff));
+        for stage in [Completed, Cancelled, Failed] {
+            assert!(progress(HeadedToDropoff) < progress(stage));
+        }
+    }
+
+    #[test]
+    fn a_rescheduled_delivery_remembers_how_far_its_flight_got() {
+        use DeliveryStage::*;
+        assert_eq!(tracked_stage(HeadedToPickup, &[Created, HeadedToPickup]), HeadedToPickup, "not rescheduled");
+        assert_eq!(tracked_stage(Rescheduled, &[Created, Rescheduled]), Rescheduled, "not flying yet");
+        let after_pickup = [Created, HeadedToPickup, HeadedToDropoff, Rescheduled];
+        assert_eq!(tracked_stage(Rescheduled, &after_pickup), HeadedToDropoff);
+        assert_eq!(tracked_stage(Rescheduled, &[Created, HeadedToPickup, Rescheduled, Rescheduled]), HeadedToPickup);
+        // Since it was last (re)created: a failed delivery put again starts over.
+        let reopened = [Created, HeadedToPickup, HeadedToDropoff, Failed, Created, Rescheduled];
+        assert_eq!(tracked_stage(Rescheduled, &reopened), Rescheduled);
+        // So a late HeadedToPickup does not move it back, and a cancel after pickup stays refused.
+        assert_eq!(
+            transition(tracked_stage(Rescheduled, &after_pickup), Action::HeadToPickup),
+            Transition::AlreadyDone
+        );
+        assert!(matches!(
+            transition(tracked_stage(Rescheduled, &after_pickup), Action::Cancel),
+            Transition::Refused(_)
+        ));
+        assert!(needs_history(Rescheduled));
+        assert!(!needs_history(HeadedToDropoff) && !needs_history(Created));
+    }
+
+    fn tracked(stage: DeliveryStage, reason: Option<&str>) -> DeliveryTrackingEvent {
+        DeliveryTrackingEvent {
+            delivery_id: "d1".into(),
+            stage,
+            location: Some(Location::new(47.6, -122.3, 0.0)),
+            at: chrono::Utc::now(),
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_cancel_after_pickup_is_noted_and_only_once() {
+        use DeliveryStage::*;
+        let note = refusal_note(HeadedToDropoff, Action::Cancel).unwrap();
+        assert_eq!(note, format!("cancel refused: {PICKED_UP}"));
+        let Transition::Refused(reason) = transition(HeadedToDropoff, Action::Cancel) else { panic!("allowed") };
+        assert!(note.ends_with(&reason), "the note quotes the refusal: {note}");
+        for (stage, action) in [
+            (Completed, Action::Cancel),
+            (Failed, Action::Cancel),
+            (HeadedToPickup, Action::Cancel),
+            (HeadedToDropoff, Action::Reschedule),
+            (Cancelled, Action::Complete),
+        ] {
+            assert_eq!(refusal_note(stage, action), None, "{action:?} on {stage}");
+        }
+        let history = [tracked(Created, None), tracked(HeadedToDropoff, None)];
+        assert!(!already_noted(&history, &note));
+        let noted = [tracked(Created, None), tracked(HeadedToDropoff, None), tracked(HeadedToDropoff, Some(&note))];
+        assert!(already_noted(&noted, &note));
+        let reopened = [tracked(HeadedToDropoff, Some(&note)), tracked(Failed, Some("x")), tracked(Created, None)];
+        assert!(!already_noted(&reopened, &note), "a reopened delivery starts a new history");
+    }
+
+    #[test]
+    fn each_drone_event_asks_for_its_step() {
+        use contracts::events::DronePosition;
+        let at = chrono::Utc::now();
+        let position = DronePosition { drone_id: "drone-1".into(), location: Location::new(47.6, -122.3, 10.0), at };
+        let (location, drone) = (position.location, || position.clone());
+        assert_eq!(
+            drone_step(DroneEvent::HeadedToPickup(drone())),
+            DroneStep::Advance { action: Action::HeadToPickup, location, at }
+        );
+        assert_eq!(
+            drone_step(DroneEvent::HeadedToDropoff(drone())),
+            DroneStep::Advance { action: Action::HeadToDropoff, location, at }
+        );
+        assert_eq!(drone_step(DroneEvent::DroneArrived(drone())), DroneStep::Arrive { location, at });
+        assert_eq!(drone_step(DroneEvent::DroneReleased(drone())), DroneStep::Ignore);
+        assert_eq!(drone_step(DroneEvent::DronePosition(drone())), DroneStep::Ignore);
+        let flight = Flight {
+            drone_id: "drone-1".into(),
+            depot: location,
+            pickup: location,
+            dropoff: location,
+            speed_mph: 40.0,
+            time_scale: 60.0,
+            departed_at: at,
+            pickup_at: at,
+            dropoff_at: at,
+            back_at: at,
+        };
+        assert_eq!(drone_step(DroneEvent::DroneAssigned(flight.clone())), DroneStep::RecordFlight(flight));
+    }
+
+    #[test]
+    fn an_arrival_confirms_as_the_delivery_requires() {
+        let at = chrono::Utc::now();
+        let mut d = delivery();
+        d.confirmation_required = ConfirmationType::Voice;
+        let confirmation = arrival_confirmation(&d, d.dropoff, at);
+        assert_eq!(
+            confirmation,
+            Confirmation {
+                date_time: at,
+                geo_coordinates: d.dropoff,
+                confirmation_type: ConfirmationType::Voice,
+                confirmation_blob: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn an_event_is_an_orphan_only_past_the_age_limit() {
+        let now = chrono::Utc::now();
+        let limit = chrono::Duration::seconds(600);
+        assert!(!is_orphan(now, now, limit));
+        assert!(!is_orphan(now - limit, now, limit), "the limit itself is still waited for");
+        assert!(is_orphan(now - limit - chrono::Duration::milliseconds(1), now, limit));
+        assert!(!is_orphan(now + chrono::Duration::seconds(5), now, limit), "a clock ahead is no orphan");
+    }
+
+    fn flight_from(start: DateTime<Utc>) -> Flight {
+        let minute = chrono::Duration::minutes(1);
+        Flight {
+            drone_id: "drone-1".into(),
+            depot: Location::new(47.60, -122.33, 0.0),
+            pickup: Location::new(47.62, -122.33, 0.0),
+            dropoff: Location::new(47.64, -122.33, 0.0),
+            speed_mph: 40.0,
+            time_scale: 60.0,
+            departed_at: start,
+            pickup_at: start + minute * 2,
+            dropoff_at: start + minute * 4,
+            back_at: start + minute * 6,
+        }
+    }
+
+    #[test]
+    fn the_status_shows_the_flying_drone_until_the_delivery_is_finished() {
+        use DeliveryStage::*;
+        let start = chrono::Utc::now();
+        let flight = flight_from(start);
+        let created = [tracked(Created, None)];
+        // No flight: the last event's location and no ETAs.
+        let status = super::status(&created, None, start).unwrap();
+        assert_eq!((status.stage, status.last_known_location), (Created, Some(Location::new(47.6, -122.3, 0.0))));
+        assert_eq!((status.pickup_eta, status.delivery_eta), (None, None));
+        // Flying to the pickup.
+        let status = super::status(&created, Some(&flight), flight.pickup_at).unwrap();
+        assert_eq!(status.last_known_location, Some(flight.pickup));
+        assert_eq!((status.pickup_eta, status.delivery_eta), (Some(flight.pickup_at), Some(flight.dropoff_at)));
+        // Before departure the drone is not flying for it yet.
+        let status = super::status(&created, Some(&flight), start - chrono::Duration::seconds(1)).unwrap();
+        assert_eq!(status.last_known_location, created[0].location);
+        assert_eq!(status.pickup_eta, Some(flight.pickup_at));
+        // The package on board: no pickup ETA, even after a reschedule.
+        for history in [vec![tracked(Created, None), tracked(HeadedToDropoff, None)], {
+            vec![tracked(Created, None), tracked(HeadedToDropoff, None), tracked(Rescheduled, None)]
+        }] {
+            let status = super::status(&history, Some(&flight), flight.pickup_at).unwrap();
+            assert_eq!((status.pickup_eta, status.delivery_eta), (None, Some(flight.dropoff_at)));
+        }
+        // Finished: the last event's location, no ETAs.
+        let mut done = tracked(Completed, None);
+        done.location = Some(flight.dropoff);
+        let history = [tracked(Created, None), done];
+        let status = super::status(&history, Some(&flight), flight.pickup_at).unwrap();
+        assert_eq!(status.last_known_location, Some(flight.dropoff));
+        assert_eq!((status.pickup_eta, status.delivery_eta), (None, None));
+        assert_eq!(super::status(&[], Some(&flight), start), None, "no events: no delivery");
+    }
+
+    #[test]
+    fn the_reason_is_that_of_the_current_stage() {
+        use DeliveryStage::*;
+        let failed = [tracked(Created, None), tracked(Failed, Some("gave up"))];
+        assert_eq!(status_reason(&failed).as_deref(), Some("gave up"));
+        let refused = [tracked(HeadedToDropoff, None), tracked(HeadedToDropoff, Some("cancel refused: x"))];
+        assert_eq!(status_reason(&refused).as_deref(), Some("cancel refused: x"));
+        let then_delivered = [tracked(HeadedToDropoff, Some("cancel refused: x")), tracked(Completed, None)];
+        assert_eq!(status_reason(&then_delivered), None);
+        let reopened = [tracked(Created, None), tracked(Failed, Some("gave up")), tracked(Created, None)];
+        assert_eq!(status_reason(&reopened), None, "a reopened delivery no longer shows why it failed");
+        assert_eq!(status_reason(&[]), None);
     }
 
     #[test]

@@ -19,21 +19,32 @@
 //!
 //! `Failed` is final like `Completed` and `Cancelled`, but for one thing: a `PUT` of a failed
 //! delivery (the workflow running its replayed request) reopens it at stage `Created`.
-//! `GET /api/deliveries/{id}/status` carries the closure's `reason` (from the last tracking event
-//! that has one); normal deliveries have none.
+//! `GET /api/deliveries/{id}/status` carries the closure's `reason` (from the latest tracking
+//! event of the current stage that has one); normal deliveries have none. A cancel refused
+//! because the drone has the package is recorded the same way (once), so the status shows it.
+//!
+//! Tracking (issue 6): [`tracking`] consumes `drone-events` (the drone's flight, its stages, its
+//! arrival, which completes the delivery); the status computes the drone's position and the
+//! ETAs from the stored flight ([`flight`]). Every change is published to `delivery-events`
+//! ([`events`]) before the call answers; a publish that fails answers 503 + `Retry-After`.
 
 pub mod api;
 pub mod domain;
+pub mod events;
+pub mod flight;
 pub mod store;
+pub mod tracking;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use contracts::events::{DELIVERY_EVENTS_STREAM, DRONE_EVENTS_STREAM};
+use platform::bus::stream::{EventStream, open_stream};
 use platform::clock::SharedClock;
 use platform::config::CommonArgs;
-use platform::http::ServiceRouter;
+use platform::http::{ReadinessProbe, ServiceRouter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -69,9 +80,44 @@ pub struct Config {
     )]
     pub completed_ttl_secs: u64,
 
+    /// The bus holding the event streams: sqlite://PATH (embedded) or nats://HOST:PORT[,…][?…].
+    /// The service consumes `drone-events` and publishes to `delivery-events`.
+    #[arg(long, env = "FABRIKAM_BUS_URL", default_value = "sqlite://./data/bus.db")]
+    pub bus_url: String,
+
+    /// The consumer group this service reads `drone-events` in; processes sharing it share the
+    /// work. A new group starts at the beginning of the stream.
+    #[arg(long, env = "FABRIKAM_DELIVERY_GROUP", default_value = tracking::DEFAULT_GROUP)]
+    pub group: String,
+
+    /// Seconds a drone event whose delivery does not exist is retried before it is dropped (the
+    /// workflow failed after assigning the drone, so the delivery never comes).
+    #[arg(
+        long,
+        env = "FABRIKAM_DELIVERY_ORPHAN_EVENT_SECS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub orphan_event_secs: u64,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
+
+impl Config {
+    /// The tracking consumer's settings from these flags.
+    pub fn tracking_options(&self) -> tracking::TrackingOptions {
+        tracking::TrackingOptions {
+            orphan_after: Duration::from_secs(self.orphan_event_secs),
+            drain: self.common.shutdown_grace(),
+            ..tracking::TrackingOptions::default()
+        }
+    }
+}
+
+/// How long an event stream remembers a message id to drop a copy (NATS; the embedded stream
+/// remembers ids for as long as it keeps the events).
+pub const STREAM_DEDUP_WINDOW: Duration = Duration::from_secs(600);
 
 /// Opens the store named by `url`, with the default completed TTL on Redis.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn DeliveryStore>> {
@@ -105,19 +151,43 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// The complete HTTP router: API routes plus health, metrics and the shared layers.
-pub fn router(store: Arc<dyn DeliveryStore>, clock: SharedClock, common: &CommonArgs) -> axum::Router {
-    let state = api::AppState { store: store.clone(), clock };
+/// The complete HTTP router: API routes plus health, metrics and the shared layers. `events` is
+/// the `delivery-events` stream every change is published to; readiness checks the store and it.
+pub fn router(
+    store: Arc<dyn DeliveryStore>,
+    events: Arc<dyn EventStream>,
+    clock: SharedClock,
+    common: &CommonArgs,
+) -> axum::Router {
+    service_router(store, events, clock, common).build()
+}
+
+fn service_router(
+    store: Arc<dyn DeliveryStore>,
+    events: Arc<dyn EventStream>,
+    clock: SharedClock,
+    common: &CommonArgs,
+) -> ServiceRouter {
+    let state = api::AppState { store: store.clone(), events: events.clone(), clock };
     ServiceRouter::new(SERVICE, api::routes(state))
         .readiness(platform::http::probe("delivery-store", move || {
             let store = store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
         }))
+        .readiness(stream_probe(DELIVERY_EVENTS_STREAM, events))
         .options(common.http_options())
-        .build()
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+/// Readiness: the stream `name` answers.
+fn stream_probe(name: &'static str, stream: Arc<dyn EventStream>) -> Arc<dyn ReadinessProbe> {
+    platform::http::probe(name, move || {
+        let stream = stream.clone();
+        async move { stream.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
+/// Runs the service on `listener` until `shutdown` is cancelled: the HTTP API and the tracking
+/// consumer of `drone-events`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -125,9 +195,34 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = open_store_with_ttl(&config.database_url, Duration::from_secs(config.completed_ttl_secs)).await?;
-    let app = router(store, clock, &config.common);
+    let bus = redacted(&config.bus_url);
+    let drone_events = open_stream(&config.bus_url, DRONE_EVENTS_STREAM, STREAM_DEDUP_WINDOW)
+        .await
+        .with_context(|| format!("opening stream {DRONE_EVENTS_STREAM} on {bus}"))?;
+    let delivery_events = open_stream(&config.bus_url, DELIVERY_EVENTS_STREAM, STREAM_DEDUP_WINDOW)
+        .await
+        .with_context(|| format!("opening stream {DELIVERY_EVENTS_STREAM} on {bus}"))?;
+    let subscription = tracking::subscribe(&*drone_events, &config.group)
+        .await
+        .with_context(|| format!("joining group {:?} of {DRONE_EVENTS_STREAM}", config.group))?;
+    let app = service_router(store.clone(), delivery_events.clone(), clock.clone(), &config.common)
+        .readiness(stream_probe(DRONE_EVENTS_STREAM, drone_events))
+        .build();
+    // Its own token, so a server that stops on its own (failed) stops the consumer too.
+    let consumer_shutdown = shutdown.child_token();
+    let consumer = tokio::spawn(tracking::run(
+        subscription,
+        store,
+        delivery_events,
+        clock,
+        config.tracking_options(),
+        consumer_shutdown.clone(),
+    ));
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    let served = platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await;
+    consumer_shutdown.cancel();
+    consumer.await.context("the tracking consumer panicked")?;
+    served?;
     Ok(())
 }
 

@@ -1,11 +1,22 @@
-//! The delivery service's HTTP API, route by route, against a real SQLite store.
+//! The delivery service's HTTP API, route by route, against a real SQLite store and an embedded
+//! `delivery-events` stream.
+
+mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use chrono::TimeZone;
+use chrono::{DateTime, TimeZone, Utc};
+use contracts::events::{DELIVERY_EVENTS_STREAM, DeliveryEvent};
+use contracts::{DeliveryStage, Location};
+use delivery::DeliveryStore;
+use delivery::domain::Action;
+use platform::bus::stream::{EventStream, StartAt, Subscription};
+use platform::bus::{BusError, OutgoingMessage, Published, QueueOptions};
 use platform::clock::ManualClock;
 use platform::config::CommonArgs;
 use serde_json::{Value, json};
@@ -14,14 +25,71 @@ use tower::ServiceExt;
 struct TestApp {
     router: Router,
     clock: ManualClock,
+    store: Arc<dyn DeliveryStore>,
+    events: Arc<Flaky>,
     _dir: tempfile::TempDir,
+}
+
+/// The `delivery-events` stream, which a test can take down.
+struct Flaky {
+    inner: Arc<dyn EventStream>,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), BusError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(BusError::Unavailable("down for the test".to_owned()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl EventStream for Flaky {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError> {
+        self.check()?;
+        self.inner.publish(event).await
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        start: StartAt,
+        options: QueueOptions,
+    ) -> Result<Arc<dyn Subscription>, BusError> {
+        self.inner.subscribe(group, start, options).await
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+fn noon() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap()
 }
 
 async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(chrono::Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap());
+    let clock = ManualClock::new(noon());
     let store = delivery::open_store(&format!("sqlite://{}", dir.path().join("delivery.db").display())).await.unwrap();
-    TestApp { router: delivery::router(store, Arc::new(clock.clone()), &CommonArgs::default()), clock, _dir: dir }
+    let bus = format!("sqlite://{}", dir.path().join("bus.db").display());
+    let stream =
+        platform::bus::stream::open_stream(&bus, DELIVERY_EVENTS_STREAM, delivery::STREAM_DEDUP_WINDOW).await.unwrap();
+    let events = Arc::new(Flaky { inner: stream, down: AtomicBool::new(false) });
+    let router = delivery::router(store.clone(), events.clone(), Arc::new(clock.clone()), &CommonArgs::default());
+    TestApp { router, clock, store, events, _dir: dir }
 }
 
 fn delivery(id: &str, owner: &str) -> Value {
@@ -525,4 +593,262 @@ async fn a_closure_names_bad_fields() {
 
     let (status, _, _) = app.call(Method::PUT, uri, Some(closure("d1", "Failed", &"é".repeat(500)))).await;
     assert_eq!(status, StatusCode::CREATED, "500 characters is the limit, not 500 bytes");
+}
+
+/// The message ids published so far, in order.
+async fn published_ids(app: &TestApp) -> Vec<String> {
+    common::published(&*app.events.inner).await.into_iter().map(|e| e.message_id).collect()
+}
+
+fn pickup() -> Location {
+    Location::new(47.60, -122.33, 0.0)
+}
+
+fn dropoff() -> Location {
+    Location::new(47.62, -122.35, 0.0)
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap_or_else(|| panic!("not a time: {value}")).parse().unwrap()
+}
+
+fn location(value: &Value) -> Location {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn the_status_follows_the_drone_on_its_flight() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let flight = common::flight(noon(), pickup(), dropoff(), 40.0);
+    assert!(app.store.record_flight("d1", &flight, noon()).await.unwrap());
+    let status = async || app.call(Method::GET, "/api/deliveries/d1/status", None).await.1;
+
+    // Leaving the depot: the planned times, as the drone keeps its speed.
+    let at_departure = status().await;
+    assert_eq!(at_departure["stage"], "Created", "the stage follows the drone's events, not the clock");
+    assert_near(location(&at_departure["lastKnownLocation"]), flight.depot);
+    assert_eq!(
+        (time(&at_departure["pickupETA"]), time(&at_departure["deliveryETA"])),
+        (flight.pickup_at, flight.dropoff_at)
+    );
+
+    // Halfway to the pickup: between the depot and the pickup, nearer each minute; the time left shrinks.
+    let mut previous: Option<(f64, chrono::Duration)> = None;
+    for step in 1..=4 {
+        app.clock.set(flight.departed_at + (flight.pickup_at - flight.departed_at) * step / 5);
+        let now = status().await;
+        let here = location(&now["lastKnownLocation"]);
+        let miles = miles_between(here, flight.pickup);
+        let left = time(&now["pickupETA"]) - app.clock_now();
+        assert_eq!(time(&now["pickupETA"]), flight.pickup_at);
+        if let Some((miles_before, left_before)) = previous {
+            assert!(miles < miles_before && left < left_before, "step {step}: {miles} mi, {left} left");
+        }
+        previous = Some((miles, left));
+    }
+
+    // At the pickup time the drone is at the pickup; once it reports the package on board
+    // there is no pickup ETA any more.
+    app.clock.set(flight.pickup_at);
+    assert_near(location(&status().await["lastKnownLocation"]), pickup());
+    app.store.advance("d1", Action::HeadToPickup, flight.depot, flight.departed_at).await.unwrap();
+    app.store.advance("d1", Action::HeadToDropoff, pickup(), flight.pickup_at).await.unwrap();
+    app.clock.set(flight.pickup_at + (flight.dropoff_at - flight.pickup_at) / 2);
+    let on_board = status().await;
+    assert_eq!(on_board["stage"], "HeadedToDropoff");
+    assert_eq!(on_board["pickupETA"], Value::Null);
+    assert_eq!(time(&on_board["deliveryETA"]), flight.dropoff_at);
+    let here = location(&on_board["lastKnownLocation"]);
+    assert!(miles_between(here, pickup()) > 0.1 && miles_between(here, dropoff()) > 0.1, "{here:?}");
+
+    // Delivered: where it was confirmed, and no ETAs.
+    let (code, _, _) = app.call(Method::POST, "/api/deliveries/d1/confirmations", Some(confirmation())).await;
+    assert_eq!(code, StatusCode::OK);
+    let done = status().await;
+    assert_eq!(done["stage"], "Completed");
+    assert_near(location(&done["lastKnownLocation"]), Location::new(47.62, -122.35, 0.0));
+    assert_eq!((done["pickupETA"].clone(), done["deliveryETA"].clone()), (Value::Null, Value::Null));
+}
+
+#[tokio::test]
+async fn the_etas_of_a_drone_behind_its_plan_shrink_as_it_flies() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    // Planned at 40 mph but flying at 20: twice as long as planned on each leg.
+    let mut flight = common::flight(noon(), pickup(), dropoff(), 40.0);
+    flight.speed_mph = 20.0;
+    app.store.record_flight("d1", &flight, noon()).await.unwrap();
+    let mut previous: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for step in 0..=10 {
+        app.clock.set(flight.departed_at + (flight.dropoff_at - flight.departed_at) * step / 10);
+        let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+        let delivery_eta = time(&status["deliveryETA"]);
+        let pickup_eta = if status["pickupETA"].is_null() { None } else { Some(time(&status["pickupETA"])) };
+        assert!(delivery_eta >= flight.dropoff_at, "never earlier than planned");
+        if let Some((pickup_before, delivery_before)) = previous {
+            assert!(delivery_eta <= delivery_before, "step {step}");
+            if let Some(pickup_eta) = pickup_eta {
+                assert!(pickup_eta <= pickup_before, "step {step}");
+            }
+        }
+        previous = Some((pickup_eta.unwrap_or(flight.pickup_at), delivery_eta));
+        if step == 0 {
+            let planned = flight.dropoff_at - flight.departed_at;
+            assert!(((delivery_eta - flight.departed_at) - planned * 2).num_milliseconds().abs() <= 2);
+        }
+    }
+    assert_eq!(previous.unwrap().1, flight.dropoff_at, "at the planned drop-off time the drone is there");
+}
+
+/// The same place, but for the last digit JSON may round (its floats do not round-trip exactly).
+fn assert_near(a: Location, b: Location) {
+    assert!(miles_between(a, b) < 1e-9, "{a:?} is not {b:?}");
+}
+
+fn miles_between(a: Location, b: Location) -> f64 {
+    platform::geo::distance_miles(
+        platform::geo::Point::new(a.latitude, a.longitude),
+        platform::geo::Point::new(b.latitude, b.longitude),
+    )
+}
+
+impl TestApp {
+    fn clock_now(&self) -> DateTime<Utc> {
+        platform::clock::Clock::now(&self.clock)
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_after_pickup_is_refused_and_shown_once() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    app.store.advance("d1", Action::HeadToDropoff, pickup(), noon()).await.unwrap();
+    for _ in 0..3 {
+        let (code, problem, headers) = app.call(Method::DELETE, "/api/deliveries/d1", None).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{problem}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(problem["detail"], delivery::domain::PICKED_UP);
+    }
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "HeadedToDropoff");
+    assert_eq!(status["reason"], format!("cancel refused: {}", delivery::domain::PICKED_UP));
+    let events = app.store.tracking("d1").await.unwrap();
+    assert_eq!(events.len(), 3, "created, on board, one refusal however often it is asked: {events:?}");
+    // The workflow's closing cancel is refused the same way and adds nothing.
+    let (code, _, _) =
+        app.call(Method::PUT, "/api/deliveries/d1/closure", Some(closure("d1", "Cancelled", "by the customer"))).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert_eq!(app.store.tracking("d1").await.unwrap().len(), 3);
+    // Nothing was published for a refusal; delivered, the note is history.
+    assert_eq!(published_ids(&app).await, ["d1:DeliveryCreated"]);
+    assert_eq!(
+        app.call(Method::POST, "/api/deliveries/d1/confirmations", Some(confirmation())).await.0,
+        StatusCode::OK
+    );
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Completed");
+    assert!(status.get("reason").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn every_change_is_published_once_with_what_it_changed() {
+    let app = spawn_app().await;
+    app.create("d1", "contoso").await;
+    assert_eq!(
+        app.call(Method::PUT, "/api/deliveries/d1", Some(delivery("d1", "contoso"))).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let change = json!({ "deadline": "2026-03-16T00:00:00Z" });
+    for _ in 0..2 {
+        assert_eq!(app.call(Method::PATCH, "/api/deliveries/d1", Some(change.clone())).await.0, StatusCode::OK);
+    }
+    for _ in 0..2 {
+        assert_eq!(app.call(Method::DELETE, "/api/deliveries/d1", None).await.0, StatusCode::OK);
+    }
+    app.create("d2", "contoso").await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.call(Method::POST, "/api/deliveries/d2/confirmations", Some(confirmation())).await.0,
+            StatusCode::OK
+        );
+    }
+    let uri = "/api/deliveries/d3/closure";
+    assert_eq!(app.call(Method::PUT, uri, Some(closure("d3", "Failed", "no drone"))).await.0, StatusCode::CREATED);
+    assert_eq!(app.call(Method::PUT, uri, Some(closure("d3", "Failed", "no drone"))).await.0, StatusCode::OK);
+    app.create("d4", "contoso").await;
+    let uri = "/api/deliveries/d4/closure";
+    assert_eq!(app.call(Method::PUT, uri, Some(closure("d4", "Cancelled", "by the customer"))).await.0, StatusCode::OK);
+
+    let events = common::published(&*app.events.inner).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "d1:DeliveryCreated",
+            "d1:DeliveryRescheduled:1",
+            "d1:DeliveryRescheduled:2",
+            "d1:DeliveryCancelled",
+            "d2:DeliveryCreated",
+            "d2:DeliveryCompleted",
+            "d3:DeliveryFailed",
+            "d4:DeliveryCreated",
+            "d4:DeliveryCancelled",
+        ],
+        "retried calls re-publish, and the stream keeps one of each"
+    );
+    for event in &events {
+        assert_eq!(
+            event.message_id,
+            format!("{}:{}", event.delivery_id, event.event.kind()) + suffix(&event.message_id)
+        );
+    }
+    let DeliveryEvent::DeliveryCreated(created) = &events[0].event else { panic!("{:?}", events[0]) };
+    assert_eq!((created.id.as_str(), created.stage), ("d1", Some(DeliveryStage::Created)));
+    let DeliveryEvent::DeliveryRescheduled(rescheduled) = &events[2].event else { panic!("{:?}", events[2]) };
+    assert_eq!(rescheduled.deadline, "2026-03-16T00:00:00Z");
+    let cancelled = events[3].event.finished().unwrap();
+    assert_eq!(cancelled.delivery.stage, Some(DeliveryStage::Cancelled));
+    let stages: Vec<_> = cancelled.tracking.iter().map(|t| t.stage).collect();
+    assert_eq!(
+        stages,
+        [DeliveryStage::Created, DeliveryStage::Rescheduled, DeliveryStage::Rescheduled, DeliveryStage::Cancelled]
+    );
+    assert_eq!(cancelled.finished_at, cancelled.tracking[3].at);
+    let completed = events[5].event.finished().unwrap();
+    assert_eq!(completed.delivery.stage, Some(DeliveryStage::Completed));
+    let confirmation = completed.confirmation.as_ref().expect("a completion carries its confirmation");
+    assert_eq!(confirmation.confirmation_blob, "aGVsbG8=");
+    let failed = events[6].event.finished().unwrap();
+    assert_eq!(
+        (failed.delivery.stage, failed.tracking[0].reason.as_deref()),
+        (Some(DeliveryStage::Failed), Some("no drone"))
+    );
+    assert_eq!(failed.confirmation, None);
+}
+
+/// The `:n` of a reschedule's message id.
+fn suffix(message_id: &str) -> &str {
+    if message_id.contains(":DeliveryRescheduled:") { &message_id[message_id.rfind(':').unwrap()..] } else { "" }
+}
+
+#[tokio::test]
+async fn a_change_whose_event_cannot_be_published_is_a_503_and_its_retry_publishes() {
+    let app = spawn_app().await;
+    app.events.set_down(true);
+    let (code, problem, headers) = app.call(Method::PUT, "/api/deliveries/d1", Some(delivery("d1", "o"))).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(app.call(Method::GET, "/healthz/ready", None).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (code, _, _) = app.call(Method::DELETE, "/api/deliveries/d1", None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "the cancel is stored, its event is not");
+    assert_eq!(published_ids(&app).await, Vec::<String>::new());
+
+    // The workflow retries its idempotent calls: each finds its change made and publishes it.
+    app.events.set_down(false);
+    assert_eq!(app.call(Method::PUT, "/api/deliveries/d1", Some(delivery("d1", "o"))).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(app.call(Method::DELETE, "/api/deliveries/d1", None).await.0, StatusCode::OK);
+    assert_eq!(published_ids(&app).await, ["d1:DeliveryCreated", "d1:DeliveryCancelled"]);
+    assert_eq!(app.call(Method::GET, "/healthz/ready", None).await.0, StatusCode::OK);
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest};
+use contracts::events::Flight;
 use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
 use delivery::store::conformance::DeliveryStoreHarness;
 use delivery::store::{Changed, Closed, DEFAULT_COMPLETED_TTL, Upserted};
@@ -238,6 +239,67 @@ async fn a_failed_delivery_expires_like_a_finished_one() {
     store.upsert(delivery("other"), at(15, 12)).await.unwrap();
     assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}")).await, -1);
     assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}:tracking")).await, -1);
+    h.clean().await;
+}
+
+fn flight(departed_at: DateTime<Utc>) -> Flight {
+    let minutes = |m| departed_at + chrono::Duration::minutes(m);
+    Flight {
+        drone_id: "drone-0001".to_owned(),
+        depot: Location::new(47.55, -122.30, 0.0),
+        pickup: Location::new(47.60, -122.33, 0.0),
+        dropoff: Location::new(47.62, -122.35, 0.0),
+        speed_mph: 40.0,
+        time_scale: 60.0,
+        departed_at,
+        pickup_at: minutes(2),
+        dropoff_at: minutes(4),
+        back_at: minutes(6),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_expires_with_its_delivery_or_without_one() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let p = h.fresh_prefix();
+    let hour = Duration::from_secs(3600);
+    let store = h.store(&p, hour).await;
+    let mut raw = h.raw().await;
+    let within_the_ttl = |ttl: i64| ttl > 0 && ttl <= 3_600_000;
+    let key = |id: &str| format!("{p}:delivery:{{{id}}}:flight");
+
+    // Recorded before the delivery exists: it expires unless the delivery comes.
+    assert!(store.record_flight("d1", &flight(at(15, 12)), at(15, 12)).await.unwrap());
+    assert_eq!(key_type(&mut raw, &key("d1")).await, "hash");
+    assert!(within_the_ttl(pttl(&mut raw, &key("d1")).await));
+    // The delivery is created live: the flight is kept as long as it is.
+    store.upsert(delivery("d1"), at(15, 12)).await.unwrap();
+    assert_eq!(pttl(&mut raw, &key("d1")).await, -1);
+    // Re-planned while live: still kept.
+    assert!(store.record_flight("d1", &flight(at(15, 13)), at(15, 13)).await.unwrap());
+    assert_eq!(pttl(&mut raw, &key("d1")).await, -1);
+    // Finished: it expires with the delivery.
+    store.confirm("d1", &confirmation(), at(15, 14)).await.unwrap();
+    assert!(within_the_ttl(pttl(&mut raw, &key("d1")).await));
+    // A late re-plan of a finished delivery takes the delivery's remaining time.
+    assert!(store.record_flight("d1", &flight(at(15, 15)), at(15, 15)).await.unwrap());
+    assert!(within_the_ttl(pttl(&mut raw, &key("d1")).await));
+
+    // Failed, then reopened by a PUT: kept again.
+    assert!(store.record_flight("d2", &flight(at(15, 12)), at(15, 12)).await.unwrap());
+    store.upsert(delivery("d2"), at(15, 12)).await.unwrap();
+    store.close(delivery("d2"), DeliveryStage::Failed, "gave up", at(15, 13)).await.unwrap();
+    assert!(within_the_ttl(pttl(&mut raw, &key("d2")).await));
+    store.upsert(delivery("d2"), at(15, 14)).await.unwrap();
+    assert_eq!(pttl(&mut raw, &key("d2")).await, -1);
+
+    // A closure creating the delivery directly in a final stage: the flight expires with it.
+    assert!(store.record_flight("d3", &flight(at(15, 12)), at(15, 12)).await.unwrap());
+    let created = store.close(delivery("d3"), DeliveryStage::Failed, "gave up", at(15, 13)).await.unwrap();
+    assert!(matches!(created, Closed::Created(_)), "{created:?}");
+    assert!(within_the_ttl(pttl(&mut raw, &key("d3")).await));
+    assert_eq!(store.flight("d3").await.unwrap(), Some(flight(at(15, 12))), "still readable meanwhile");
     h.clean().await;
 }
 

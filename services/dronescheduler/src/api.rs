@@ -7,13 +7,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use contracts::Location;
 use contracts::drone::{Drone, DroneAssignment, DroneDeliveryRequest, DroneUtilization};
 use platform::Problem;
 use platform::clock::SharedClock;
 use platform::json::JsonBody;
 
 use crate::domain::{self, DroneRecord, FleetConfig};
+use crate::flight::{Phase, location as location_of};
 use crate::store::{Assigned, DroneStore};
 
 #[derive(Clone)]
@@ -96,16 +96,28 @@ async fn get_drone(State(state): State<AppState>, Path(drone_id): Path<String>) 
     Ok(Json(view(&drone, now)))
 }
 
-/// A drone as the API shows it: between flights it rests at its depot.
+/// A drone as the API shows it at `now`: while busy, where its flight has it and what it is
+/// doing; between flights, idle at its depot.
 fn view(d: &DroneRecord, now: chrono::DateTime<chrono::Utc>) -> Drone {
     let busy = d.busy_until > now;
+    let (phase, location) = match (&d.flight, busy) {
+        // The store keeps busy_until and the flight's return together; should they ever part,
+        // a drone that is not free yet is still on its way home.
+        (Some(flight), true) => match flight.phase_at(now) {
+            Phase::Done => (Phase::Returning, flight.position_at(now)),
+            phase => (phase, flight.position_at(now)),
+        },
+        // Assigned before flights were recorded: where it is is unknown, its depot is the guess.
+        (None, true) => (Phase::ToPickup, d.location),
+        (_, false) => (Phase::Done, d.location),
+    };
     Drone {
         id: d.id.clone(),
         depot_id: d.depot_id.clone(),
-        location: Location::new(d.location.latitude, d.location.longitude, d.location.altitude),
+        location: location_of(location),
         max_payload: d.max_payload,
         speed_mph: d.speed_mph,
-        status: if busy { "assigned" } else { "idle" }.to_owned(),
+        status: phase.status().to_owned(),
         current_delivery_id: if busy { d.current_delivery_id.clone() } else { None },
         busy_until: busy.then_some(d.busy_until),
     }

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use contracts::Location;
 use contracts::drone::DroneDeliveryRequest;
 use platform::Problem;
 use platform::geo::{Point, distance_miles};
+
+use crate::flight::FlightPath;
 
 /// A drone's home, where it rests between flights.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,8 +105,13 @@ pub struct DroneRecord {
     pub location: Point,
     pub max_payload: f64,
     pub speed_mph: f64,
+    /// When its latest flight ends (it is free from then on).
     pub busy_until: DateTime<Utc>,
+    /// The delivery of its latest flight (kept after the flight ends: `busy_until` says whether
+    /// the drone is still flying it).
     pub current_delivery_id: Option<String>,
+    /// That flight, when it was recorded (flights assigned before flights were kept have none).
+    pub flight: Option<FlightPath>,
 }
 
 /// The fleet a new installation starts with: deterministic, so two runs agree.
@@ -123,6 +130,7 @@ pub fn initial_fleet(config: &FleetConfig) -> Vec<DroneRecord> {
                 speed_mph: config.speed_mph,
                 busy_until: DateTime::<Utc>::UNIX_EPOCH,
                 current_delivery_id: None,
+                flight: None,
             }
         })
         .collect()
@@ -186,6 +194,8 @@ pub struct FlightPlan {
     pub miles: f64,
     pub hours: f64,
     pub busy_until: DateTime<Utc>,
+    /// Where and when it flies.
+    pub path: FlightPath,
 }
 
 /// Picks the free drone able to carry the package whose depot is nearest the pickup (ties by
@@ -201,23 +211,29 @@ pub fn choose_drone(
             let (ka, kb) = (distance_miles(a.location, request.pickup), distance_miles(b.location, request.pickup));
             ka.total_cmp(&kb).then_with(|| a.id.cmp(&b.id))
         })?;
-    let home = drone.location;
-    let miles = distance_miles(home, request.pickup)
-        + distance_miles(request.pickup, request.dropoff)
-        + distance_miles(request.dropoff, home);
-    let hours = if drone.speed_mph > 0.0 { miles / drone.speed_mph } else { 0.0 };
-    let real_ms = hours * 3_600_000.0 / fleet.time_scale.max(f64::MIN_POSITIVE);
+    let path = FlightPath::plan(
+        &drone.id,
+        drone.location,
+        request.pickup,
+        request.dropoff,
+        drone.speed_mph,
+        fleet.time_scale,
+        now,
+    );
     Some(FlightPlan {
         drone_id: drone.id.clone(),
         depot_id: drone.depot_id.clone(),
-        miles,
-        hours,
-        busy_until: now + Duration::milliseconds(real_ms.ceil().min(i64::MAX as f64) as i64),
+        miles: path.miles(),
+        hours: path.hours(),
+        busy_until: path.home_at(),
+        path,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::Duration;
+
     use super::*;
 
     fn request(weight: f64, pickup: Point) -> AssignmentRequest {
@@ -318,6 +334,21 @@ mod tests {
         let plan = choose_drone(&fleet, &request(1.0, Point::new(47.7, -122.3)), now(), &config).unwrap();
         assert_eq!(plan.drone_id, "drone-0001");
         assert_eq!(plan.depot_id, "b");
+    }
+
+    #[test]
+    fn the_plan_carries_the_flight_it_was_computed_from() {
+        let fleet = initial_fleet(&FleetConfig { size: 1, ..FleetConfig::default() });
+        let r = request(1.0, Point::new(47.6, -122.3));
+        let plan = choose_drone(&fleet, &r, now(), &FleetConfig::default()).unwrap();
+        let path = &plan.path;
+        assert_eq!(
+            (path.drone_id.as_str(), path.depot, path.pickup, path.dropoff),
+            ("drone-0001", fleet[0].location, r.pickup, r.dropoff)
+        );
+        assert_eq!((path.departed_at, path.home_at()), (now(), plan.busy_until));
+        assert_eq!((path.speed_mph, path.time_scale), (40.0, 60.0));
+        assert!((path.miles() - plan.miles).abs() < 1e-12);
     }
 
     #[test]

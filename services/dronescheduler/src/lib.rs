@@ -1,18 +1,27 @@
-//! The drone scheduler (first version): owns the fleet, assigns to each delivery the free drone
-//! able to carry its package that is nearest the pickup, releases it on cancel, and reports the
-//! miles and hours flown per owner and month from the assigned flight plans.
+//! The drone scheduler: owns the fleet, assigns to each delivery the free drone able to carry its
+//! package that is nearest the pickup, flies it (simulated), publishes what the drone does on the
+//! `drone-events` stream, releases it on cancel, and reports the miles and hours flown per owner
+//! and month.
 //!
-//! A drone is busy for its planned flight (depot → pickup → drop-off → depot at its speed,
-//! shortened by the time scale); the flight simulation with live positions comes later.
+//! A flight goes depot → pickup → drop-off → depot along great circles at the drone's speed, its
+//! times shortened by the time scale ([`flight`]); a release before the pickup turns the drone
+//! back home. The flight clock ([`flight_clock`]) publishes each flight's events ([`events`]) as
+//! their time comes, with the store as its outbox.
 
 pub mod api;
 pub mod domain;
+pub mod events;
+pub mod flight;
+pub mod flight_clock;
 pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use contracts::events::DRONE_EVENTS_STREAM;
+use platform::bus::stream::EventStream;
 use platform::clock::SharedClock;
 use platform::config::CommonArgs;
 use platform::http::ServiceRouter;
@@ -20,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use domain::FleetConfig;
+pub use flight_clock::{FlightClock, flight_clock};
 pub use store::{DroneStore, PostgresDroneStore, SqliteDroneStore};
 
 /// The service's name in logs and metrics.
@@ -40,6 +50,16 @@ pub struct Config {
     /// postgres://USER@HOST/DB (shared by several scheduler processes; postgresql:// works too).
     #[arg(long, env = "FABRIKAM_DRONESCHEDULER_DB", default_value = "sqlite://./data/dronescheduler.db")]
     pub database_url: String,
+
+    /// The bus holding the drone-events stream: sqlite://PATH (embedded) or
+    /// nats://HOST:PORT[,HOST:PORT...][?prefix=..] (NATS JetStream).
+    #[arg(long, env = "FABRIKAM_BUS_URL", default_value = "sqlite://./data/bus.db")]
+    pub bus_url: String,
+
+    /// How often the flight clock publishes the drone events that have come due, milliseconds.
+    #[arg(long, env = "FABRIKAM_DRONESCHEDULER_TICK_MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_ms: u64,
 
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -97,13 +117,49 @@ pub async fn open_store(url: &str, fleet: &FleetConfig) -> anyhow::Result<Arc<dy
     Ok(store)
 }
 
-/// The complete HTTP router: API routes plus health, metrics and the shared layers.
+/// Opens the `drone-events` stream on the bus at `bus_url` (`sqlite://PATH` or `nats://...`).
+pub async fn open_events(bus_url: &str) -> anyhow::Result<Arc<dyn EventStream>> {
+    // Ten minutes of de-duplication (NATS; the embedded stream keeps every id): far longer than
+    // a flight clock's lease, after which a crashed claimer's events are published again.
+    platform::bus::stream::open_stream(bus_url, DRONE_EVENTS_STREAM, Duration::from_secs(600))
+        .await
+        .with_context(|| format!("opening the {DRONE_EVENTS_STREAM} stream"))
+}
+
+/// The complete HTTP router: API routes plus health (readiness: the store answers), metrics and
+/// the shared layers.
 pub fn router(
     store: Arc<dyn DroneStore>,
     fleet: &FleetConfig,
     clock: SharedClock,
     common: &CommonArgs,
 ) -> axum::Router {
+    service_router(store, fleet, clock, common).build()
+}
+
+/// [`router`] whose readiness also requires the `drone-events` stream to answer: what a process
+/// running the flight clock serves.
+pub fn router_with_stream(
+    store: Arc<dyn DroneStore>,
+    stream: Arc<dyn EventStream>,
+    fleet: &FleetConfig,
+    clock: SharedClock,
+    common: &CommonArgs,
+) -> axum::Router {
+    service_router(store, fleet, clock, common)
+        .readiness(platform::http::probe("drone-events", move || {
+            let stream = stream.clone();
+            async move { stream.ping().await.map_err(|e| e.to_string()) }
+        }))
+        .build()
+}
+
+fn service_router(
+    store: Arc<dyn DroneStore>,
+    fleet: &FleetConfig,
+    clock: SharedClock,
+    common: &CommonArgs,
+) -> ServiceRouter {
     let state = api::AppState { store: store.clone(), fleet: Arc::new(fleet.clone()), clock };
     ServiceRouter::new(SERVICE, api::routes(state))
         .readiness(platform::http::probe("dronescheduler-store", move || {
@@ -111,10 +167,9 @@ pub fn router(
             async move { store.ping().await.map_err(|e| e.to_string()) }
         }))
         .options(common.http_options())
-        .build()
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled.
+/// Runs the service (HTTP and the flight clock) on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -123,9 +178,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let fleet = FleetConfig::from(config.fleet.clone());
     let store = open_store(&config.database_url, &fleet).await?;
-    let app = router(store, &fleet, clock, &config.common);
+    let stream = open_events(&config.bus_url).await?;
+    // Its own token, so a server that fails stops the clock without cancelling the caller's.
+    let ticking = shutdown.child_token();
+    let tick = Duration::from_millis(config.tick_ms);
+    let clocked = tokio::spawn(flight_clock(store.clone(), stream.clone(), clock.clone(), tick, ticking.clone()));
+    let app = router_with_stream(store, stream, &fleet, clock, &config.common);
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, drones = fleet.size, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    let served = platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await;
+    ticking.cancel();
+    clocked.await?;
+    served?;
     Ok(())
 }
 
@@ -134,5 +197,14 @@ mod cli_tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn the_bus_and_the_flight_clock_tick_are_flags() {
+        use clap::Parser;
+        let config =
+            super::Config::try_parse_from(["x", "--bus-url", "nats://127.0.0.1:4222", "--tick-ms", "50"]).unwrap();
+        assert_eq!((config.bus_url.as_str(), config.tick_ms), ("nats://127.0.0.1:4222", 50));
+        assert!(super::Config::try_parse_from(["x", "--tick-ms", "0"]).is_err(), "a clock that never waits");
     }
 }

@@ -54,6 +54,8 @@ pub struct UpstreamUrls {
     pub package_url: String,
     #[arg(long, env = "FABRIKAM_DRONESCHEDULER_URL", default_value = "http://127.0.0.1:8084")]
     pub dronescheduler_url: String,
+    #[arg(long, env = "FABRIKAM_DELIVERYHISTORY_URL", default_value = "http://127.0.0.1:8087")]
+    pub deliveryhistory_url: String,
 }
 
 /// How the gateway protects the services behind it.
@@ -97,6 +99,7 @@ impl Gateway {
             Upstream::Delivery => &u.delivery_url,
             Upstream::Package => &u.package_url,
             Upstream::DroneScheduler => &u.dronescheduler_url,
+            Upstream::DeliveryHistory => &u.deliveryhistory_url,
         };
         url.trim_end_matches('/')
     }
@@ -147,6 +150,7 @@ async fn forward(
         Upstream::Delivery => "delivery",
         Upstream::Package => "package",
         Upstream::DroneScheduler => "dronescheduler",
+        Upstream::DeliveryHistory => "deliveryhistory",
     };
     let Ok(Ok(_slot)) = tokio::time::timeout(gateway.queue_wait, gateway.in_flight.clone().acquire_owned()).await
     else {

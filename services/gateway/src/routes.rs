@@ -11,6 +11,7 @@ pub enum Upstream {
     Delivery,
     DroneScheduler,
     Package,
+    DeliveryHistory,
 }
 
 /// One public route.
@@ -43,6 +44,8 @@ pub static PUBLIC_ROUTES: &[PublicRoute] = &[
     ),
     route(Method::GET, "/dronedeliveries/utilization", Upstream::DroneScheduler, "/api/dronedeliveries/utilization"),
     route(Method::GET, "/packages/summary/{owner_id}", Upstream::Package, "/api/packages/summary/{owner_id}"),
+    route(Method::GET, "/deliveryhistory", Upstream::DeliveryHistory, "/api/deliveryhistory"),
+    route(Method::GET, "/deliveryhistory/{id}", Upstream::DeliveryHistory, "/api/deliveryhistory/{id}"),
 ];
 
 const fn route(method: Method, public: &'static str, upstream: Upstream, target: &'static str) -> PublicRoute {

@@ -46,6 +46,7 @@ async fn gateway() -> (Router, Seen) {
         delivery_url: start_upstream("delivery", seen.clone()).await,
         package_url: start_upstream("package", seen.clone()).await,
         dronescheduler_url: start_upstream("dronescheduler", seen.clone()).await,
+        deliveryhistory_url: start_upstream("deliveryhistory", seen.clone()).await,
     };
     (gateway::router(upstreams, &GatewayOptions::default(), &CommonArgs::default()), seen)
 }
@@ -92,6 +93,13 @@ async fn public_routes_reach_their_service_under_both_prefixes() {
             "/api/dronedeliveries/utilization?ownerId=o&year=2026&month=1",
         ),
         (Method::GET, "/packages/summary/o?year=2026&month=1", "package", "/api/packages/summary/o?year=2026&month=1"),
+        (Method::GET, "/deliveryhistory/d1", "deliveryhistory", "/api/deliveryhistory/d1"),
+        (
+            Method::GET,
+            "/deliveryhistory?ownerId=o&limit=5",
+            "deliveryhistory",
+            "/api/deliveryhistory?ownerId=o&limit=5",
+        ),
     ];
     for prefix in ["/api", "/v0.1.0/api"] {
         for (method, path, upstream, target) in &cases {
@@ -155,7 +163,8 @@ async fn an_unreachable_service_is_a_502_problem() {
         ingestion_url: dead.clone(),
         delivery_url: dead.clone(),
         package_url: dead.clone(),
-        dronescheduler_url: dead,
+        dronescheduler_url: dead.clone(),
+        deliveryhistory_url: dead,
     };
     let options = GatewayOptions { timeout_ms: 2000, ..GatewayOptions::default() };
     let router = gateway::router(upstreams, &options, &CommonArgs::default());
@@ -188,7 +197,8 @@ async fn over_capacity_requests_are_shed_with_retry_after() {
         ingestion_url: url.clone(),
         delivery_url: url.clone(),
         package_url: url.clone(),
-        dronescheduler_url: url,
+        dronescheduler_url: url.clone(),
+        deliveryhistory_url: url,
     };
     let options = GatewayOptions { max_in_flight: 1, queue_wait_ms: 50, ..GatewayOptions::default() };
     let router = gateway::router(upstreams, &options, &CommonArgs::default());

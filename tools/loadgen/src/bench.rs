@@ -147,7 +147,7 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
     let run = format!("bench{}", std::process::id());
     let bus = format!("{nats}{}prefix={run}", if nats.contains('?') { '&' } else { '?' });
     let mut ports = std::collections::HashMap::new();
-    for service in ["gateway", "ingestion", "workflow", "package", "dronescheduler", "delivery"] {
+    for service in ["gateway", "ingestion", "workflow", "package", "dronescheduler", "delivery", "deliveryhistory"] {
         ports.insert(service, free_port()?);
     }
     let url = |s: &str| format!("http://127.0.0.1:{}", ports[s]);
@@ -162,9 +162,11 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
                 args.fleet_size.to_string(),
                 "--time-scale".into(),
                 args.time_scale.to_string(),
+                "--bus-url".into(),
+                bus.clone(),
             ],
         ),
-        ("delivery", vec!["--database-url".into(), format!("{redis}/0?prefix={run}")]),
+        ("delivery", vec!["--database-url".into(), format!("{redis}/0?prefix={run}"), "--bus-url".into(), bus.clone()]),
         (
             "ingestion",
             vec!["--database-url".into(), fresh_schema(&postgres, "ingestion")?, "--bus-url".into(), bus.clone()],
@@ -185,6 +187,10 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
             ],
         ),
         (
+            "deliveryhistory",
+            vec!["--database-url".into(), fresh_schema(&postgres, "deliveryhistory")?, "--bus-url".into(), bus.clone()],
+        ),
+        (
             "gateway",
             vec![
                 "--ingestion-url".into(),
@@ -195,6 +201,8 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
                 url("package"),
                 "--dronescheduler-url".into(),
                 url("dronescheduler"),
+                "--deliveryhistory-url".into(),
+                url("deliveryhistory"),
             ],
         ),
     ];

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest, RescheduledDelivery};
+use contracts::events::Flight;
 use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
 use platform::query::Month;
 
 use super::{Changed, Closed, DeliveryStore, Upserted};
+use crate::domain::{self, Action};
 
 /// Opens the backend under test.
 #[async_trait]
@@ -70,6 +72,16 @@ macro_rules! delivery_store_conformance_tests {
             a_failed_delivery_changes_only_by_being_put_again,
             concurrent_closes_of_a_missing_delivery_create_once,
             racing_close_and_confirm_leave_one_final_stage,
+            advance_moves_forward_with_the_drones_location_and_time,
+            advance_may_skip_a_stage_and_never_moves_a_finished_delivery,
+            concurrent_advances_record_each_stage_once,
+            a_rescheduled_delivery_keeps_its_flights_progress,
+            cancel_after_pickup_is_refused_and_noted_once,
+            concurrent_refusals_are_noted_once,
+            a_closing_cancel_after_pickup_is_refused,
+            the_confirmation_is_kept,
+            a_flight_is_kept_before_its_delivery_exists,
+            the_newer_flight_wins,
             notify_me_needs_an_existing_delivery,
             count_respects_owner_and_month,
             count_follows_the_current_owner,
@@ -553,8 +565,7 @@ pub async fn close_cancels_by_the_cancel_rules(h: &dyn DeliveryStoreHarness) {
     );
     assert_eq!(done(store.cancel("d1", at(2)).await.unwrap()), cancelled, "a later DELETE finds it cancelled");
     assert_eq!(stages(&*store, "d1").await.len(), 2);
-    // No store operation moves a delivery to HeadedToDropoff yet; the refusal after pickup is
-    // covered by the stage rules' unit tests (domain::close).
+    // The refusal after pickup: a_closing_cancel_after_pickup_is_refused.
 }
 
 pub async fn close_is_idempotent_without_a_new_event(h: &dyn DeliveryStoreHarness) {
@@ -677,4 +688,235 @@ pub async fn racing_close_and_confirm_leave_one_final_stage(h: &dyn DeliveryStor
         }
         assert_eq!(stages(&*store, &id).await, [DeliveryStage::Created, final_stage]);
     }
+}
+
+/// Where the drone reported itself, for advances.
+fn spot(n: u32) -> Location {
+    Location::new(47.60 + f64::from(n) / 100.0, -122.33, 30.0)
+}
+
+fn flight(departed_ms: i64, drone: &str) -> Flight {
+    let departed_at = at(departed_ms);
+    Flight {
+        drone_id: drone.to_owned(),
+        depot: Location::new(47.55, -122.30, 0.0),
+        pickup: Location::new(47.60, -122.33, 0.0),
+        dropoff: Location::new(47.62, -122.35, 10.0),
+        speed_mph: 40.0,
+        time_scale: 60.0,
+        departed_at,
+        pickup_at: departed_at + Duration::seconds(90),
+        dropoff_at: departed_at + Duration::seconds(150),
+        back_at: departed_at + Duration::seconds(240),
+    }
+}
+
+pub async fn advance_moves_forward_with_the_drones_location_and_time(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let created = create(&*store, delivery("d1", "u1"), at(0)).await;
+    let moved = done(store.advance("d1", Action::HeadToPickup, spot(1), at(1_000)).await.unwrap());
+    assert_eq!(moved, with_stage(created.clone(), DeliveryStage::HeadedToPickup));
+    assert_eq!(store.get("d1").await.unwrap(), Some(moved.clone()));
+    let again = done(store.advance("d1", Action::HeadToPickup, spot(2), at(2_000)).await.unwrap());
+    assert_eq!(again, moved, "a repeated event changes nothing");
+    let on_board = done(store.advance("d1", Action::HeadToDropoff, spot(3), at(3_000)).await.unwrap());
+    assert_eq!(on_board.stage, Some(DeliveryStage::HeadedToDropoff));
+    let late = done(store.advance("d1", Action::HeadToPickup, spot(4), at(4_000)).await.unwrap());
+    assert_eq!(late.stage, Some(DeliveryStage::HeadedToDropoff), "a late event never moves it back");
+
+    let events = store.tracking("d1").await.unwrap();
+    let seen: Vec<_> = events.iter().map(|e| (e.stage, e.location, e.at, e.reason.clone())).collect();
+    assert_eq!(
+        seen,
+        [
+            (DeliveryStage::Created, Some(created.pickup), at(0), None),
+            (DeliveryStage::HeadedToPickup, Some(spot(1)), at(1_000), None),
+            (DeliveryStage::HeadedToDropoff, Some(spot(3)), at(3_000), None),
+        ]
+    );
+    assert_eq!(store.advance("nope", Action::HeadToPickup, spot(1), at(0)).await.unwrap(), Changed::NotFound);
+    assert_eq!(store.get("nope").await.unwrap(), None, "an advance never creates a delivery");
+}
+
+pub async fn advance_may_skip_a_stage_and_never_moves_a_finished_delivery(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let skipped = done(store.advance("d1", Action::HeadToDropoff, spot(1), at(1)).await.unwrap());
+    assert_eq!(skipped.stage, Some(DeliveryStage::HeadedToDropoff));
+    assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created, DeliveryStage::HeadedToDropoff]);
+
+    for (id, finish) in [("completed", 0), ("cancelled", 1), ("failed", 2)] {
+        create(&*store, delivery(id, "u1"), at(0)).await;
+        let finished = match finish {
+            0 => done(store.confirm(id, &confirmation(), at(1)).await.unwrap()),
+            1 => done(store.cancel(id, at(1)).await.unwrap()),
+            _ => closed_done(store.close(delivery(id, "u1"), DeliveryStage::Failed, "gave up", at(1)).await.unwrap()),
+        };
+        for action in [Action::HeadToPickup, Action::HeadToDropoff] {
+            let outcome = done(store.advance(id, action, spot(2), at(2)).await.unwrap());
+            assert_eq!(outcome, finished, "{id}: {action:?} changes nothing");
+        }
+        assert_eq!(stages(&*store, id).await.len(), 2, "{id}");
+    }
+}
+
+pub async fn concurrent_advances_record_each_stage_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let outcomes = concurrently(16, &store, |s, i| async move {
+        let action = if i % 2 == 0 { Action::HeadToPickup } else { Action::HeadToDropoff };
+        done(s.advance("d1", action, spot(1), at(1)).await.unwrap())
+    })
+    .await;
+    assert!(outcomes.iter().all(|d| d.stage.is_some_and(|s| domain::progress(s) >= 1)), "{outcomes:?}");
+    let seen = stages(&*store, "d1").await;
+    // Either the pickup was seen first, or the drop-off overtook it and the pickup was old news.
+    assert!(
+        seen == [DeliveryStage::Created, DeliveryStage::HeadedToPickup, DeliveryStage::HeadedToDropoff]
+            || seen == [DeliveryStage::Created, DeliveryStage::HeadedToDropoff],
+        "{seen:?}"
+    );
+    assert_eq!(stage_of(&*store, "d1").await, Some(DeliveryStage::HeadedToDropoff));
+}
+
+pub async fn a_rescheduled_delivery_keeps_its_flights_progress(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    done(store.advance("d1", Action::HeadToPickup, spot(1), at(1)).await.unwrap());
+    done(store.advance("d1", Action::HeadToDropoff, spot(2), at(2)).await.unwrap());
+    let change = RescheduledDelivery { dropoff: Some(Location::new(47.5, -122.2, 0.0)), ..Default::default() };
+    assert_eq!(done(store.reschedule("d1", &change, at(3)).await.unwrap()).stage, Some(DeliveryStage::Rescheduled));
+    // Still on board: a late HeadedToPickup is old news, and a cancel is refused.
+    done(store.advance("d1", Action::HeadToPickup, spot(4), at(4)).await.unwrap());
+    let reason = refused(store.cancel("d1", at(5)).await.unwrap());
+    assert_eq!(reason, domain::PICKED_UP);
+    assert_eq!(
+        stages(&*store, "d1").await,
+        [
+            DeliveryStage::Created,
+            DeliveryStage::HeadedToPickup,
+            DeliveryStage::HeadedToDropoff,
+            DeliveryStage::Rescheduled
+        ]
+    );
+    assert_eq!(done(store.confirm("d1", &confirmation(), at(6)).await.unwrap()).stage, Some(DeliveryStage::Completed));
+
+    // Rescheduled before the drone left: it still goes forward and can be cancelled.
+    create(&*store, delivery("d2", "u1"), at(0)).await;
+    done(store.reschedule("d2", &change, at(1)).await.unwrap());
+    assert_eq!(
+        done(store.advance("d2", Action::HeadToPickup, spot(1), at(2)).await.unwrap()).stage,
+        Some(DeliveryStage::HeadedToPickup)
+    );
+    assert_eq!(done(store.cancel("d2", at(3)).await.unwrap()).stage, Some(DeliveryStage::Cancelled));
+}
+
+pub async fn cancel_after_pickup_is_refused_and_noted_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let on_board = done(store.advance("d1", Action::HeadToDropoff, spot(1), at(1)).await.unwrap());
+    assert_eq!(refused(store.cancel("d1", at(2)).await.unwrap()), domain::PICKED_UP);
+    assert!(store.record_refusal("d1", Action::Cancel, at(2)).await.unwrap());
+    assert_eq!(refused(store.cancel("d1", at(3)).await.unwrap()), domain::PICKED_UP);
+    assert!(!store.record_refusal("d1", Action::Cancel, at(3)).await.unwrap(), "once per kind");
+    assert_eq!(store.get("d1").await.unwrap(), Some(on_board), "the note changes neither stage nor fields");
+    let note = domain::refusal_note(DeliveryStage::HeadedToDropoff, Action::Cancel);
+    let events = store.tracking("d1").await.unwrap();
+    let seen: Vec<_> = events.iter().map(|e| (e.stage, e.location, e.at, e.reason.clone())).collect();
+    assert_eq!(
+        seen[1..],
+        [
+            (DeliveryStage::HeadedToDropoff, Some(spot(1)), at(1), None),
+            (DeliveryStage::HeadedToDropoff, None, at(2), note),
+        ]
+    );
+
+    // Nothing to note: a cancel that was not refused, or refused for another reason, or no delivery.
+    create(&*store, delivery("d2", "u1"), at(0)).await;
+    assert!(!store.record_refusal("d2", Action::Cancel, at(1)).await.unwrap());
+    done(store.confirm("d2", &confirmation(), at(2)).await.unwrap());
+    refused(store.cancel("d2", at(3)).await.unwrap());
+    assert!(!store.record_refusal("d2", Action::Cancel, at(3)).await.unwrap());
+    assert!(!store.record_refusal("d1", Action::Reschedule, at(3)).await.unwrap());
+    assert!(!store.record_refusal("nope", Action::Cancel, at(3)).await.unwrap());
+    assert_eq!(stages(&*store, "d2").await, [DeliveryStage::Created, DeliveryStage::Completed]);
+    assert_eq!(store.get("nope").await.unwrap(), None);
+}
+
+pub async fn concurrent_refusals_are_noted_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    done(store.advance("d1", Action::HeadToDropoff, spot(1), at(1)).await.unwrap());
+    let added = concurrently(12, &store, |s, i| async move {
+        s.record_refusal("d1", Action::Cancel, at(2 + i as i64)).await.unwrap()
+    })
+    .await;
+    assert_eq!(added.iter().filter(|a| **a).count(), 1, "{added:?}");
+    assert_eq!(store.tracking("d1").await.unwrap().len(), 3);
+}
+
+pub async fn a_closing_cancel_after_pickup_is_refused(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    done(store.advance("d1", Action::HeadToDropoff, spot(1), at(1)).await.unwrap());
+    let reason = closed_refused(store.close(delivery("d1", "u1"), DeliveryStage::Cancelled, "x", at(2)).await.unwrap());
+    assert_eq!(reason, domain::PICKED_UP);
+    let change = RescheduledDelivery { deadline: Some("2026-03-16T00:00:00Z".to_owned()), ..Default::default() };
+    done(store.reschedule("d1", &change, at(3)).await.unwrap());
+    let reason = closed_refused(store.close(delivery("d1", "u1"), DeliveryStage::Cancelled, "x", at(4)).await.unwrap());
+    assert_eq!(reason, domain::PICKED_UP, "rescheduled after pickup is still after pickup");
+    let failed = closed_done(store.close(delivery("d1", "u1"), DeliveryStage::Failed, "lost", at(5)).await.unwrap());
+    assert_eq!(failed.stage, Some(DeliveryStage::Failed), "failing stays possible in flight");
+}
+
+pub async fn the_confirmation_is_kept(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    assert_eq!(store.confirmation("d1").await.unwrap(), None);
+    done(store.confirm("d1", &confirmation(), at(1)).await.unwrap());
+    assert_eq!(store.confirmation("d1").await.unwrap(), Some(confirmation()));
+    let other = Confirmation { confirmation_blob: "b3RoZXI=".to_owned(), ..confirmation() };
+    done(store.confirm("d1", &other, at(2)).await.unwrap());
+    assert_eq!(store.confirmation("d1").await.unwrap(), Some(confirmation()), "a retried confirmation changes nothing");
+    assert_eq!(store.confirmation("nope").await.unwrap(), None);
+}
+
+pub async fn a_flight_is_kept_before_its_delivery_exists(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    assert_eq!(store.flight("d1").await.unwrap(), None);
+    assert!(store.record_flight("d1", &flight(0, "drone-0001"), at(0)).await.unwrap());
+    assert_eq!(store.get("d1").await.unwrap(), None, "a flight creates no delivery");
+    assert!(store.tracking("d1").await.unwrap().is_empty());
+    assert_eq!(store.flight("d1").await.unwrap(), Some(flight(0, "drone-0001")));
+    create(&*store, delivery("d1", "u1"), at(10)).await;
+    assert_eq!(store.flight("d1").await.unwrap(), Some(flight(0, "drone-0001")), "creating the delivery keeps it");
+    done(store.confirm("d1", &confirmation(), at(20)).await.unwrap());
+    assert_eq!(store.flight("d1").await.unwrap(), Some(flight(0, "drone-0001")), "readable while the delivery is");
+    assert_eq!(store.flight("d2").await.unwrap(), None);
+}
+
+pub async fn the_newer_flight_wins(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    assert!(store.record_flight("d1", &flight(60_000, "drone-0001"), at(60_000)).await.unwrap());
+    // Older by departure: kept out, whenever it arrives.
+    assert!(!store.record_flight("d1", &flight(0, "drone-0002"), at(90_000)).await.unwrap());
+    // The same flight again: nothing to do.
+    assert!(!store.record_flight("d1", &flight(60_000, "drone-0001"), at(60_000)).await.unwrap());
+    assert_eq!(store.flight("d1").await.unwrap(), Some(flight(60_000, "drone-0001")));
+    // Same departure, seen later: the later event's plan.
+    assert!(store.record_flight("d1", &flight(60_000, "drone-0003"), at(61_000)).await.unwrap());
+    assert!(!store.record_flight("d1", &flight(60_000, "drone-0004"), at(60_500)).await.unwrap());
+    assert_eq!(store.flight("d1").await.unwrap().unwrap().drone_id, "drone-0003");
+    // Re-planned, departing later: replaces it.
+    assert!(store.record_flight("d1", &flight(120_000, "drone-0005"), at(0)).await.unwrap());
+    assert_eq!(store.flight("d1").await.unwrap(), Some(flight(120_000, "drone-0005")));
+
+    // Racing writers: the newest ends up stored whatever the order.
+    let outcomes = concurrently(12, &store, |s, i| async move {
+        s.record_flight("d2", &flight(i as i64 * 1_000, &format!("drone-{i:04}")), at(0)).await.unwrap()
+    })
+    .await;
+    assert!(outcomes.iter().any(|stored| *stored));
+    assert_eq!(store.flight("d2").await.unwrap(), Some(flight(11_000, "drone-0011")));
 }

@@ -7,9 +7,12 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use contracts::DeliveryStage;
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
+use contracts::events::Flight;
+use contracts::{DeliveryStage, Location};
 use platform::query::Month;
+
+use crate::domain::Action;
 
 pub use redis::{DEFAULT_COMPLETED_TTL, RedisDeliveryStore};
 pub use sqlite::SqliteDeliveryStore;
@@ -136,6 +139,32 @@ pub trait DeliveryStore: Send + Sync {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Closed, StoreError>;
+    /// Moves the delivery along its flight (`action` is [`Action::HeadToPickup`] or
+    /// [`Action::HeadToDropoff`]) by the stage rules, with a tracking event at `location` and `at`
+    /// (the drone's report). `Done` also when there was nothing to do: the delivery had already
+    /// passed that stage, or is finished. Atomic, like the other changes.
+    async fn advance(
+        &self,
+        id: &str,
+        action: Action,
+        location: Location,
+        at: DateTime<Utc>,
+    ) -> Result<Changed, StoreError>;
+    /// Records on the delivery that `action` was just refused, when the stage rules want such a
+    /// refusal shown ([`crate::domain::refusal_note`]): a tracking event in the current stage
+    /// carrying the note, once per note ([`crate::domain::already_noted`]). `true` when it added
+    /// one; `false` when there is no such delivery, nothing to show, or it was already shown.
+    async fn record_refusal(&self, id: &str, action: Action, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// The confirmation stored when the delivery was completed.
+    async fn confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError>;
+    /// Stores the drone's flight for delivery `id`, whether or not the delivery exists yet (the
+    /// drone is assigned before the workflow creates it). A flight replaces the stored one only
+    /// when it is newer: a later `departed_at`, or the same and a later `observed_at` (the time
+    /// of the event that carried it), so a re-planned flight wins whatever order the events come
+    /// in. `true` when it was stored.
+    async fn record_flight(&self, id: &str, flight: &Flight, observed_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// The flight stored for delivery `id`.
+    async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError>;
     /// Stores a notify-me request; `false` when there is no such delivery.
     async fn add_notify_request(
         &self,

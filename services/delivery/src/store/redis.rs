@@ -9,6 +9,7 @@
 //! | `PREFIX:delivery:{ID}:tracking` | list | tracking events, oldest first: `{"stage","location","at","reason"?}` |
 //! | `PREFIX:delivery:{ID}:notify` | list | notify-me requests: `{"email","sms","at"}` |
 //! | `PREFIX:delivery:{ID}:confirmation` | string | `{"confirmation","at"}` |
+//! | `PREFIX:delivery:{ID}:flight` | hash | `body` (the drone's flight JSON), `departed_at` and `observed_at` (Unix ms) |
 //! | `PREFIX:monthly:YYYY-MM:OWNER` | set | ids of the owner's deliveries created that month |
 //!
 //! Every write is a Lua script, so it is atomic however many processes share the server. Stage
@@ -17,9 +18,13 @@
 //! conflict). WATCH/MULTI would do the same but needs a connection of its own per transaction;
 //! a script works on the shared multiplexed connection.
 //!
-//! Once a delivery reaches a final stage (Completed, Cancelled or Failed) its four keys expire
+//! Once a delivery reaches a final stage (Completed, Cancelled or Failed) its keys expire
 //! after the completed TTL, as in the reference implementation; a delivery a closure creates
-//! directly in a final stage expires the same way from its creation. The monthly sets outlive them (400 days) so the monthly count does
+//! directly in a final stage expires the same way from its creation. The flight key may exist
+//! before the record (the drone is assigned before the delivery is created): until the record
+//! exists it expires after the completed TTL too, so the flight of a delivery that is never
+//! created goes away; creating a live delivery makes it permanent, and from then on it expires
+//! (and stops expiring) with the record. The monthly sets outlive them (400 days) so the monthly count does
 //! not drop when a finished delivery expires. The set key is per owner, not per delivery, so on a
 //! Redis Cluster the scripts that create a delivery or change its owner span two slots.
 
@@ -30,6 +35,7 @@ use ::redis::{Client, ErrorKind, RedisError, Script};
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
+use contracts::events::Flight;
 use contracts::{DeliveryStage, Location};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
@@ -53,6 +59,8 @@ const DEFAULT_PREFIX: &str = "fabrikam";
 /// Creates the delivery unless its record exists. Leftovers of an expired earlier delivery with
 /// the same id (a list that outlived its record by a few ms) must not leak into the new one.
 /// ARGV[7] is the completed TTL when the delivery starts in a final stage (a closure), else 0.
+/// The flight (KEYS[6]) is not a leftover: it may have been recorded just before; it now
+/// expires with the record, or not at all.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -61,13 +69,16 @@ redis.call('RPUSH', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[5])
 redis.call('PEXPIRE', KEYS[5], ARGV[6])
 if ARGV[7] ~= '0' then
-  for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+  for _, i in ipairs({1, 2, 6}) do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+else
+  redis.call('PERSIST', KEYS[6])
 end
 return 1
 ";
 
 /// Applies a change computed from the record at `version` ARGV[1], or returns 0 when the record
-/// changed (or vanished) since it was read.
+/// changed (or vanished) since it was read. Every write to the tracking list goes through here
+/// or CREATE, so the version also vouches for a tracking list read after the record.
 const COMMIT: &str = r"
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'body', ARGV[2], 'updated_at', ARGV[4])
@@ -81,9 +92,31 @@ if KEYS[5] ~= KEYS[6] then
   redis.call('PEXPIRE', KEYS[6], ARGV[9])
 end
 if ARGV[7] == '-1' then
-  for i = 1, 4 do redis.call('PERSIST', KEYS[i]) end
+  for _, i in ipairs({1, 2, 3, 4, 7}) do redis.call('PERSIST', KEYS[i]) end
 elseif ARGV[7] ~= '0' then
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+  for _, i in ipairs({1, 2, 3, 4, 7}) do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+end
+return 1
+";
+
+/// Stores a flight (KEYS[2]) unless the stored one is newer: by departure ARGV[2], then by
+/// the time it was observed ARGV[3] (Unix ms; exact as Lua numbers). It expires as the record
+/// KEYS[1] does, or after ARGV[4] ms while there is no record.
+const FLIGHT: &str = r"
+local old = redis.call('HMGET', KEYS[2], 'departed_at', 'observed_at')
+if old[1] then
+  local departed, observed = tonumber(old[1]), tonumber(old[2])
+  local new_departed, new_observed = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if departed > new_departed or (departed == new_departed and observed >= new_observed) then return 0 end
+end
+redis.call('HSET', KEYS[2], 'body', ARGV[1], 'departed_at', ARGV[2], 'observed_at', ARGV[3])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+elseif ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[2])
 end
 return 1
 ";
@@ -106,6 +139,7 @@ pub struct RedisDeliveryStore {
     create: Script,
     commit: Script,
     notify: Script,
+    flight: Script,
 }
 
 impl RedisDeliveryStore {
@@ -132,6 +166,7 @@ impl RedisDeliveryStore {
             create: Script::new(CREATE),
             commit: Script::new(COMMIT),
             notify: Script::new(NOTIFY),
+            flight: Script::new(FLIGHT),
         })
     }
 
@@ -172,6 +207,7 @@ impl RedisDeliveryStore {
             .key(self.keys.confirmation(id))
             .key(self.keys.notify(id))
             .key(self.keys.month(&delivery.owner.user_id, now))
+            .key(self.keys.flight(id))
             .arg(to_json(&without_stage(delivery))?)
             .arg(stage.as_str())
             .arg(unix_millis(now))
@@ -205,6 +241,7 @@ impl RedisDeliveryStore {
             .key(self.keys.notify(id))
             .key(self.keys.month(&stored.delivery.owner.user_id, stored.created_at))
             .key(self.keys.month(&body.owner.user_id, stored.created_at))
+            .key(self.keys.flight(id))
             .arg(&stored.version)
             .arg(to_json(&without_stage(body))?)
             .arg(stage)
@@ -231,7 +268,7 @@ impl RedisDeliveryStore {
     ) -> Result<Changed, StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
             let Some(stored) = self.load(id).await? else { return Ok(Changed::NotFound) };
-            let stage = stored.delivery.stage.unwrap_or(DeliveryStage::Created);
+            let stage = self.tracked(&stored).await?;
             let next = match domain::transition(stage, action) {
                 Transition::AlreadyDone => return Ok(Changed::Done(Box::new(stored.delivery))),
                 Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
@@ -247,6 +284,19 @@ impl RedisDeliveryStore {
             back_off(attempt).await;
         }
         Err(StoreError::Contended(id.to_owned()))
+    }
+
+    /// The stage the rules judge `stored` by ([`domain::tracked_stage`]), reading its history only
+    /// when that matters. A history read after the record belongs to it or to a later version,
+    /// which the version-checked commit then refuses.
+    async fn tracked(&self, stored: &Stored) -> Result<DeliveryStage, StoreError> {
+        let stage = stored.delivery.stage.unwrap_or(DeliveryStage::Created);
+        if !domain::needs_history(stage) {
+            return Ok(stage);
+        }
+        let history: Vec<DeliveryStage> =
+            self.tracking(&stored.delivery.id).await?.into_iter().map(|e| e.stage).collect();
+        Ok(domain::tracked_stage(stage, &history))
     }
 }
 
@@ -288,6 +338,12 @@ struct StoredConfirmation<'a> {
     at: i64,
 }
 
+/// [`StoredConfirmation`] as read back.
+#[derive(Deserialize)]
+struct ReadConfirmation {
+    confirmation: Confirmation,
+}
+
 /// Key names; see the module documentation.
 struct Keys {
     prefix: String,
@@ -308,6 +364,10 @@ impl Keys {
 
     fn confirmation(&self, id: &str) -> String {
         format!("{}:delivery:{{{id}}}:confirmation", self.prefix)
+    }
+
+    fn flight(&self, id: &str) -> String {
+        format!("{}:delivery:{{{id}}}:flight", self.prefix)
     }
 
     /// The month comes first: it has a fixed width, so any owner id reads back unambiguously.
@@ -486,7 +546,10 @@ impl DeliveryStore for RedisDeliveryStore {
         let id = &delivery.id;
         for attempt in 0..MAX_ATTEMPTS {
             let stored = self.load(id).await?;
-            let current = stored.as_ref().map(|s| s.delivery.stage.unwrap_or(DeliveryStage::Created));
+            let current = match &stored {
+                Some(stored) => Some(self.tracked(stored).await?),
+                None => None,
+            };
             let next = match domain::close(current, stage) {
                 Transition::To(next) => next,
                 // Only a delivery that exists can be already closed.
@@ -513,6 +576,62 @@ impl DeliveryStore for RedisDeliveryStore {
             back_off(attempt).await;
         }
         Err(StoreError::Contended(id.clone()))
+    }
+
+    async fn advance(
+        &self,
+        id: &str,
+        action: Action,
+        location: Location,
+        at: DateTime<Utc>,
+    ) -> Result<Changed, StoreError> {
+        self.change(id, action, at, |d| (d, Some(location)), None).await
+    }
+
+    async fn record_refusal(&self, id: &str, action: Action, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(stored) = self.load(id).await? else { return Ok(false) };
+            let Some(note) = domain::refusal_note(self.tracked(&stored).await?, action) else { return Ok(false) };
+            if domain::already_noted(&self.tracking(id).await?, &note) {
+                return Ok(false);
+            }
+            let stage = stored.delivery.stage.unwrap_or(DeliveryStage::Created);
+            let event = event_json(stage, None, Some(&note), now)?;
+            // No stage: the delivery stays where it is; the version check makes the note once only
+            // when two refused calls race.
+            let write = Write { now, stage: None, event: Some(&event), confirmation: None };
+            if self.commit(&stored, &stored.delivery, write).await? {
+                return Ok(true);
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::Contended(id.to_owned()))
+    }
+
+    async fn confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError> {
+        let stored: Option<String> =
+            ::redis::cmd("GET").arg(self.keys.confirmation(id)).query_async(&mut self.conn.clone()).await?;
+        Ok(stored.as_deref().map(from_json::<ReadConfirmation>).transpose()?.map(|c| c.confirmation))
+    }
+
+    async fn record_flight(&self, id: &str, flight: &Flight, observed_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let stored: i64 = self
+            .flight
+            .key(self.keys.record(id))
+            .key(self.keys.flight(id))
+            .arg(to_json(flight)?)
+            .arg(unix_millis(flight.departed_at))
+            .arg(unix_millis(observed_at))
+            .arg(self.completed_ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError> {
+        let body: Option<String> =
+            ::redis::cmd("HGET").arg(self.keys.flight(id)).arg("body").query_async(&mut self.conn.clone()).await?;
+        body.as_deref().map(from_json).transpose()
     }
 
     async fn add_notify_request(
@@ -575,6 +694,7 @@ mod tests {
         assert_eq!(keys.tracking("d1"), "p:delivery:{d1}:tracking");
         assert_eq!(keys.notify("d1"), "p:delivery:{d1}:notify");
         assert_eq!(keys.confirmation("d1"), "p:delivery:{d1}:confirmation");
+        assert_eq!(keys.flight("d1"), "p:delivery:{d1}:flight");
         let at = chrono::DateTime::parse_from_rfc3339("2026-03-31T23:59:59Z").unwrap().to_utc();
         assert_eq!(keys.month("u:1", at), "p:monthly:2026-03:u:1");
     }

@@ -3,6 +3,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
+use contracts::events::Flight;
 use contracts::{DeliveryStage, Location};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
@@ -40,7 +41,7 @@ impl SqliteDeliveryStore {
         let _one = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let Some(current) = load(&mut tx, id).await? else { return Ok(Changed::NotFound) };
-        let stage = current.stage.unwrap_or(DeliveryStage::Created);
+        let stage = tracked(&mut tx, id, current.stage.unwrap_or(DeliveryStage::Created)).await?;
         let next = match domain::transition(stage, action) {
             Transition::AlreadyDone => return Ok(Changed::Done(Box::new(current))),
             Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
@@ -121,6 +122,36 @@ async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Delivery>,
     Ok(Some(delivery))
 }
 
+/// The stage the rules judge the delivery by ([`domain::tracked_stage`]), reading its history
+/// only when that matters.
+async fn tracked(conn: &mut SqliteConnection, id: &str, stage: DeliveryStage) -> Result<DeliveryStage, StoreError> {
+    if !domain::needs_history(stage) {
+        return Ok(stage);
+    }
+    let history: Vec<DeliveryStage> = load_tracking(conn, id).await?.into_iter().map(|e| e.stage).collect();
+    Ok(domain::tracked_stage(stage, &history))
+}
+
+async fn load_tracking(conn: &mut SqliteConnection, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
+    let rows =
+        sqlx::query("SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            let stage: &str = row.get(0);
+            Ok(DeliveryTrackingEvent {
+                delivery_id: id.to_owned(),
+                stage: stage.parse().map_err(|e| StoreError::Decode(Box::new(e)))?,
+                location: row.get::<Option<&str>, _>(1).map(from_json).transpose()?,
+                at: from_unix_millis(row.get(2)),
+                reason: row.get(3),
+            })
+        })
+        .collect()
+}
+
 async fn record_event(
     conn: &mut SqliteConnection,
     id: &str,
@@ -186,23 +217,8 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
-        let rows =
-            sqlx::query("SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                let stage: &str = row.get(0);
-                Ok(DeliveryTrackingEvent {
-                    delivery_id: id.to_owned(),
-                    stage: stage.parse().map_err(|e| StoreError::Decode(Box::new(e)))?,
-                    location: row.get::<Option<&str>, _>(1).map(from_json).transpose()?,
-                    at: from_unix_millis(row.get(2)),
-                    reason: row.get(3),
-                })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        load_tracking(&mut conn, id).await
     }
 
     async fn reschedule(
@@ -237,7 +253,10 @@ impl DeliveryStore for SqliteDeliveryStore {
         let _one = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let current = load(&mut tx, &delivery.id).await?;
-        let current_stage = current.as_ref().map(|d| d.stage.unwrap_or(DeliveryStage::Created));
+        let current_stage = match &current {
+            Some(d) => Some(tracked(&mut tx, &delivery.id, d.stage.unwrap_or(DeliveryStage::Created)).await?),
+            None => None,
+        };
         let next = match domain::close(current_stage, stage) {
             Transition::To(next) => next,
             // Only a delivery that exists can be already closed.
@@ -254,6 +273,65 @@ impl DeliveryStore for SqliteDeliveryStore {
         };
         tx.commit().await?;
         Ok(closed)
+    }
+
+    async fn advance(
+        &self,
+        id: &str,
+        action: Action,
+        location: Location,
+        at: DateTime<Utc>,
+    ) -> Result<Changed, StoreError> {
+        self.change(id, action, at, move |d| (d, Some(location)), None).await
+    }
+
+    async fn record_refusal(&self, id: &str, action: Action, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(current) = load(&mut tx, id).await? else { return Ok(false) };
+        let stage = current.stage.unwrap_or(DeliveryStage::Created);
+        let Some(note) = domain::refusal_note(tracked(&mut tx, id, stage).await?, action) else { return Ok(false) };
+        if domain::already_noted(&load_tracking(&mut tx, id).await?, &note) {
+            return Ok(false);
+        }
+        record_event(&mut tx, id, stage, None, Some(&note), now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM confirmations WHERE delivery_id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(from_json).transpose()
+    }
+
+    async fn record_flight(&self, id: &str, flight: &Flight, observed_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        // One statement: the newer-wins rule is the upsert's condition, so it needs no lock.
+        let stored = sqlx::query(
+            "INSERT INTO flights (delivery_id, body, departed_at, observed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (delivery_id) DO UPDATE SET
+                 body = excluded.body, departed_at = excluded.departed_at, observed_at = excluded.observed_at
+             WHERE excluded.departed_at > flights.departed_at
+                OR (excluded.departed_at = flights.departed_at AND excluded.observed_at > flights.observed_at)",
+        )
+        .bind(id)
+        .bind(to_json(flight)?)
+        .bind(unix_millis(flight.departed_at))
+        .bind(unix_millis(observed_at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(stored == 1)
+    }
+
+    async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM flights WHERE delivery_id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(from_json).transpose()
     }
 
     async fn add_notify_request(

@@ -15,8 +15,9 @@ use contracts::drone::DroneAssignment;
 use platform::geo::Point;
 use platform::query::Month;
 
-use super::{Assigned, DroneStore};
+use super::{Assigned, ClaimedFlight, DroneStore, FlightProgress};
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
+use crate::flight::FlightPath;
 
 /// Opens the backend under test.
 #[async_trait]
@@ -50,6 +51,11 @@ macro_rules! dronescheduler_store_conformance_tests {
             release_frees_the_drone,
             release_before_assignment_fences_the_delivery,
             utilization_sums_flown_assignments_per_owner_and_month,
+            assignment_records_the_flight,
+            a_release_turns_the_drone_back_only_before_the_pickup,
+            due_flights_are_claimed_by_one_claimer_at_a_time,
+            claims_are_bounded_earliest_first_and_never_overlap,
+            a_release_is_never_placed_before_an_announced_pickup,
             ping_answers,
         );
     };
@@ -99,6 +105,49 @@ fn downtown() -> Point {
     Point::new(47.6062, -122.3321)
 }
 
+/// Drones at one hub flying in real time (time scale 1), so a flight lasts many minutes.
+fn slow_fleet(size: u32) -> FleetConfig {
+    FleetConfig {
+        size,
+        time_scale: 1.0,
+        depots: vec![Depot::new("hub", "Hub", 47.5, -122.3)],
+        ..FleetConfig::default()
+    }
+}
+
+/// Assigns `r` at `at` and returns the assignment with the flight the domain plans for it.
+async fn planned(
+    store: &dyn DroneStore,
+    r: &AssignmentRequest,
+    at: DateTime<Utc>,
+    config: &FleetConfig,
+) -> (DroneAssignment, FlightPath) {
+    let plan = domain::choose_drone(&store.drones().await.unwrap(), r, at, config).expect("a free drone");
+    let assignment = drone_of(store.assign(r, at, config).await.unwrap());
+    assert_eq!(assignment.drone_id, plan.drone_id, "the store chose as the domain does");
+    (assignment, plan.path)
+}
+
+/// A flight clock's lease in these cases.
+const LEASE: Duration = Duration::seconds(30);
+
+async fn claim(store: &dyn DroneStore, claimer: &str, at: DateTime<Utc>) -> Vec<ClaimedFlight> {
+    store.claim_due_flights(claimer, at, LEASE, 100).await.unwrap()
+}
+
+async fn finish(
+    store: &dyn DroneStore,
+    claimer: &str,
+    delivery_id: &str,
+    events_published: usize,
+    next_event_at: Option<DateTime<Utc>>,
+    plan_version: i64,
+) {
+    let progress =
+        FlightProgress { delivery_id: delivery_id.to_owned(), events_published, next_event_at, plan_version };
+    store.finish_flights(claimer, &[progress]).await.unwrap();
+}
+
 #[track_caller]
 fn drone_of(outcome: Assigned) -> DroneAssignment {
     match outcome {
@@ -107,7 +156,8 @@ fn drone_of(outcome: Assigned) -> DroneAssignment {
     }
 }
 
-/// Drone id → the delivery it is flying, for every busy drone.
+/// Drone id → the delivery of its latest flight, for every drone that has flown (no flight ends
+/// in the cases that use it, so these are the busy drones).
 async fn flying(store: &dyn DroneStore) -> BTreeMap<String, String> {
     let drones = store.drones().await.unwrap();
     drones.into_iter().filter_map(|d| Some((d.id, d.current_delivery_id?))).collect()
@@ -200,6 +250,7 @@ pub async fn the_first_free_drone_is_chosen_in_byte_order_of_ids(h: &dyn DroneSt
             speed_mph: 40.0,
             busy_until: DateTime::<Utc>::UNIX_EPOCH,
             current_delivery_id: None,
+            flight: None,
         })
         .collect();
     let config = FleetConfig { size: ids.len() as u32, depots: vec![depot.clone()], ..FleetConfig::default() };
@@ -310,46 +361,51 @@ pub async fn too_heavy_and_none_free_are_told_apart(h: &dyn DroneStoreHarness) {
 
 pub async fn release_frees_the_drone(h: &dyn DroneStoreHarness) {
     // One drone, flying in real time, so its flights last long past the release.
-    let config = FleetConfig {
-        size: 1,
-        time_scale: 1.0,
-        depots: vec![Depot::new("hub", "Hub", 47.5, -122.3)],
-        ..FleetConfig::default()
-    };
+    let config = slow_fleet(1);
     let store = seeded(h, &config).await;
-    let d1 = drone_of(store.assign(&request("d1", "contoso", 1.0, downtown()), now(), &config).await.unwrap());
+    let (d1, planned) = planned(store.as_ref(), &request("d1", "contoso", 1.0, downtown()), now(), &config).await;
     assert!(d1.busy_until > now() + Duration::minutes(10), "{d1:?}");
     assert_eq!(
         store.assign(&request("d2", "contoso", 1.0, downtown()), now(), &config).await.unwrap(),
         Assigned::NoneFree
     );
 
+    // Released a minute out, before the pickup: the drone turns back and is home a minute later.
     let released_at = now() + Duration::minutes(1);
     store.release("d1", released_at).await.unwrap();
+    let turned = planned.released_at(released_at).expect("released before the pickup");
+    let home = turned.home_at();
+    assert!(home > released_at && home <= released_at + Duration::minutes(1), "{home}");
     let drone = store.drone("drone-0001").await.unwrap().expect("the drone exists");
-    assert_eq!((drone.busy_until, drone.current_delivery_id), (released_at, None));
-    // The cancelled delivery never gets a drone again; the next one gets the freed drone.
+    assert_eq!((drone.busy_until, drone.current_delivery_id.as_deref()), (home, Some("d1")));
+    assert_eq!(drone.flight, Some(turned.clone()));
+    // The cancelled delivery never gets a drone again; the next one gets the drone once it is home.
     assert_eq!(
         store.assign(&request("d1", "contoso", 1.0, downtown()), released_at, &config).await.unwrap(),
         Assigned::Released
     );
-    let d2 = drone_of(store.assign(&request("d2", "contoso", 1.0, downtown()), released_at, &config).await.unwrap());
+    let d2 = request("d2", "contoso", 1.0, downtown());
+    assert_eq!(store.assign(&d2, home - Duration::milliseconds(1), &config).await.unwrap(), Assigned::NoneFree);
+    let d2 = drone_of(store.assign(&d2, home, &config).await.unwrap());
     assert_eq!(d2.drone_id, "drone-0001");
     // Releasing again is harmless and leaves the drone to its new delivery.
-    store.release("d1", released_at + Duration::minutes(1)).await.unwrap();
+    store.release("d1", home + Duration::minutes(1)).await.unwrap();
     let drone = store.drone("drone-0001").await.unwrap().expect("the drone exists");
     assert_eq!((drone.busy_until, drone.current_delivery_id.as_deref()), (d2.busy_until, Some("d2")));
-    // Released after its flight ended: the drone is free already and stays free from then.
+    // Released after its flight ended: nothing changes, and the delivery stays fenced.
     let late = d2.busy_until + Duration::hours(1);
     store.release("d2", late).await.unwrap();
     let drone = store.drone("drone-0001").await.unwrap().expect("the drone exists");
-    assert_eq!((drone.busy_until, drone.current_delivery_id), (d2.busy_until, None));
+    assert_eq!(drone.busy_until, d2.busy_until);
     assert_eq!(
         store.assign(&request("d2", "contoso", 1.0, downtown()), late, &config).await.unwrap(),
         Assigned::Released
     );
-    // Released flights are not utilization.
-    assert_eq!(store.utilization("contoso", MARCH).await.unwrap(), None);
+    // Released flights count as flown: d1 out to where it turned and back, d2 all of it.
+    let (miles, hours) = store.utilization("contoso", MARCH).await.unwrap().expect("flights");
+    assert!((miles - (turned.miles() + d2.traveled_miles)).abs() < 1e-9, "{miles}");
+    assert!((hours - (turned.hours() + d2.assigned_hours)).abs() < 1e-9, "{hours}");
+    assert!(turned.miles() < d1.traveled_miles / 4.0, "only a minute out and back: {}", turned.miles());
 }
 
 pub async fn release_before_assignment_fences_the_delivery(h: &dyn DroneStoreHarness) {
@@ -377,19 +433,31 @@ pub async fn utilization_sums_flown_assignments_per_owner_and_month(h: &dyn Dron
         ("mar-first-ms", "contoso", at(2026, 3, 1, 0, 0, 0, 0)),
         ("mar-mid", "contoso", at(2026, 3, 15, 12, 0, 0, 0)),
         ("mar-cancelled", "contoso", at(2026, 3, 16, 12, 0, 0, 0)),
+        ("mar-cancelled-late", "contoso", at(2026, 3, 17, 12, 0, 0, 0)),
         ("mar-last-ms", "contoso", at(2026, 3, 31, 23, 59, 59, 999)),
         ("apr-first-ms", "contoso", at(2026, 4, 1, 0, 0, 0, 0)),
         ("mar-other-owner", "fabrikam", at(2026, 3, 20, 0, 0, 0, 0)),
         ("mar-cancelled-only", "northwind", at(2026, 3, 20, 0, 0, 0, 0)),
     ];
     let mut flown = BTreeMap::new();
+    let mut paths = BTreeMap::new();
     for (i, (id, owner, time)) in flights.into_iter().enumerate() {
         let pickup = Point::new(47.55 + 0.02 * i as f64, -122.30);
-        let a = drone_of(store.assign(&request(id, owner, 1.0, pickup), time, &config).await.unwrap());
+        let (a, path) = planned(store.as_ref(), &request(id, owner, 1.0, pickup), time, &config).await;
         flown.insert(id, (a.traveled_miles, a.assigned_hours));
+        paths.insert(id, path);
     }
-    store.release("mar-cancelled", at(2026, 3, 16, 12, 1, 0, 0)).await.unwrap();
-    store.release("mar-cancelled-only", at(2026, 3, 20, 0, 1, 0, 0)).await.unwrap();
+    // Cut short half-way to the pickup, and a quarter of the way: they count what they flew.
+    for (id, share) in [("mar-cancelled", 2), ("mar-cancelled-only", 4)] {
+        let path = &paths[id];
+        let released_at = path.departed_at + (path.pickup_at - path.departed_at) / share;
+        store.release(id, released_at).await.unwrap();
+        let turned = path.released_at(released_at).expect("before the pickup");
+        assert!(turned.miles() > 0.0 && turned.miles() < path.miles());
+        flown.insert(id, (turned.miles(), turned.hours()));
+    }
+    // Released after the pickup: the flight went on as planned and counts whole.
+    store.release("mar-cancelled-late", paths["mar-cancelled-late"].dropoff_at).await.unwrap();
     store.release("never-assigned", at(2026, 3, 21, 0, 0, 0, 0)).await.unwrap();
 
     let sum = |ids: &[&str]| ids.iter().fold((0.0, 0.0), |(m, h), id| (m + flown[id].0, h + flown[id].1));
@@ -398,16 +466,161 @@ pub async fn utilization_sums_flown_assignments_per_owner_and_month(h: &dyn Dron
         assert!((miles - want.0).abs() < 1e-9 && (hours - want.1).abs() < 1e-9, "{got:?} != {want:?}");
         assert!(miles > 0.0 && hours > 0.0);
     };
-    check(store.utilization("contoso", MARCH).await.unwrap(), sum(&["mar-first-ms", "mar-mid", "mar-last-ms"]));
+    check(
+        store.utilization("contoso", MARCH).await.unwrap(),
+        sum(&["mar-first-ms", "mar-mid", "mar-cancelled", "mar-cancelled-late", "mar-last-ms"]),
+    );
     check(store.utilization("contoso", Month { year: 2026, month: 2 }).await.unwrap(), sum(&["feb-last-ms"]));
     check(store.utilization("contoso", Month { year: 2026, month: 4 }).await.unwrap(), sum(&["apr-first-ms"]));
     check(store.utilization("fabrikam", MARCH).await.unwrap(), sum(&["mar-other-owner"]));
-    assert_eq!(store.utilization("northwind", MARCH).await.unwrap(), None, "only a released flight");
+    check(store.utilization("northwind", MARCH).await.unwrap(), sum(&["mar-cancelled-only"]));
     assert_eq!(store.utilization("contoso", Month { year: 2025, month: 3 }).await.unwrap(), None);
     assert_eq!(store.utilization("nobody", MARCH).await.unwrap(), None);
     assert_eq!(store.utilization("CONTOSO", MARCH).await.unwrap(), None, "owners are case-sensitive");
+    assert_eq!(store.utilization("", MARCH).await.unwrap(), None, "a fence is not a flight");
     let distinct: BTreeSet<_> = flown.values().map(|(m, _)| m.to_bits()).collect();
     assert!(distinct.len() > 1, "the flights should differ to make the sums meaningful");
+}
+
+pub async fn assignment_records_the_flight(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(2);
+    let stores = h.open_shared(2).await;
+    stores[0].seed(&config.depots, &domain::initial_fleet(&config)).await.unwrap();
+    let mut r = request("d1", "contoso", 1.0, Point { altitude: 12.5, ..downtown() });
+    r.dropoff.altitude = 30.25;
+    let (a, path) = planned(stores[0].as_ref(), &r, now(), &config).await;
+    assert_eq!((path.pickup, path.dropoff, path.departed_at), (r.pickup, r.dropoff, now()));
+    assert_eq!((a.busy_until, a.traveled_miles), (path.home_at(), path.miles()));
+    // Read back exactly, by this process and another one.
+    for store in &stores {
+        let drone = store.drone(&a.drone_id).await.unwrap().expect("the drone exists");
+        assert_eq!(drone.flight.as_ref(), Some(&path));
+        let listed = store.drones().await.unwrap();
+        assert_eq!(listed.iter().find(|d| d.id == a.drone_id).unwrap().flight.as_ref(), Some(&path));
+        assert!(listed.iter().filter(|d| d.id != a.drone_id).all(|d| d.flight.is_none()), "only one flew");
+    }
+    // The drone's next flight replaces it.
+    let (b, next) =
+        planned(stores[1].as_ref(), &request("d2", "contoso", 1.0, downtown()), path.home_at(), &config).await;
+    assert_eq!(b.drone_id, a.drone_id);
+    assert_eq!(stores[0].drone(&a.drone_id).await.unwrap().unwrap().flight, Some(next));
+}
+
+pub async fn a_release_turns_the_drone_back_only_before_the_pickup(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(2);
+    let store = seeded(h, &config).await;
+    let (a1, p1) = planned(store.as_ref(), &request("d1", "contoso", 1.0, downtown()), now(), &config).await;
+    let (a2, p2) = planned(store.as_ref(), &request("d2", "contoso", 1.0, downtown()), now(), &config).await;
+    // d1 half-way to its pickup: back home early, and free from then on.
+    let released_at = now() + (p1.pickup_at - now()) / 2;
+    store.release("d1", released_at).await.unwrap();
+    let turned = p1.released_at(released_at).unwrap();
+    assert!(turned.home_at() < p1.back_at);
+    let drone = store.drone(&a1.drone_id).await.unwrap().unwrap();
+    assert_eq!((drone.busy_until, drone.flight.as_ref()), (turned.home_at(), Some(&turned)));
+    let d3 = request("d3", "contoso", 1.0, downtown());
+    assert_eq!(
+        store.assign(&d3, turned.home_at() - Duration::milliseconds(1), &config).await.unwrap(),
+        Assigned::NoneFree
+    );
+    assert_eq!(drone_of(store.assign(&d3, turned.home_at(), &config).await.unwrap()).drone_id, a1.drone_id);
+    // d2 at its pickup: the flight goes on as planned (and the delivery is fenced all the same).
+    store.release("d2", p2.pickup_at).await.unwrap();
+    let drone = store.drone(&a2.drone_id).await.unwrap().unwrap();
+    assert_eq!((drone.busy_until, drone.flight.as_ref()), (p2.back_at, Some(&p2)));
+    assert_eq!(
+        store.assign(&request("d2", "contoso", 1.0, downtown()), p2.pickup_at, &config).await.unwrap(),
+        Assigned::Released
+    );
+    // A second release changes nothing.
+    store.release("d1", released_at + Duration::seconds(1)).await.unwrap();
+    let claimed = claim(store.as_ref(), "a", turned.home_at()).await;
+    let d1 = claimed.iter().find(|c| c.delivery_id == "d1").expect("d1 has events due");
+    assert_eq!(d1.flight, turned);
+}
+
+pub async fn due_flights_are_claimed_by_one_claimer_at_a_time(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(2);
+    let stores = h.open_shared(2).await;
+    stores[0].seed(&config.depots, &domain::initial_fleet(&config)).await.unwrap();
+    let (a, p) = planned(stores[0].as_ref(), &request("d1", "contoso", 1.0, downtown()), now(), &config).await;
+    assert!(claim(stores[0].as_ref(), "a", now() - Duration::milliseconds(1)).await.is_empty(), "not due yet");
+    let first = claim(stores[0].as_ref(), "a", now()).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].delivery_id.as_str(), first[0].events_published), ("d1", 0));
+    assert_eq!((first[0].flight.clone(), a.drone_id.as_str()), (p.clone(), p.drone_id.as_str()));
+    let version = first[0].plan_version;
+    assert!(claim(stores[1].as_ref(), "b", now()).await.is_empty(), "held by a");
+    // a claiming again (a retry after a failed round) takes its own claim back.
+    assert_eq!(claim(stores[0].as_ref(), "a", now()).await.len(), 1);
+
+    // The first two events are out; the next is due at the pickup.
+    finish(stores[0].as_ref(), "a", "d1", 2, Some(p.pickup_at), version).await;
+    assert!(claim(stores[1].as_ref(), "b", p.pickup_at - Duration::milliseconds(1)).await.is_empty());
+    let second = claim(stores[1].as_ref(), "b", p.pickup_at).await;
+    assert_eq!((second.len(), second[0].events_published), (1, 2));
+
+    // b dies holding it: nobody else gets it until its lease ends, then a takes over.
+    assert!(claim(stores[0].as_ref(), "a", p.pickup_at + LEASE - Duration::milliseconds(1)).await.is_empty());
+    let taken_over = claim(stores[0].as_ref(), "a", p.pickup_at + LEASE).await;
+    assert_eq!((taken_over.len(), taken_over[0].events_published), (1, 2));
+    // b's progress, come too late, is dropped; a's counts.
+    finish(stores[1].as_ref(), "b", "d1", 5, None, version).await;
+    finish(stores[0].as_ref(), "a", "d1", 3, Some(p.dropoff_at), version).await;
+    let third = claim(stores[1].as_ref(), "b", p.dropoff_at).await;
+    assert_eq!((third.len(), third[0].events_published), (1, 3));
+
+    // Everything out: never claimed again.
+    finish(stores[1].as_ref(), "b", "d1", 5, None, version).await;
+    assert!(claim(stores[0].as_ref(), "a", p.back_at + Duration::days(1)).await.is_empty());
+}
+
+pub async fn claims_are_bounded_earliest_first_and_never_overlap(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(24);
+    let stores = h.open_shared(2).await;
+    stores[0].seed(&config.depots, &domain::initial_fleet(&config)).await.unwrap();
+    for i in 0..24 {
+        let r = request(&format!("d{i:02}"), "contoso", 1.0, downtown());
+        drone_of(stores[i % 2].assign(&r, now() + Duration::seconds(i as i64), &config).await.unwrap());
+    }
+    let later = now() + Duration::minutes(1);
+    let batch = stores[0].claim_due_flights("a", later, LEASE, 5).await.unwrap();
+    let ids: Vec<&str> = batch.iter().map(|c| c.delivery_id.as_str()).collect();
+    assert_eq!(ids, ["d00", "d01", "d02", "d03", "d04"], "a bounded batch, earliest due first");
+    // Two claimers at once split the rest between them.
+    let (x, y) = tokio::join!(
+        stores[0].claim_due_flights("x", later, LEASE, 12),
+        stores[1].claim_due_flights("y", later, LEASE, 12),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut all: Vec<&str> = x.iter().chain(&y).map(|c| c.delivery_id.as_str()).collect();
+    all.sort_unstable();
+    let expected: Vec<String> = (5..24).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(all, expected, "each flight claimed once: {x:?} / {y:?}");
+}
+
+pub async fn a_release_is_never_placed_before_an_announced_pickup(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(2);
+    let store = seeded(h, &config).await;
+    let (_, p1) = planned(store.as_ref(), &request("d1", "contoso", 1.0, downtown()), now(), &config).await;
+    // A flight clock whose time runs ahead claimed d1 at its pickup: the pickup may be out.
+    assert_eq!(claim(store.as_ref(), "fast", p1.pickup_at).await.len(), 1);
+    store.release("d1", now() + Duration::seconds(1)).await.unwrap();
+    let drone = store.drone(&p1.drone_id).await.unwrap().unwrap();
+    assert_eq!((drone.busy_until, drone.flight), (p1.back_at, Some(p1)), "the flight goes on as planned");
+
+    // A clock that announced only the departure does not stop a turn-back, and its progress,
+    // computed from the plan before the release, does not overwrite the new schedule.
+    let (_, p2) = planned(store.as_ref(), &request("d2", "contoso", 1.0, downtown()), now(), &config).await;
+    let claimed = claim(store.as_ref(), "slow", now()).await;
+    let d2 = claimed.iter().find(|c| c.delivery_id == "d2").expect("d2 is due");
+    let released_at = now() + Duration::seconds(10);
+    store.release("d2", released_at).await.unwrap();
+    finish(store.as_ref(), "slow", "d2", 2, Some(p2.pickup_at), d2.plan_version).await;
+    let again = claim(store.as_ref(), "other", released_at).await;
+    let d2 = again.iter().find(|c| c.delivery_id == "d2").expect("the release is due");
+    assert_eq!(d2.events_published, 2);
+    assert_eq!(d2.flight, p2.released_at(released_at).unwrap());
 }
 
 pub async fn ping_answers(h: &dyn DroneStoreHarness) {

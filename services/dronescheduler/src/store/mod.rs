@@ -1,4 +1,54 @@
-//! Where the fleet and its assignments live: the [`DroneStore`] port and its backends.
+//! Where the fleet, its assignments and their flights live: the [`DroneStore`] port and its
+//! backends.
+
+/// The columns of a flight as [`read_flight`] reads them, from the table named by the prefix
+/// (`"f."` in a join, `""` alone). A macro so that every query stays a `'static` string.
+macro_rules! flight_columns {
+    ($t:literal) => {
+        concat!(
+            $t,
+            "drone_id AS f_drone_id, ",
+            $t,
+            "depot_latitude AS f_depot_latitude, ",
+            $t,
+            "depot_longitude AS f_depot_longitude, ",
+            $t,
+            "pickup_latitude AS f_pickup_latitude, ",
+            $t,
+            "pickup_longitude AS f_pickup_longitude, ",
+            $t,
+            "pickup_altitude AS f_pickup_altitude, ",
+            $t,
+            "dropoff_latitude AS f_dropoff_latitude, ",
+            $t,
+            "dropoff_longitude AS f_dropoff_longitude, ",
+            $t,
+            "dropoff_altitude AS f_dropoff_altitude, ",
+            $t,
+            "speed_mph AS f_speed_mph, ",
+            $t,
+            "time_scale AS f_time_scale, ",
+            $t,
+            "departed_at AS f_departed_at, ",
+            $t,
+            "pickup_at AS f_pickup_at, ",
+            $t,
+            "dropoff_at AS f_dropoff_at, ",
+            $t,
+            "back_at AS f_back_at, ",
+            $t,
+            "turned_at AS f_turned_at, ",
+            $t,
+            "turned_latitude AS f_turned_latitude, ",
+            $t,
+            "turned_longitude AS f_turned_longitude, ",
+            $t,
+            "turned_altitude AS f_turned_altitude, ",
+            $t,
+            "home_at AS f_home_at"
+        )
+    };
+}
 
 #[doc(hidden)]
 pub mod conformance;
@@ -8,12 +58,16 @@ mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::drone::DroneAssignment;
+use platform::clock::from_unix_millis;
+use platform::geo::Point;
 use platform::query::Month;
+use sqlx::{Decode, Row, Type};
 
 pub use postgres::PostgresDroneStore;
 pub use sqlite::SqliteDroneStore;
 
 use crate::domain::{AssignmentRequest, Depot, DroneRecord, FleetConfig};
+use crate::flight::{FlightPath, TurnBack};
 
 pub type StoreError = sqlx::Error;
 
@@ -44,12 +98,149 @@ pub trait DroneStore: Send + Sync {
         now: DateTime<Utc>,
         fleet: &FleetConfig,
     ) -> Result<Assigned, StoreError>;
-    /// Frees the delivery's drone; for a delivery with no assignment yet, records the release
+    /// Releases the delivery's drone; for a delivery with no assignment yet, records the release
     /// so that a later assignment is refused. Idempotent.
+    ///
+    /// Released before its pickup, the flight turns back ([`FlightPath::released_at`]) and is
+    /// stored re-planned: the drone is busy until it is home, its miles and hours become what it
+    /// flies, and its remaining events become the release. The release is placed no earlier than
+    /// any time a flight clock announced the flight through, so an announced pickup is never
+    /// taken back. From the pickup on the flight goes on as planned.
     async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Miles and hours of the owner's flown (not released) assignments in `month`; `None` if none.
+    /// Miles and hours of the owner's assignments in `month` as flown (a flight cut short by a
+    /// release counts up to the turn and the way home); `None` if none.
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError>;
+    /// Every drone, by id, each with its latest flight.
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError>;
     async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError>;
+    /// Claims up to `limit` flights with an event due at `now` (earliest first) for `claimer`,
+    /// until `now + lease`. A flight held by another claimer whose claim has not expired is not
+    /// claimed, so at most one claimer publishes a flight's events at a time; a claimer that
+    /// died is taken over when its lease ends. `claimer` may take back its own claims.
+    async fn claim_due_flights(
+        &self,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedFlight>, StoreError>;
+    /// Records what `claimer` published and ends its claims on those flights. Progress on a
+    /// flight that another claimer has taken over since is dropped (the other one publishes
+    /// again, and the stream drops the repeats); a schedule computed from a plan that was
+    /// changed since is not kept (the flight is looked at again).
+    async fn finish_flights(&self, claimer: &str, progress: &[FlightProgress]) -> Result<(), StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A flight claimed by one flight clock, with how far its events have gone out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedFlight {
+    pub delivery_id: String,
+    pub flight: FlightPath,
+    /// How many of its events ([`crate::events::flight_events`]) are published.
+    pub events_published: usize,
+    /// The plan this claim saw; a re-plan changes it.
+    pub plan_version: i64,
+}
+
+/// What a flight clock did with a claimed flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlightProgress {
+    pub delivery_id: String,
+    /// Events published, counting those published before the claim.
+    pub events_published: usize,
+    /// When the next one is due; `None` when all are out.
+    pub next_event_at: Option<DateTime<Utc>>,
+    /// The plan the progress was computed from ([`ClaimedFlight::plan_version`]).
+    pub plan_version: i64,
+}
+
+/// Reads the flight selected with [`flight_columns`]; `None` for a drone without one (the
+/// columns of a `LEFT JOIN` that found nothing are all NULL). One reader for both backends.
+fn read_flight<'r, R>(row: &'r R) -> Result<Option<FlightPath>, sqlx::Error>
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let Some(departed_at) = row.try_get::<Option<i64>, _>("f_departed_at")? else {
+        return Ok(None);
+    };
+    let point = |latitude: &'static str,
+                 longitude: &'static str,
+                 altitude: Option<&'static str>|
+     -> Result<Point, sqlx::Error> {
+        Ok(Point {
+            latitude: row.try_get(latitude)?,
+            longitude: row.try_get(longitude)?,
+            altitude: match altitude {
+                Some(column) => row.try_get(column)?,
+                None => 0.0,
+            },
+        })
+    };
+    let turned_back = match row.try_get::<Option<i64>, _>("f_turned_at")? {
+        Some(at) => Some(TurnBack {
+            at: from_unix_millis(at),
+            from: point("f_turned_latitude", "f_turned_longitude", Some("f_turned_altitude"))?,
+            home_at: from_unix_millis(row.try_get("f_home_at")?),
+        }),
+        None => None,
+    };
+    Ok(Some(FlightPath {
+        drone_id: row.try_get("f_drone_id")?,
+        depot: point("f_depot_latitude", "f_depot_longitude", None)?,
+        pickup: point("f_pickup_latitude", "f_pickup_longitude", Some("f_pickup_altitude"))?,
+        dropoff: point("f_dropoff_latitude", "f_dropoff_longitude", Some("f_dropoff_altitude"))?,
+        speed_mph: row.try_get("f_speed_mph")?,
+        time_scale: row.try_get("f_time_scale")?,
+        departed_at: from_unix_millis(departed_at),
+        pickup_at: from_unix_millis(row.try_get("f_pickup_at")?),
+        dropoff_at: from_unix_millis(row.try_get("f_dropoff_at")?),
+        back_at: from_unix_millis(row.try_get("f_back_at")?),
+        turned_back,
+    }))
+}
+
+/// Reads a claimed flight: its flight plus `delivery_id`, `events_published`, `plan_version`.
+fn read_claim<'r, R>(row: &'r R) -> Result<ClaimedFlight, sqlx::Error>
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(ClaimedFlight {
+        delivery_id: row.try_get("delivery_id")?,
+        flight: read_flight(row)?.ok_or_else(|| sqlx::Error::ColumnNotFound("f_departed_at".into()))?,
+        events_published: usize::try_from(row.try_get::<i64, _>("events_published")?).unwrap_or(0),
+        plan_version: row.try_get("plan_version")?,
+    })
+}
+
+/// A flight re-planned by a release: the turned-back flight and when its next event is due.
+struct Replan {
+    flight: FlightPath,
+    next_event_at: Option<DateTime<Utc>>,
+}
+
+/// What releasing a recorded flight at `now` does: the turn-back when it is still before the
+/// pickup, `None` when the flight goes on as planned. Both backends apply it in the release's
+/// transaction, with the flight row locked.
+///
+/// The release is placed at `now` or at `announced_through` (the latest time a flight clock
+/// claimed the flight at), whichever is later: a clock whose time ran ahead may already have
+/// announced the pickup, and a release must not be placed before what is already out.
+fn replan_on_release(
+    flight: &FlightPath,
+    events_published: usize,
+    announced_through: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<Replan> {
+    let turned = flight.released_at(now.max(announced_through))?;
+    let next_event_at = crate::events::next_due(&turned, events_published);
+    Some(Replan { flight: turned, next_event_at })
 }

@@ -6,6 +6,10 @@
 //! transaction. Row locks make those two checks exact under concurrency, and losing either race
 //! rolls the whole claim back.
 //!
+//! Flight clocks claim flights with one `UPDATE .. WHERE delivery_id IN (SELECT .. FOR UPDATE SKIP
+//! LOCKED)`: processes ticking at once take disjoint flights, and a release locks the flight row,
+//! so a claim and a re-plan of the same flight see each other's effects in order.
+//!
 //! Times are stored as Unix milliseconds (`BIGINT`), like the SQLite backend, so both round alike.
 
 use async_trait::async_trait;
@@ -14,11 +18,14 @@ use contracts::drone::DroneAssignment;
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::geo::Point;
 use platform::query::Month;
-use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{PgConnection, Row};
 
-use super::{Assigned, DroneStore, StoreError};
+use super::{
+    Assigned, ClaimedFlight, DroneStore, FlightProgress, StoreError, read_claim, read_flight, replan_on_release,
+};
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
+use crate::flight::FlightPath;
 
 /// Connections per process.
 const POOL_SIZE: u32 = 8;
@@ -82,7 +89,114 @@ fn drone(row: &PgRow) -> DroneRecord {
         speed_mph: row.get(5),
         busy_until: from_unix_millis(row.get(6)),
         current_delivery_id: row.get(7),
+        flight: None,
     }
+}
+
+/// Reads a drone selected with its flight's columns, with its latest flight.
+fn flying_drone(row: &PgRow) -> Result<DroneRecord, StoreError> {
+    Ok(DroneRecord { flight: read_flight(row)?, ..drone(row) })
+}
+
+/// Records a new assignment's flight, its first events due at departure.
+async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPath) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
+             pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13)",
+    )
+    .bind(delivery_id)
+    .bind(&f.drone_id)
+    .bind(f.depot.latitude)
+    .bind(f.depot.longitude)
+    .bind(f.pickup.latitude)
+    .bind(f.pickup.longitude)
+    .bind(f.pickup.altitude)
+    .bind(f.dropoff.latitude)
+    .bind(f.dropoff.longitude)
+    .bind(f.dropoff.altitude)
+    .bind(f.speed_mph)
+    .bind(f.time_scale)
+    .bind(unix_millis(f.departed_at))
+    .bind(unix_millis(f.pickup_at))
+    .bind(unix_millis(f.dropoff_at))
+    .bind(unix_millis(f.back_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Releases an assigned delivery's drone, in the caller's transaction (which holds the
+/// assignment's row lock): re-plans the flight when it is still before the pickup, or, for an
+/// assignment recorded before flights were, frees the drone at once as it used to.
+async fn release_flight(
+    conn: &mut PgConnection,
+    delivery_id: &str,
+    drone_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    // Locked: a flight clock claiming it meanwhile waits, then sees the re-plan (and the other
+    // way round, the release sees how far the claim announced the flight).
+    let row = sqlx::query(concat!(
+        "SELECT events_published, announced_through, ",
+        flight_columns!(""),
+        " FROM flights WHERE delivery_id = $1 FOR UPDATE"
+    ))
+    .bind(delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        sqlx::query(
+            "UPDATE drones SET busy_until = LEAST(busy_until, $1), current_delivery_id = NULL
+             WHERE id = $2 AND current_delivery_id = $3",
+        )
+        .bind(unix_millis(now))
+        .bind(drone_id)
+        .bind(delivery_id)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    };
+    let flight = read_flight(&row)?.ok_or_else(|| sqlx::Error::ColumnNotFound("f_departed_at".into()))?;
+    let published = usize::try_from(row.get::<i64, _>("events_published")).unwrap_or(0);
+    let announced = from_unix_millis(row.get("announced_through"));
+    let Some(replan) = replan_on_release(&flight, published, announced, now) else {
+        return Ok(());
+    };
+    let turn = replan.flight.turned_back.expect("a re-plan turns back");
+    let home = unix_millis(turn.home_at);
+    sqlx::query(
+        "UPDATE flights SET turned_at = $1, turned_latitude = $2, turned_longitude = $3, turned_altitude = $4,
+             home_at = $5, next_event_at = $6, plan_version = plan_version + 1
+         WHERE delivery_id = $7",
+    )
+    .bind(unix_millis(turn.at))
+    .bind(turn.from.latitude)
+    .bind(turn.from.longitude)
+    .bind(turn.from.altitude)
+    .bind(home)
+    .bind(replan.next_event_at.map(unix_millis))
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE assignments SET traveled_miles = $1, assigned_hours = $2, busy_until = $3 WHERE delivery_id = $4",
+    )
+    .bind(replan.flight.miles())
+    .bind(replan.flight.hours())
+    .bind(home)
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    // Only if the drone still flies this delivery (it always does before the pickup).
+    sqlx::query("UPDATE drones SET busy_until = $1 WHERE id = $2 AND current_delivery_id = $3")
+        .bind(home)
+        .bind(drone_id)
+        .bind(delivery_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 impl PostgresDroneStore {
@@ -225,6 +339,7 @@ impl DroneStore for PostgresDroneStore {
                     None => continue,
                 }
             }
+            insert_flight(&mut tx, &request.delivery_id, &plan.path).await?;
             tx.commit().await?;
             return Ok(Assigned::Drone(DroneAssignment {
                 drone_id: plan.drone_id,
@@ -272,26 +387,20 @@ impl DroneStore for PostgresDroneStore {
                 .bind(delivery_id)
                 .execute(&mut *tx)
                 .await?;
-            // Only if the drone still flies this delivery: after its flight it may serve another.
-            sqlx::query(
-                "UPDATE drones SET busy_until = LEAST(busy_until, $1), current_delivery_id = NULL
-                 WHERE id = $2 AND current_delivery_id = $3",
-            )
-            .bind(now_ms)
-            .bind(&drone_id)
-            .bind(delivery_id)
-            .execute(&mut *tx)
-            .await?;
+            release_flight(&mut tx, delivery_id, &drone_id, now).await?;
         }
         tx.commit().await
     }
 
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
         let (start, end) = month.range();
+        // Released flights count as flown (their miles were re-planned at the release), except
+        // those released before flights were recorded: nobody knows how far they went.
         let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(traveled_miles), 0), COALESCE(SUM(assigned_hours), 0) FROM assignments
-             WHERE owner_id = $1 AND assigned_at >= $2 AND assigned_at < $3 AND NOT released
-                 AND drone_id IS NOT NULL",
+            "SELECT COUNT(*), COALESCE(SUM(a.traveled_miles), 0), COALESCE(SUM(a.assigned_hours), 0)
+             FROM assignments a
+             WHERE a.owner_id = $1 AND a.assigned_at >= $2 AND a.assigned_at < $3 AND a.drone_id IS NOT NULL
+                 AND (NOT a.released OR EXISTS (SELECT 1 FROM flights f WHERE f.delivery_id = a.delivery_id))",
         )
         .bind(owner_id)
         .bind(unix_millis(start))
@@ -303,26 +412,98 @@ impl DroneStore for PostgresDroneStore {
     }
 
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
-                 d.current_delivery_id
-             FROM drones d JOIN depots p ON p.id = d.depot_id ORDER BY d.id",
-        )
+                 d.current_delivery_id, ",
+            flight_columns!("f."),
+            " FROM drones d JOIN depots p ON p.id = d.depot_id
+             LEFT JOIN flights f ON f.delivery_id = d.current_delivery_id
+             ORDER BY d.id"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(drone).collect())
+        rows.iter().map(flying_drone).collect()
     }
 
     async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
-                 d.current_delivery_id
-             FROM drones d JOIN depots p ON p.id = d.depot_id WHERE d.id = $1",
-        )
+                 d.current_delivery_id, ",
+            flight_columns!("f."),
+            " FROM drones d JOIN depots p ON p.id = d.depot_id
+             LEFT JOIN flights f ON f.delivery_id = d.current_delivery_id
+             WHERE d.id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(drone))
+        row.as_ref().map(flying_drone).transpose()
+    }
+
+    async fn claim_due_flights(
+        &self,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedFlight>, StoreError> {
+        let now_ms = unix_millis(now);
+        // SKIP LOCKED: claimers running at once take different flights instead of queueing on the
+        // same rows. A row claimed and committed by another since this statement's snapshot is
+        // re-checked once locked (READ COMMITTED), and its live claim then excludes it.
+        let rows = sqlx::query(concat!(
+            "UPDATE flights SET claim_token = $1, claim_expires_at = $2,
+                 announced_through = GREATEST(announced_through, $3)
+             WHERE delivery_id IN (
+                 SELECT delivery_id FROM flights
+                 WHERE next_event_at <= $3
+                     AND (claim_expires_at IS NULL OR claim_expires_at <= $3 OR claim_token = $1)
+                 ORDER BY next_event_at LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING delivery_id, events_published, plan_version, next_event_at, ",
+            flight_columns!("")
+        ))
+        .bind(claimer)
+        .bind(now_ms.saturating_add(lease.num_milliseconds()))
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        // RETURNING comes in no particular order: earliest due first.
+        let mut claimed: Vec<(i64, ClaimedFlight)> = rows
+            .iter()
+            .map(|row| Ok((row.get("next_event_at"), read_claim(row)?)))
+            .collect::<Result<_, StoreError>>()?;
+        claimed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.delivery_id.cmp(&b.1.delivery_id)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn finish_flights(&self, claimer: &str, progress: &[FlightProgress]) -> Result<(), StoreError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        // One statement for the whole batch.
+        let ids: Vec<&str> = progress.iter().map(|p| p.delivery_id.as_str()).collect();
+        let published: Vec<i64> =
+            progress.iter().map(|p| i64::try_from(p.events_published).unwrap_or(i64::MAX)).collect();
+        let next: Vec<Option<i64>> = progress.iter().map(|p| p.next_event_at.map(unix_millis)).collect();
+        let versions: Vec<i64> = progress.iter().map(|p| p.plan_version).collect();
+        sqlx::query(
+            "UPDATE flights f SET events_published = GREATEST(f.events_published, p.published),
+                 next_event_at = CASE WHEN f.plan_version = p.version THEN p.next ELSE f.next_event_at END,
+                 claim_token = NULL, claim_expires_at = NULL
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 AS p(delivery_id, published, next, version)
+             WHERE f.delivery_id = p.delivery_id AND f.claim_token = $5",
+        )
+        .bind(&ids)
+        .bind(&published)
+        .bind(&next)
+        .bind(&versions)
+        .bind(claimer)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

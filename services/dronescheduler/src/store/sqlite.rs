@@ -11,15 +11,18 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::{Assigned, DroneStore, StoreError};
+use super::{
+    Assigned, ClaimedFlight, DroneStore, FlightProgress, StoreError, read_claim, read_flight, replan_on_release,
+};
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
+use crate::flight::FlightPath;
 
 /// The fleet in an embedded SQLite file.
 ///
 /// Every write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock before
 /// the first read: two stores on the same file (two processes) cannot both pick the same free
-/// drone. Within one process the writes also queue on a mutex, so they wait their turn without
-/// SQLite's busy-retry sleeps.
+/// drone, and two flight clocks cannot both claim the same flight. Within one process the writes
+/// also queue on a mutex, so they wait their turn without SQLite's busy-retry sleeps.
 pub struct SqliteDroneStore {
     pool: SqlitePool,
     writer: Mutex<()>,
@@ -57,7 +60,7 @@ fn earlier(row: &SqliteRow) -> Assigned {
     }
 }
 
-/// Reads a drone joined with its depot's position.
+/// Reads a drone joined with its depot's position (its flight is not read: see [`flying_drone`]).
 fn drone(row: &SqliteRow) -> DroneRecord {
     DroneRecord {
         id: row.get(0),
@@ -67,7 +70,111 @@ fn drone(row: &SqliteRow) -> DroneRecord {
         speed_mph: row.get(5),
         busy_until: from_unix_millis(row.get(6)),
         current_delivery_id: row.get(7),
+        flight: None,
     }
+}
+
+/// Reads a drone selected with its flight's columns, with its latest flight.
+fn flying_drone(row: &SqliteRow) -> Result<DroneRecord, StoreError> {
+    Ok(DroneRecord { flight: read_flight(row)?, ..drone(row) })
+}
+
+/// Records a new assignment's flight, its first events due at departure.
+async fn insert_flight(conn: &mut SqliteConnection, delivery_id: &str, f: &FlightPath) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
+             pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?13)",
+    )
+    .bind(delivery_id)
+    .bind(&f.drone_id)
+    .bind(f.depot.latitude)
+    .bind(f.depot.longitude)
+    .bind(f.pickup.latitude)
+    .bind(f.pickup.longitude)
+    .bind(f.pickup.altitude)
+    .bind(f.dropoff.latitude)
+    .bind(f.dropoff.longitude)
+    .bind(f.dropoff.altitude)
+    .bind(f.speed_mph)
+    .bind(f.time_scale)
+    .bind(unix_millis(f.departed_at))
+    .bind(unix_millis(f.pickup_at))
+    .bind(unix_millis(f.dropoff_at))
+    .bind(unix_millis(f.back_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Releases an assigned delivery's drone: re-plans the flight when it is still before the pickup,
+/// or, for an assignment recorded before flights were, frees the drone at once as it used to.
+async fn release_flight(
+    conn: &mut SqliteConnection,
+    delivery_id: &str,
+    drone_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT events_published, announced_through, ",
+        flight_columns!(""),
+        " FROM flights WHERE delivery_id = ?1"
+    ))
+    .bind(delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        sqlx::query(
+            "UPDATE drones SET busy_until = MIN(busy_until, ?1), current_delivery_id = NULL
+             WHERE id = ?2 AND current_delivery_id = ?3",
+        )
+        .bind(unix_millis(now))
+        .bind(drone_id)
+        .bind(delivery_id)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    };
+    let flight = read_flight(&row)?.ok_or_else(|| sqlx::Error::ColumnNotFound("f_departed_at".into()))?;
+    let published = usize::try_from(row.get::<i64, _>("events_published")).unwrap_or(0);
+    let announced = from_unix_millis(row.get("announced_through"));
+    let Some(replan) = replan_on_release(&flight, published, announced, now) else {
+        return Ok(());
+    };
+    let turn = replan.flight.turned_back.expect("a re-plan turns back");
+    let home = unix_millis(turn.home_at);
+    sqlx::query(
+        "UPDATE flights SET turned_at = ?1, turned_latitude = ?2, turned_longitude = ?3, turned_altitude = ?4,
+             home_at = ?5, next_event_at = ?6, plan_version = plan_version + 1
+         WHERE delivery_id = ?7",
+    )
+    .bind(unix_millis(turn.at))
+    .bind(turn.from.latitude)
+    .bind(turn.from.longitude)
+    .bind(turn.from.altitude)
+    .bind(home)
+    .bind(replan.next_event_at.map(unix_millis))
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE assignments SET traveled_miles = ?1, assigned_hours = ?2, busy_until = ?3 WHERE delivery_id = ?4",
+    )
+    .bind(replan.flight.miles())
+    .bind(replan.flight.hours())
+    .bind(home)
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    // Only if the drone still flies this delivery (it always does before the pickup).
+    sqlx::query("UPDATE drones SET busy_until = ?1 WHERE id = ?2 AND current_delivery_id = ?3")
+        .bind(home)
+        .bind(drone_id)
+        .bind(delivery_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn existing(conn: &mut SqliteConnection, delivery_id: &str) -> Result<Option<SqliteRow>, StoreError> {
@@ -174,6 +281,7 @@ impl DroneStore for SqliteDroneStore {
         .bind(unix_millis(plan.busy_until))
         .execute(&mut *tx)
         .await?;
+        insert_flight(&mut tx, &request.delivery_id, &plan.path).await?;
         tx.commit().await?;
         Ok(Assigned::Drone(DroneAssignment {
             drone_id: plan.drone_id,
@@ -210,15 +318,7 @@ impl DroneStore for SqliteDroneStore {
                     .bind(delivery_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
-                    "UPDATE drones SET busy_until = MIN(busy_until, ?1), current_delivery_id = NULL
-                     WHERE id = ?2 AND current_delivery_id = ?3",
-                )
-                .bind(unix_millis(now))
-                .bind(&a.drone_id)
-                .bind(delivery_id)
-                .execute(&mut *tx)
-                .await?;
+                release_flight(&mut tx, delivery_id, &a.drone_id, now).await?;
             }
             Some(_) => return Ok(()),
         }
@@ -227,9 +327,13 @@ impl DroneStore for SqliteDroneStore {
 
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
         let (start, end) = month.range();
+        // Released flights count as flown (their miles were re-planned at the release), except
+        // those released before flights were recorded: nobody knows how far they went.
         let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(traveled_miles), 0), COALESCE(SUM(assigned_hours), 0) FROM assignments
-             WHERE owner_id = ?1 AND assigned_at >= ?2 AND assigned_at < ?3 AND released = 0 AND drone_id IS NOT NULL",
+            "SELECT COUNT(*), COALESCE(SUM(a.traveled_miles), 0), COALESCE(SUM(a.assigned_hours), 0)
+             FROM assignments a
+             WHERE a.owner_id = ?1 AND a.assigned_at >= ?2 AND a.assigned_at < ?3 AND a.drone_id IS NOT NULL
+                 AND (a.released = 0 OR EXISTS (SELECT 1 FROM flights f WHERE f.delivery_id = a.delivery_id))",
         )
         .bind(owner_id)
         .bind(unix_millis(start))
@@ -241,26 +345,94 @@ impl DroneStore for SqliteDroneStore {
     }
 
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
-                 d.current_delivery_id
-             FROM drones d JOIN depots p ON p.id = d.depot_id ORDER BY d.id",
-        )
+                 d.current_delivery_id, ",
+            flight_columns!("f."),
+            " FROM drones d JOIN depots p ON p.id = d.depot_id
+             LEFT JOIN flights f ON f.delivery_id = d.current_delivery_id
+             ORDER BY d.id"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(drone).collect())
+        rows.iter().map(flying_drone).collect()
     }
 
     async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
-                 d.current_delivery_id
-             FROM drones d JOIN depots p ON p.id = d.depot_id WHERE d.id = ?1",
-        )
+                 d.current_delivery_id, ",
+            flight_columns!("f."),
+            " FROM drones d JOIN depots p ON p.id = d.depot_id
+             LEFT JOIN flights f ON f.delivery_id = d.current_delivery_id
+             WHERE d.id = ?1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.as_ref().map(drone))
+        row.as_ref().map(flying_drone).transpose()
+    }
+
+    async fn claim_due_flights(
+        &self,
+        claimer: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedFlight>, StoreError> {
+        let now_ms = unix_millis(now);
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        // The write lock taken by BEGIN IMMEDIATE makes the look and the claim one step, across
+        // processes too.
+        let rows = sqlx::query(concat!(
+            "UPDATE flights SET claim_token = ?1, claim_expires_at = ?2, announced_through = MAX(announced_through, ?3)
+             WHERE delivery_id IN (
+                 SELECT delivery_id FROM flights
+                 WHERE next_event_at IS NOT NULL AND next_event_at <= ?3
+                     AND (claim_expires_at IS NULL OR claim_expires_at <= ?3 OR claim_token = ?1)
+                 ORDER BY next_event_at LIMIT ?4)
+             RETURNING delivery_id, events_published, plan_version, next_event_at, ",
+            flight_columns!("")
+        ))
+        .bind(claimer)
+        .bind(now_ms.saturating_add(lease.num_milliseconds()))
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        // RETURNING comes in no particular order: earliest due first.
+        let mut claimed: Vec<(i64, ClaimedFlight)> = rows
+            .iter()
+            .map(|row| Ok((row.get("next_event_at"), read_claim(row)?)))
+            .collect::<Result<_, StoreError>>()?;
+        claimed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.delivery_id.cmp(&b.1.delivery_id)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn finish_flights(&self, claimer: &str, progress: &[FlightProgress]) -> Result<(), StoreError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        for p in progress {
+            sqlx::query(
+                "UPDATE flights SET events_published = MAX(events_published, ?1),
+                     next_event_at = CASE WHEN plan_version = ?2 THEN ?3 ELSE next_event_at END,
+                     claim_token = NULL, claim_expires_at = NULL
+                 WHERE delivery_id = ?4 AND claim_token = ?5",
+            )
+            .bind(i64::try_from(p.events_published).unwrap_or(i64::MAX))
+            .bind(p.plan_version)
+            .bind(p.next_event_at.map(unix_millis))
+            .bind(&p.delivery_id)
+            .bind(claimer)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

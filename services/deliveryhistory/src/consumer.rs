@@ -1,0 +1,162 @@
+//! Feeds the history from `delivery-events`: a finish is recorded, then acked; any other event
+//! is acked and ignored; an event that cannot be read or filed goes to the dead letters with
+//! the reason; a store failure sends the event back to the stream to be retried after a backoff.
+//! Several events are handled at once: the store's winner rule makes their order irrelevant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use contracts::events::{DeliveryEvent, EventEnvelope};
+use platform::backoff::Backoff;
+use platform::bus::stream::Subscription;
+use platform::bus::{BusError, ReceivedMessage, Retried};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::domain::{self, Handling};
+use crate::store::HistoryStore;
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Events handled at once.
+    pub concurrency: usize,
+    /// Delays before an event whose store write failed is tried again (by its attempt), and
+    /// between failed receives.
+    pub backoff: Backoff,
+    /// How long in-flight events may take to finish on shutdown before they are left to
+    /// redelivery.
+    pub drain: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self { concurrency: 16, backoff: Backoff::default(), drain: Duration::from_secs(20) }
+    }
+}
+
+/// Runs until `shutdown`, then gives in-flight events `drain` to finish.
+pub async fn run(
+    subscription: Arc<dyn Subscription>,
+    store: Arc<dyn HistoryStore>,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let tasks = TaskTracker::new();
+    let mut failed_receives = 0;
+    tracing::info!(service = crate::SERVICE, concurrency = options.concurrency, "consuming delivery events");
+    loop {
+        let first_slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        // Ask for as many as there are free slots, so a received event never waits for one.
+        let free = slots.available_permits() + 1;
+        let batch = tokio::select! {
+            () = shutdown.cancelled() => break,
+            batch = subscription.receive(free, Duration::from_secs(1)) => batch,
+        };
+        let messages = match batch {
+            Ok(messages) => {
+                failed_receives = 0;
+                messages
+            }
+            Err(err) => {
+                failed_receives += 1;
+                let delay = options.backoff.delay(failed_receives);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "receiving events failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        let mut first_slot = Some(first_slot);
+        for message in messages {
+            let permit = match first_slot.take() {
+                Some(permit) => permit,
+                None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
+            };
+            let store = store.clone();
+            let backoff = options.backoff;
+            tasks.spawn(async move {
+                handle(message, store.as_ref(), &backoff).await;
+                drop(permit);
+            });
+        }
+    }
+    tasks.close();
+    if tokio::time::timeout(options.drain, tasks.wait()).await.is_err() {
+        tracing::warn!("in-flight events did not finish in time; they will be redelivered");
+    }
+}
+
+async fn handle(message: ReceivedMessage, store: &dyn HistoryStore, backoff: &Backoff) {
+    let envelope: EventEnvelope<DeliveryEvent> = match serde_json::from_slice(&message.payload) {
+        Ok(envelope) => envelope,
+        Err(err) => return dead_letter(message, "unknown", format!("unreadable event: {err}")).await,
+    };
+    let kind = envelope.event.kind();
+    let span = tracing::info_span!(
+        "delivery_event",
+        service = crate::SERVICE,
+        delivery_id = %envelope.delivery_id,
+        event_type = kind,
+        attempt = message.attempt,
+        traceparent = envelope.traceparent.as_deref().unwrap_or(""),
+    );
+    async {
+        match domain::handling(envelope) {
+            Handling::Ignore => settled(kind, "ignored", message.ack().await),
+            Handling::Reject(reason) => dead_letter(message, kind, reason).await,
+            Handling::Record(finished) => match store.record(&finished).await {
+                Ok(recorded) => settled(kind, recorded.label(), message.ack().await),
+                Err(err) => retry_later(message, kind, &format!("recording failed: {err}"), backoff).await,
+            },
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn retry_later(message: ReceivedMessage, kind: &'static str, reason: &str, backoff: &Backoff) {
+    let delay = backoff.delay(message.attempt);
+    tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "retrying the event later");
+    match message.retry_after(delay, reason).await {
+        Ok(Retried::Scheduled) => count(kind, "retried"),
+        Ok(Retried::DeadLettered) => {
+            tracing::error!(%reason, "attempts used up; the event went to the dead letters");
+            count(kind, "dead_lettered");
+        }
+        Err(err) => settle_failed(&err),
+    }
+}
+
+async fn dead_letter(message: ReceivedMessage, kind: &'static str, reason: String) {
+    tracing::error!(message_id = %message.id, %reason, "dead-lettering the event");
+    settled(kind, "dead_lettered", message.dead_letter(&reason).await);
+}
+
+fn settled(kind: &'static str, outcome: &'static str, result: Result<(), BusError>) {
+    match result {
+        Ok(()) => count(kind, outcome),
+        Err(err) => settle_failed(&err),
+    }
+}
+
+fn settle_failed(err: &BusError) {
+    tracing::warn!(error = %err, "settling the event failed; it will be redelivered");
+}
+
+fn count(kind: &'static str, outcome: &'static str) {
+    metrics::counter!(
+        "deliveryhistory_events_total",
+        "service" => crate::SERVICE,
+        "type" => kind,
+        "outcome" => outcome
+    )
+    .increment(1);
+}

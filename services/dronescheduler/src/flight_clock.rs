@@ -1,0 +1,195 @@
+//! The flight clock: publishes each flight's `drone-events` when their time comes.
+//!
+//! Every tick it claims, in the store, the flights with an event due now (a bounded batch,
+//! earliest first), publishes their due events in order, and records how far each flight got. The
+//! store is the outbox: it keeps per flight how many of its events ([`crate::events`]) are out,
+//! so an event is published once its time has come and until it is marked, whatever crashes in
+//! between:
+//!
+//! - published, then the process died before marking it: the next claimer publishes it again
+//!   under the same message id (`{deliveryId}:{type}`), and the stream drops the repeat;
+//! - several scheduler processes tick at once: a claim holds a flight for one of them until it
+//!   finishes or its lease ends, so at most one publishes a flight's events at a time, in order;
+//!   a claimer that died is taken over once its lease has expired.
+//!
+//! Time comes from the [`SharedClock`], so tests move a `ManualClock` instead of waiting for
+//! simulated minutes; only the pause between ticks is real time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use platform::bus::OutgoingMessage;
+use platform::bus::stream::EventStream;
+use platform::clock::SharedClock;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{DueEvent, flight_events};
+use crate::store::{ClaimedFlight, DroneStore, FlightProgress, StoreError};
+
+/// Flights claimed per round (each has at most five events, most have one or two due at once).
+pub const DEFAULT_BATCH: usize = 500;
+
+/// How long a claim holds a flight for its claimer. Far longer than a round takes; a claimer that
+/// died holds its flights this long before another takes them over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// Flights whose events are being published at once (each flight's own events go one by one).
+const CONCURRENT_FLIGHTS: usize = 16;
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Flights claimed.
+    pub flights: usize,
+    /// Events handed to the stream (including repeats it dropped).
+    pub published: usize,
+    /// Events that failed to publish; they are tried again next round.
+    pub failed: usize,
+    /// Whether the round claimed a full batch, so more may be due right away.
+    pub full: bool,
+}
+
+/// Publishes the drone events of every flight in the store as they come due (see the module).
+pub struct FlightClock {
+    store: Arc<dyn DroneStore>,
+    stream: Arc<dyn EventStream>,
+    clock: SharedClock,
+    tick: Duration,
+    batch: usize,
+    lease: Duration,
+    /// This clock's name in its claims: unique per instance, so two processes never share one.
+    claimer: String,
+}
+
+impl FlightClock {
+    /// A clock that looks for due events every `tick`.
+    pub fn new(store: Arc<dyn DroneStore>, stream: Arc<dyn EventStream>, clock: SharedClock, tick: Duration) -> Self {
+        Self {
+            store,
+            stream,
+            clock,
+            tick,
+            batch: DEFAULT_BATCH,
+            lease: DEFAULT_LEASE,
+            claimer: format!("flight-clock-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Claims at most `batch` flights per round (at least one).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Holds claimed flights for `lease`.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// This clock's name in the store's claims.
+    pub fn claimer(&self) -> &str {
+        &self.claimer
+    }
+
+    /// One round: publishes the events due now of up to one batch of flights, and records it.
+    pub async fn publish_due(&self) -> Result<Round, StoreError> {
+        let now = self.clock.now();
+        let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+        let claimed = self.store.claim_due_flights(&self.claimer, now, lease, self.batch).await?;
+        let flights = claimed.len();
+        let progress: Vec<(FlightProgress, usize, usize)> = futures::stream::iter(claimed)
+            .map(|flight| self.fly(flight, now))
+            .buffer_unordered(CONCURRENT_FLIGHTS)
+            .collect()
+            .await;
+        let published = progress.iter().map(|p| p.1).sum();
+        let failed = progress.iter().map(|p| p.2).sum();
+        let progress: Vec<FlightProgress> = progress.into_iter().map(|p| p.0).collect();
+        self.store.finish_flights(&self.claimer, &progress).await?;
+        Ok(Round { flights, published, failed, full: flights >= self.batch })
+    }
+
+    /// Publishes one claimed flight's events due at `now`, in order, stopping at the first that
+    /// fails (the rest must not overtake it). Returns its progress, and how many were published
+    /// and failed.
+    async fn fly(&self, claimed: ClaimedFlight, now: DateTime<Utc>) -> (FlightProgress, usize, usize) {
+        let events = flight_events(&claimed.delivery_id, &claimed.flight);
+        let mut done = claimed.events_published;
+        let mut failed = 0;
+        for event in events.iter().skip(done).take_while(|e| e.due_at <= now) {
+            match self.publish(event).await {
+                Ok(()) => done += 1,
+                Err(error) => {
+                    failed = 1;
+                    let id = event.message_id();
+                    tracing::warn!(message_id = id, %error, "drone event not published; retrying next tick");
+                    break;
+                }
+            }
+        }
+        let published = done - claimed.events_published;
+        let progress = FlightProgress {
+            delivery_id: claimed.delivery_id,
+            events_published: done,
+            next_event_at: events.get(done).map(|e| e.due_at),
+            plan_version: claimed.plan_version,
+        };
+        (progress, published, failed)
+    }
+
+    async fn publish(&self, event: &DueEvent) -> Result<(), String> {
+        let payload = serde_json::to_vec(&event.envelope).map_err(|e| e.to_string())?;
+        let message = OutgoingMessage { id: event.message_id().to_owned(), payload: payload.into() };
+        self.stream.publish(message).await.map_err(|e| e.to_string())?;
+        let kind = event.envelope.event.kind();
+        metrics::counter!("drone_events_published_total", "service" => crate::SERVICE, "type" => kind).increment(1);
+        Ok(())
+    }
+
+    /// Ticks until `shutdown` is cancelled. A round that claimed a full batch is followed by
+    /// another at once, so a backlog drains without waiting for ticks; a failing store is
+    /// logged and tried again next tick.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tick_ms = u64::try_from(self.tick.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(service = crate::SERVICE, tick_ms, claimer = %self.claimer, "flight clock started");
+        loop {
+            let more = match self.publish_due().await {
+                // A failing stream is not hammered: the failed events wait for the next tick.
+                Ok(round) => round.full && round.failed == 0,
+                Err(error) => {
+                    metrics::counter!("drone_events_round_failures_total", "service" => crate::SERVICE).increment(1);
+                    tracing::warn!(%error, "flight clock round failed; trying again next tick");
+                    false
+                }
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if more {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.tick) => {}
+            }
+        }
+        tracing::info!(service = crate::SERVICE, "flight clock stopped");
+    }
+}
+
+/// The flight clock over `store` and `stream`, ticking every `tick` until `shutdown`: what the
+/// service's `run` spawns, and what a process that opens its own store and stream (the
+/// all-in-one) spawns next to [`crate::router`].
+pub fn flight_clock(
+    store: Arc<dyn DroneStore>,
+    stream: Arc<dyn EventStream>,
+    clock: SharedClock,
+    tick: Duration,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    FlightClock::new(store, stream, clock, tick).run(shutdown)
+}
