@@ -53,6 +53,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     scripts/build-service.sh delivery /out
 
+FROM build-base AS build-deliveryhistory
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    scripts/build-service.sh deliveryhistory /out
+
 # ---- runtime: what every service image shares ----
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=0.0.0-unset
@@ -125,3 +130,11 @@ COPY --from=build-delivery /out/fabrikam-delivery /usr/local/bin/fabrikam-delive
 ENV FABRIKAM_DELIVERY_LISTEN=0.0.0.0:8082
 EXPOSE 8082
 ENTRYPOINT ["/usr/local/bin/fabrikam-delivery"]
+
+FROM runtime AS deliveryhistory
+LABEL org.opencontainers.image.title="fabrikam-deliveryhistory" \
+      org.opencontainers.image.description="Fabrikam delivery history: every finished delivery, fed by the delivery-events stream"
+COPY --from=build-deliveryhistory /out/fabrikam-deliveryhistory /usr/local/bin/fabrikam-deliveryhistory
+ENV FABRIKAM_DELIVERYHISTORY_LISTEN=0.0.0.0:8087
+EXPOSE 8087
+ENTRYPOINT ["/usr/local/bin/fabrikam-deliveryhistory"]

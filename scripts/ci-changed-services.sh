@@ -46,6 +46,8 @@ if [ "${1:-}" = "--self-test" ]; then
   every=$(all_services | as_json)
   check '["delivery"]' services/delivery/src/api.rs README.md
   check '["delivery", "package"]' services/package/Cargo.toml services/delivery/src/lib.rs services/delivery/tests/x.rs
+  check '["deliveryhistory"]' services/deliveryhistory/src/api.rs
+  check '["delivery", "deliveryhistory"]' services/deliveryhistory/migrations/postgres/x.sql services/delivery/src/events.rs
   check "$every" crates/platform/src/bus/nats.rs
   check "$every" Cargo.lock
   check "$every" Dockerfile services/gateway/src/lib.rs

@@ -7,10 +7,14 @@
 #
 # --registry/--tag replace the overlay's images (REGISTRY/fabrikam-SERVICE:TAG, the names
 # scripts/build-images.sh pushes); --only SERVICE applies that service's objects alone (a
-# release of one service; for workflow, also its supervisor). For dev, missing Secrets are created: fabrikam-backends with random
-# passwords for the in-cluster PostgreSQL and Redis, and a self-signed certificate in
-# gateway-tls. For prod, Secret fabrikam-backends must exist (deploy/README.md).
-# Then it applies the manifests (server-side) and waits for the rollouts.
+# release of one service; for workflow, also its supervisor), with the shared ConfigMap and every
+# NetworkPolicy. For dev, missing Secrets are created: fabrikam-backends with random passwords
+# for the in-cluster PostgreSQL and Redis, and a self-signed certificate in gateway-tls. For
+# prod, Secret fabrikam-backends must exist (deploy/README.md). Either way it must hold every
+# key the manifests read (a Secret made before a service was added may not: the script stops and
+# names the missing keys). Then it applies the manifests (server-side) and waits for the rollouts.
+# Every service binary needs its Deployment in the overlay (deploy/k8s/base/SERVICE.yaml) and
+# its image in the overlay's images list; the script stops and says so when one is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,8 +76,17 @@ base_render=$("$kubectl" kustomize "deploy/k8s/overlays/$overlay")
   echo "resources: [../../../deploy/k8s/overlays/$overlay]"
   echo "images:"
   for binary in "${binaries[@]}"; do
-    current=$(grep -m1 -oE "image: [^ ]*/$binary:[^ ]+" <<<"$base_render" | sed 's/^image: //; s/:[^:]*$//')
-    [ -n "$current" ] || { echo "deploy: overlay $overlay has no image for $binary" >&2; exit 1; }
+    current=$(grep -m1 -oE "image: [^ ]*/$binary:[^ ]+" <<<"$base_render" | sed 's/^image: //; s/:[^:]*$//' || true)
+    if [ -z "$current" ]; then
+      if grep -qE "image: $binary\$" <<<"$base_render"; then
+        echo "deploy: overlay $overlay does not set the image of $binary: add" \
+          "{name: $binary, newName: REGISTRY/$binary, newTag: TAG} to deploy/k8s/overlays/$overlay/kustomization.yaml" >&2
+      else
+        echo "deploy: overlay $overlay has no Deployment running $binary (services/ has it): add" \
+          "deploy/k8s/base/${binary#fabrikam-}.yaml and list it in deploy/k8s/base/kustomization.yaml" >&2
+      fi
+      exit 1
+    fi
     new_name=${registry:+$registry/$binary}
     new_name=${new_name:-$current}
     echo "  - name: $current"
@@ -85,6 +98,42 @@ rendered=target/deploy/$overlay.yaml
 "$kubectl" kustomize "$work" >"$rendered"
 echo "deploy: $overlay -> namespace $namespace, $(grep -c '^kind:' "$rendered") objects in $rendered"
 grep -oE 'image: [^ ]+' "$rendered" | sort -u | sed 's/^/  /'
+
+# The keys of Secret fabrikam-backends the Deployments and StatefulSets named in the arguments
+# read (every workload's without arguments), one per line.
+secret_keys() {
+  awk -v wanted=" $* " '
+    function flush() {
+      if (kind ~ /^(Deployment|StatefulSet)$/ && (wanted == "  " || index(wanted, " " name " ")))
+        for (k in keys) print k
+      split("", keys); kind = ""; name = ""; ref = 0
+    }
+    /^---$/ { flush(); next }
+    /^kind: / { kind = $2 }
+    /^  name: / && name == "" { name = $2 }
+    ref && $1 == "key:" { keys[$2] = 1 }
+    ref && $1 != "key:" && $1 != "name:" { ref = 0 }
+    /secretKeyRef:/ { ref = 1 }
+    END { flush() }' "$rendered" | sort -u
+}
+if [ -n "$only" ]; then
+  mapfile -t needed_keys < <(secret_keys "${names[@]}")
+else
+  mapfile -t needed_keys < <(secret_keys)
+fi
+if [ -z "$only" ] && [ ${#needed_keys[@]} -eq 0 ]; then
+  echo "deploy: found no Secret keys in $rendered; did the manifests change shape?" >&2
+  exit 1
+fi
+echo "deploy: Secret fabrikam-backends must hold: ${needed_keys[*]:-nothing}"
+# --only applies the NetworkPolicies as well: they are namespace-wide and carry no service's
+# label, and a release may need a rule the running ones lack (a new service, a new call, a
+# service that now reaches NATS).
+policies=target/deploy/$overlay-networkpolicies.yaml
+awk 'BEGIN { RS = "\n---\n" } /(^|\n)kind: NetworkPolicy(\n|$)/ { printf "---\n%s\n", $0 }' "$rendered" >"$policies"
+if [ -n "$only" ]; then
+  echo "deploy: with --only $only, also the $(grep -c '^kind: NetworkPolicy' "$policies") NetworkPolicies ($policies)"
+fi
 if $dry_run; then
   echo "deploy: dry run; would apply ${only:+the objects of $only in }$rendered"
   exit 0
@@ -107,8 +156,23 @@ if ! "$kubectl" -n "$namespace" get secret fabrikam-backends >/dev/null 2>&1; th
     --from-literal=dronescheduler-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_dronescheduler" \
     --from-literal=ingestion-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_ingestion" \
     --from-literal=workflow-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_workflow" \
+    --from-literal=deliveryhistory-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_deliveryhistory" \
     --from-literal=delivery-db-url="redis://:$redis@redis:6379/0?prefix=fabrikam"
   echo "deploy: created Secret fabrikam-backends with random passwords"
+fi
+# A Secret made before a service was added lacks its key; its pods would wait forever in
+# CreateContainerConfigError, so stop here and say which keys to add.
+# shellcheck disable=SC2016 # a Go template, not a shell expansion
+present=$("$kubectl" -n "$namespace" get secret fabrikam-backends -o go-template='{{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}')
+missing=()
+for key in "${needed_keys[@]}"; do
+  grep -qxF "$key" <<<"$present" || missing+=("$key")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deploy: Secret fabrikam-backends in namespace $namespace lacks ${missing[*]}: add them" \
+    "(kubectl -n $namespace patch secret fabrikam-backends --type merge -p '{\"stringData\": {\"KEY\": \"VALUE\"}}';" \
+    "deploy/README.md, \"Adding a service to a running environment\")" >&2
+  exit 1
 fi
 if [ "$overlay" = dev ] && ! "$kubectl" -n "$namespace" get secret gateway-tls >/dev/null 2>&1; then
   host=$(grep -m1 -oE 'host: [^ ]+' "$rendered" | sed 's/^host: //')
@@ -122,8 +186,10 @@ fi
 
 apply=("$kubectl" apply --server-side --field-manager=fabrikam-deploy -f "$rendered")
 if [ -n "$only" ]; then
-  # The service's own objects, and the shared ConfigMap its pods name (by content hash).
+  # The service's own objects, the shared ConfigMap its pods name (by content hash) and the
+  # NetworkPolicies.
   "${apply[@]}" -l app.kubernetes.io/component=config
+  "$kubectl" apply --server-side --field-manager=fabrikam-deploy -f "$policies"
   "${apply[@]}" -l "app.kubernetes.io/name in ($(IFS=,; echo "${names[*]}"))"
 else
   "${apply[@]}"

@@ -19,7 +19,8 @@ What it checks (each failure names the object and the rule):
               own; selectors, ports, listen addresses and probe ports agree
   network     default deny; the service-to-service calls the NetworkPolicies allow are exactly
               the ones the services are configured to make (their *_URL settings) and the
-              architecture names; only the owners of NATS, PostgreSQL and Redis reach them
+              architecture names; the services whose Secret URLs point at NATS, PostgreSQL and
+              Redis are the architecture's owners of each, and only they reach them
   config      every ConfigMap key and Secret key referenced exists or is documented; no Secret
               with values is rendered; the quota holds every autoscaler at its maximum
   env drift   the environment variables set by the manifests, compose.yaml and the Dockerfile
@@ -29,7 +30,8 @@ What it checks (each failure names the object and the rule):
               variables as `fabrikam-SERVICE`
   dockerfile  one build stage per service running scripts/build-service.sh, one runtime stage
               per service, non-root numeric USER, OCI labels, no HEALTHCHECK, pinned bases
-  compose     every service of the system, hardened like the pods, only the gateway published
+  compose     every service of the system, hardened like the pods, only the gateway published,
+              the service URLs are the architecture's calls, to where each service listens
   workflows   every `run:` step is a script of this repository, jobs have timeouts, actions are
               pinned, release tags are release/<service>/<semver>, deploys wait for approval
 """
@@ -50,11 +52,22 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 # The calls the architecture makes (ARCHITECTURE.md, "A delivery request's path"; README's picture;
-# the supervisor's compensations go to the same three services as the workflow's steps).
+# the supervisor's compensations go to the same three services as the workflow's steps; the
+# gateway routes /api/deliveryhistory to the delivery history).
 CALLS = {
-    "gateway": {"ingestion", "delivery", "package", "dronescheduler"},
+    "gateway": {"ingestion", "delivery", "package", "dronescheduler", "deliveryhistory"},
     "workflow": {"package", "dronescheduler", "delivery"},
     "supervisor": {"package", "dronescheduler", "delivery"},
+}
+# Who uses each server, in the architecture. NATS: the delivery-requests queue (ingestion
+# publishes, the workflow consumes), drone-events (the drone scheduler's flight clock publishes,
+# delivery consumes) and delivery-events (delivery publishes, the delivery history consumes).
+# PostgreSQL: one database per service that keeps its data there (the supervisor shares the
+# workflow's). Redis: the delivery service's deliveries.
+BACKEND_OWNERS = {
+    "nats": {"ingestion", "workflow", "dronescheduler", "delivery", "deliveryhistory"},
+    "postgres": {"package", "dronescheduler", "ingestion", "workflow", "supervisor", "deliveryhistory"},
+    "redis": {"delivery"},
 }
 # Which server each Secret key of fabrikam-backends points at.
 BACKEND_OF_SECRET_KEY = {
@@ -64,6 +77,7 @@ BACKEND_OF_SECRET_KEY = {
     "dronescheduler-db-url": "postgres",
     "ingestion-db-url": "postgres",
     "workflow-db-url": "postgres",
+    "deliveryhistory-db-url": "postgres",
 }
 BACKEND_PORT = {"nats": 4222, "postgres": 5432, "redis": 6379}
 BACKEND_SCHEME = {"nats": "nats://", "postgres": "postgres://", "redis": "redis://"}
@@ -459,6 +473,10 @@ def check_network(r: Report, k: Rendered, svc: dict[str, str], in_cluster_backen
             ref = (e.get("valueFrom") or {}).get("secretKeyRef")
             if ref and ref["key"] in BACKEND_OF_SECRET_KEY:
                 owners.setdefault(BACKEND_OF_SECRET_KEY[ref["key"]], set()).add(name)
+    for backend, architecture_owners in BACKEND_OWNERS.items():
+        r.check(owners.get(backend, set()) == architecture_owners,
+                f"the services configured for {backend} (by their Secret URLs) are {sorted(owners.get(backend, set()))}, "
+                f"the architecture's owners {sorted(architecture_owners)}")
     expected_allowed = set(expected)
     if in_cluster_backends:
         expected_allowed |= {(o, b) for b, os_ in owners.items() for o in os_}
@@ -596,6 +614,13 @@ def distributed_script_settings() -> dict[str, tuple[int, list[str]]]:
     return out
 
 
+def service_ports(svc: dict[str, str], options: dict[str, dict[str, Option]]) -> dict[str, int]:
+    """Each service's standard port: the distributed script's, else its binary's default."""
+    script = distributed_script_settings()
+    return {name: script[name][0] if name in script else int((options[name]["listen"].default or ":0").rsplit(":", 1)[1])
+            for name in svc}
+
+
 def required_env(options: dict[str, Option], flags_from_script: list[str]) -> set[str]:
     """Settings a container must set: its listen address, every setting that defaults to an
     embedded SQLite file (a store or bus URL), and every flag the distributed script passes."""
@@ -634,9 +659,7 @@ def check_env(r: Report, rendered: list[Rendered], svc: dict[str, str], options:
             r.check(w.port("http") == script_port, f"{k.name}: Deployment {name} listens on {w.port('http')}, the distributed script on {script_port}")
         service = (compose.get("services") or {}).get(name)
         if r.check(service is not None or not primary, f"compose.yaml: no service {name}") and service:
-            env = service.get("environment") or {}
-            if isinstance(env, list):
-                env = dict(x.split("=", 1) for x in env)
+            env = compose_env(service)
             r.check(set(env) <= accepted | EXTRA_ENV, f"compose.yaml: {name} sets {sorted(set(env) - accepted - EXTRA_ENV)}, which {svc[name]} does not accept")
             r.check(need <= set(env), f"compose.yaml: {name} does not set {sorted(need - set(env))} (needed in distributed mode)")
             if listen_env in env:
@@ -726,6 +749,13 @@ def check_dockerfile(r: Report, stages: list[dict], svc: dict[str, str]) -> None
             f"scripts/build-service.sh must run `cargo build --release --locked -p SERVICE`, runs {out.stdout.strip()!r}")
 
 
+def compose_env(service: dict | None) -> dict[str, str]:
+    env = (service or {}).get("environment") or {}
+    if isinstance(env, list):
+        env = dict(x.split("=", 1) for x in env)
+    return {k: str(v) for k, v in env.items()}
+
+
 def check_compose(r: Report, compose: dict, svc: dict[str, str]) -> None:
     r.section("compose.yaml")
     services_ = compose.get("services") or {}
@@ -749,6 +779,19 @@ def check_compose(r: Report, compose: dict, svc: dict[str, str]) -> None:
         r.check(bool(s.get("ports")) == (name == "gateway"), f"{name}: only the gateway may publish ports")
     gateway_ports = services_.get("gateway", {}).get("ports") or []
     r.check(any(str(p).endswith(":8080") for p in gateway_ports), "gateway: must publish 8080")
+    # The calls compose configures are the architecture's (for the services it runs: the workflow
+    # supervises itself there), each to the port its target listens on.
+    configured = set()
+    for name in svc:
+        for var, value in compose_env(services_.get(name)).items():
+            m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)/?", value)
+            if var.endswith("_URL") and m:
+                target, port = m.group(1), m.group(2)
+                configured.add((name, target))
+                listen = compose_env(services_.get(target)).get(f"FABRIKAM_{target.upper()}_LISTEN", "")
+                r.check(listen.endswith(f":{port}"), f"{name}: {var}={value}, but {target} listens on {listen or 'nothing'}")
+    expected = {(a, b) for a, bs in CALLS.items() if a in services_ for b in bs}
+    r.check(configured == expected, f"configured calls {sorted(configured)} differ from the architecture's {sorted(expected)}")
 
 
 def check_workflows(r: Report) -> None:
@@ -794,8 +837,10 @@ def check_workflows(r: Report) -> None:
         r.check("check-deploy.sh" in all_text, "a workflow must run scripts/check-deploy.sh")
 
 
-def check_docs(r: Report, readme: str) -> None:
+def check_docs(r: Report, readme: str, ports: dict[str, int]) -> None:
     r.section("deploy/README.md")
+    for name, port in ports.items():
+        r.check(f"{name} {port}" in readme, f"does not list the service {name} with its port ({name} {port!r})")
     for needle in ("overlays/dev", "overlays/prod", "scripts/deploy.sh", "scripts/build-images.sh", "scripts/check-deploy.sh",
                    "compose", "What is not verified", "keda-workflow", "az aks"):
         r.check(needle in readme, f"does not mention {needle!r}")
@@ -840,7 +885,7 @@ def run_checks(rendered: list[Rendered], bin_dir: Path) -> Report:
     check_dockerfile(r, stages, svc)
     check_compose(r, compose, svc)
     check_workflows(r)
-    check_docs(r, readme)
+    check_docs(r, readme, service_ports(svc, options))
     return r
 
 
@@ -853,6 +898,14 @@ def _find(docs: list[dict], kind: str, name: str) -> dict:
 
 def _container(docs: list[dict], name: str) -> dict:
     return _find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def _cut_off_from_nats(docs: list[dict], name: str) -> None:
+    """Both sides agree: name no longer reaches NATS (although it still reads the bus URL)."""
+    clients = _find(docs, "NetworkPolicy", "nats-clients")["spec"]["podSelector"]["matchExpressions"][0]
+    clients["values"].remove(name)
+    server = _find(docs, "NetworkPolicy", "nats")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]
+    server["values"].remove(name)
 
 
 def _let_gateway_reach_postgres(docs: list[dict]) -> None:
@@ -904,6 +957,16 @@ MUTATIONS = [
      "configured calls"),
     ("delivery's PodDisruptionBudget is gone",
      lambda d: d.remove(_find(d, "PodDisruptionBudget", "delivery")), "no PodDisruptionBudget"),
+    ("dronescheduler cannot reach NATS to publish drone-events (both policies agree)",
+     lambda d: _cut_off_from_nats(d, "dronescheduler"), "allowed in-namespace connections differ"),
+    ("delivery forgets its bus URL (drone-events in, delivery-events out)",
+     lambda d: _container(d, "delivery").update(env=[e for e in _container(d, "delivery")["env"] if e["name"] != "FABRIKAM_BUS_URL"]),
+     "the architecture's owners"),
+    ("the gateway does not know where the delivery history is",
+     lambda d: _container(d, "gateway").update(env=[e for e in _container(d, "gateway")["env"] if e["name"] != "FABRIKAM_DELIVERYHISTORY_URL"]),
+     "configured calls"),
+    ("deliveryhistory's ServiceAccount is gone",
+     lambda d: d.remove(_find(d, "ServiceAccount", "deliveryhistory")), "ServiceAccount 'deliveryhistory' must exist"),
 ]
 
 
