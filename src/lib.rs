@@ -100,7 +100,8 @@ impl System {
         let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
         let workflow_store = workflow::open_store(&url("workflow.db")).await?;
         let history_store = deliveryhistory::open_store(&url("deliveryhistory.db")).await?;
-        let delivery_events = deliveryhistory::open_events(&url("bus.db")).await?;
+        // The event streams live in their own file: the queue's writer then never waits for them.
+        let delivery_events = deliveryhistory::open_events(&url("events.db")).await?;
         let history_subscription =
             deliveryhistory::subscribe(&*delivery_events, &deliveryhistory::Settings::default()).await?;
 
@@ -131,7 +132,7 @@ impl System {
         };
         serve(package_l, package::router(package_store, common));
         serve(delivery_l, delivery::router(delivery_store.clone(), delivery_events.clone(), clock.clone(), common));
-        let drone_events = dronescheduler::open_events(&url("bus.db")).await?;
+        let drone_events = dronescheduler::open_events(&url("events.db")).await?;
         let tracking_subscription =
             delivery::tracking::subscribe(&*drone_events, delivery::tracking::DEFAULT_GROUP).await?;
         let flight_clock = dronescheduler::flight_clock(

@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn start(data: &Path, tune: impl FnOnce(&mut SystemOptions)) -> System {
+    platform::telemetry::init(platform::telemetry::LogFormat::Pretty);
     let mut options = SystemOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), data);
     options.workflow.backoff_base_ms = 50;
     options.workflow.backoff_max_secs = 1;
@@ -245,5 +246,37 @@ async fn a_delivery_is_flown_tracked_to_completion_and_kept_in_history() {
     assert!(usage["traveledMiles"].as_f64().unwrap() > 0.0, "{usage}");
     let (_, count) = gateway.get(&format!("/api/deliveries/summary?ownerId=myowner&year={year}&month={month}")).await;
     assert_eq!(count["count"], 1);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_requests_than_drones_all_get_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = start(dir.path(), |o| {
+        o.fleet.size = 2;
+        o.fleet.time_scale = 3000.0;
+        o.fleet.retry_after_secs = 1;
+    })
+    .await;
+    let gateway = Client::new(system.addresses.gateway);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let mut request = reference_request();
+        request["packageInfo"]["packageId"] = json!(format!("pkg-{i}"));
+        request["packageInfo"]["weight"] = json!(4);
+        let (status, accepted) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        ids.push(accepted["deliveryId"].as_str().unwrap().to_owned());
+    }
+    // Two drones, eight deliveries: each waits its turn for a free drone; none fails.
+    for id in &ids {
+        let done = gateway
+            .eventually(&format!("/api/deliveries/{id}/status"), Duration::from_secs(90), |s| {
+                s["stage"] == "Completed" || s["stage"] == "Failed"
+            })
+            .await;
+        assert_eq!(done["stage"], "Completed", "{id}: {done}");
+    }
+    assert!(system.queue.dead_letters(10).await.unwrap().is_empty());
     system.stop().await.unwrap();
 }

@@ -154,7 +154,9 @@ async fn send<T>(
 ) -> Result<T, BusError> {
     let (reply, answer) = oneshot::channel();
     commands.send(make(reply)).await.map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?;
-    answer.await.map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?
+    // A dropped answer: the batch's transaction failed before this command was answered (the
+    // writer logs why); nothing of it was stored.
+    answer.await.map_err(|_| BusError::Unavailable("the queue's transaction failed; nothing was stored".to_owned()))?
 }
 
 fn unavailable(err: sqlx::Error) -> BusError {
@@ -389,7 +391,10 @@ impl Writer {
         let now = Utc::now().timestamp_millis();
         let queue = self.queue.clone();
         let options = self.options.clone();
-        let mut tx = self.conn.begin().await?;
+        // IMMEDIATE takes the write lock up front, so a file shared with other writers (event
+        // streams, other queues) makes this wait (busy timeout) instead of failing with
+        // SQLITE_BUSY when a read-then-write transaction cannot upgrade its lock.
+        let mut tx = sqlx::Connection::begin_with(&mut self.conn, "BEGIN IMMEDIATE").await?;
         let mut publishes = Vec::new();
         for command in commands {
             match command {

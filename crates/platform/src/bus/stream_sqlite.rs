@@ -103,7 +103,7 @@ async fn write_published(
 }
 
 async fn store_batch(pool: &SqlitePool, stream: &str, batch: &[Publish]) -> Result<Vec<Published>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let now = crate::clock::unix_millis(chrono::Utc::now());
     let mut outcomes = Vec::with_capacity(batch.len());
     for publish in batch {
