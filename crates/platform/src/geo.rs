@@ -70,6 +70,12 @@ pub struct ServiceArea {
     pub east: f64,
 }
 
+impl std::fmt::Display for ServiceArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "latitude {} to {}, longitude {} to {}", self.south, self.north, self.west, self.east)
+    }
+}
+
 impl ServiceArea {
     /// Greater Seattle, Fabrikam's home.
     pub const SEATTLE: ServiceArea = ServiceArea { south: 47.40, west: -122.45, north: 47.80, east: -122.10 };

@@ -10,6 +10,7 @@ use contracts::messages::{CancelRequest, DeliveryCommand, DeliveryRequestEnvelop
 use contracts::requests::{DeliveryRequest, PackageInfo, RescheduleRequest};
 use contracts::{ConfirmationType, ContainerSize};
 use platform::Problem;
+use platform::geo::ServiceArea;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -186,9 +187,18 @@ fn required_text(object: &Map<String, Value>, name: &str, errors: &mut Errors) -
 fn required_place(object: &Map<String, Value>, name: &str, alias: Option<&str>, errors: &mut Errors) -> Option<String> {
     let key = if object.contains_key(name) { name } else { alias.filter(|a| object.contains_key(*a)).unwrap_or(name) };
     let place = required_text(object, key, errors)?;
-    if let Some(Err(e)) = platform::geo::parse_coordinates(&place) {
-        errors.insert(format!("/{key}"), e.to_string());
-        return None;
+    match platform::geo::parse_coordinates(&place) {
+        Some(Err(e)) => {
+            errors.insert(format!("/{key}"), e.to_string());
+            return None;
+        }
+        // Names are geocoded inside the area; coordinates are taken as given, so check them
+        // here rather than accept a request no drone will ever fly.
+        Some(Ok(point)) if !ServiceArea::SEATTLE.contains(point) => {
+            errors.insert(format!("/{key}"), format!("outside the service area ({})", ServiceArea::SEATTLE));
+            return None;
+        }
+        _ => {}
     }
     Some(place)
 }
@@ -333,6 +343,17 @@ mod tests {
             ]
         );
         assert_eq!(problem.status, 422);
+    }
+
+    #[test]
+    fn coordinates_outside_the_service_area_are_refused_at_the_door() {
+        let mut body = reference_request();
+        body["dropOffLocation"] = json!("40.71,-74.00");
+        let problem = validate_delivery_request(&body, LIMITS).unwrap_err();
+        assert!(problem.errors["/dropOffLocation"].contains("outside the service area"), "{:?}", problem.errors);
+        let problem = validate_reschedule(&json!({ "pickupLocation": "47.9,-122.3" })).unwrap_err();
+        assert!(problem.errors.contains_key("/pickupLocation"), "{:?}", problem.errors);
+        assert!(validate_reschedule(&json!({ "pickupLocation": "47.6,-122.3" })).is_ok());
     }
 
     #[test]
