@@ -29,6 +29,9 @@ pub struct SystemOptions {
     /// The workflow's operator endpoint (dead letters, workflow state, its health and
     /// metrics); port 0 picks a free one.
     pub workflow_listen: SocketAddr,
+    /// Where the delivery service POSTs a notification when a delivery someone asked to be told
+    /// about finishes (none: notifications are only logged and recorded).
+    pub webhook_url: Option<String>,
     pub fleet: dronescheduler::FleetConfig,
     pub gateway: gateway::GatewayOptions,
     pub common: CommonArgs,
@@ -43,6 +46,7 @@ impl SystemOptions {
             ingestion: ingestion::Settings::default(),
             workflow: workflow::Settings::default(),
             workflow_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            webhook_url: None,
             fleet: dronescheduler::FleetConfig::default(),
             gateway: gateway::GatewayOptions::default(),
             common: CommonArgs::default(),
@@ -135,6 +139,8 @@ impl System {
         let drone_events = dronescheduler::open_events(&url("events.db")).await?;
         let tracking_subscription =
             delivery::tracking::subscribe(&*drone_events, delivery::tracking::DEFAULT_GROUP).await?;
+        let notification_subscription =
+            delivery::notifications::subscribe(&*delivery_events, delivery::notifications::DEFAULT_GROUP).await?;
         let flight_clock = dronescheduler::flight_clock(
             drone_store.clone(),
             drone_events.clone(),
@@ -168,6 +174,25 @@ impl System {
         };
         tasks.spawn(async move {
             flight_clock.await;
+            Ok(())
+        });
+        let webhook = options
+            .webhook_url
+            .as_deref()
+            .map(|url| delivery::notifications::WebhookNotifier::new(url, std::time::Duration::from_secs(5)))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--webhook-url: {e}"))?;
+        let notifiers = delivery::notifications::Notifiers::new(webhook);
+        let notifications = delivery::notifications::run(
+            notification_subscription,
+            delivery_store.clone(),
+            notifiers,
+            clock_for_workflow.clone(),
+            delivery::notifications::NotificationOptions { drain: grace, ..Default::default() },
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            notifications.await;
             Ok(())
         });
         let tracking = delivery::tracking::run(

@@ -43,6 +43,12 @@ struct Cli {
     #[arg(long, env = "FABRIKAM_WORKFLOW_LISTEN", default_value = "127.0.0.1:8085", value_parser = platform::config::parse_addr)]
     workflow_listen: SocketAddr,
 
+    /// Where to POST a JSON notification (with an Idempotency-Key header) when a delivery that
+    /// has notify-me requests completes, is cancelled or fails. Without it notifications are
+    /// logged and recorded (`GET /api/deliveries/{id}/notifications` on the delivery service).
+    #[arg(long, env = "FABRIKAM_DELIVERY_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+
     #[command(flatten)]
     fleet: dronescheduler::FleetArgs,
 
@@ -137,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         ingestion: cli.ingestion,
         workflow: cli.workflow,
         workflow_listen: cli.workflow_listen,
+        webhook_url: cli.webhook_url,
         fleet: cli.fleet.into(),
         gateway: cli.gateway,
         common: cli.common,

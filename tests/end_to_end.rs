@@ -201,14 +201,43 @@ async fn every_accepted_request_is_scheduled_once_across_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_is_flown_tracked_to_completion_and_kept_in_history() {
     let dir = tempfile::tempdir().unwrap();
+    // A webhook receiver, as a customer's system would run one.
+    let calls: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let receiver = {
+        let calls = calls.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let calls = calls.clone();
+                async move {
+                    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    calls.lock().unwrap().push((key, body));
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(hook, receiver).await.unwrap() });
+
     // A fast clock: a flight of a few Seattle miles takes seconds, not half an hour.
-    let system = start(dir.path(), |o| o.fleet.time_scale = 300.0).await;
+    let system = start(dir.path(), |o| {
+        o.fleet.time_scale = 300.0;
+        o.webhook_url = Some(hook_url);
+    })
+    .await;
     let gateway = Client::new(system.addresses.gateway);
     let (status, accepted) =
         gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(reference_request())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     let id = accepted["deliveryId"].as_str().unwrap().to_owned();
     let status_path = format!("/api/deliveries/{id}/status");
+    gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(10), |_| true).await;
+    let notify = json!({ "emailAddress": "pat@contoso.com", "sms": "+1 425 555 0100" });
+    let (status, _) =
+        gateway.send(reqwest::Method::POST, &format!("/api/deliveries/{id}/notifymerequests"), Some(notify)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 
     // On its way to the pickup: a live position and both ETAs, which never grow.
     let first = gateway
@@ -238,6 +267,17 @@ async fn a_delivery_is_flown_tracked_to_completion_and_kept_in_history() {
     let (status, page) = gateway.get("/api/deliveryhistory?ownerId=myowner").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["items"][0]["delivery"]["id"], id);
+
+    // The customer's webhook heard about it exactly once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while calls.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = calls.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].0.starts_with(&id), "the idempotency key names the delivery: {heard:?}");
+    assert!(heard[0].1.to_string().contains(&id), "{heard:?}");
 
     // Invoicing reads reflect the flight.
     let (year, month) = (chrono::Utc::now().format("%Y"), chrono::Utc::now().format("%-m"));

@@ -20,6 +20,7 @@ use platform::json::JsonBody;
 
 use crate::domain::{self, Action};
 use crate::events;
+use crate::notifications::{Channel, NotificationRecord, NotificationStatus};
 use crate::store::{Changed, Closed, DeliveryStore, Upserted};
 
 #[derive(Clone)]
@@ -38,6 +39,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/deliveries/{id}/owner", get(owner))
         .route("/api/deliveries/{id}/status", get(status))
         .route("/api/deliveries/{id}/notifymerequests", post(notify_me))
+        .route("/api/deliveries/{id}/notifications", get(notifications))
         .route("/api/deliveries/{id}/confirmations", post(confirm))
         .route("/api/deliveries/{id}/closure", put(close))
         .with_state(state)
@@ -128,8 +130,8 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result
 }
 
 /// `POST /api/deliveries/{id}/confirmations`: the package was handed over; `DeliveryCompleted`
-/// (with the tracking and the confirmation) hands the delivery to history. (Sending the notify-me
-/// notifications arrives with a later issue.)
+/// (with the tracking and the confirmation) hands the delivery to history and has the notify-me
+/// notifications sent ([`crate::notifications`]).
 async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -203,6 +205,58 @@ async fn notify_me(
     } else {
         Err(not_found(&id))
     }
+}
+
+/// One notification as `GET /api/deliveries/{id}/notifications` lists it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationView {
+    id: String,
+    delivery_id: String,
+    event_type: &'static str,
+    reason: Option<String>,
+    channel: Channel,
+    recipient: String,
+    text: String,
+    status: NotificationStatus,
+    attempts: u32,
+    last_error: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<NotificationRecord> for NotificationView {
+    fn from(record: NotificationRecord) -> Self {
+        let n = record.notification;
+        Self {
+            event_type: n.event.event_type(),
+            reason: n.event.reason().map(str::to_owned),
+            id: n.id,
+            delivery_id: n.delivery_id,
+            channel: n.channel,
+            recipient: n.recipient,
+            text: n.text,
+            status: record.status,
+            attempts: record.attempts,
+            last_error: record.last_error,
+            created_at: record.created_at,
+            sent_at: record.sent_at,
+        }
+    }
+}
+
+/// `GET /api/deliveries/{id}/notifications` (internal): every notification of the delivery,
+/// oldest first, whatever its status; email and SMS ones are the record of what would have been
+/// sent (no mail or SMS server exists here). 404 when the delivery is unknown.
+async fn notifications(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<NotificationView>>, Problem> {
+    let records = state.store.notifications(&id).await?;
+    if records.is_empty() && state.store.get(&id).await?.is_none() {
+        return Err(not_found(&id));
+    }
+    Ok(Json(records.into_iter().map(NotificationView::from).collect()))
 }
 
 /// `GET /api/deliveries/summary?ownerId=&year=&month=`.

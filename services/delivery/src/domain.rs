@@ -347,11 +347,22 @@ pub fn validate_notify(request: NotifyMeRequest) -> Result<NotifyMeRequest, Prob
         errors.insert("/".to_owned(), "give emailAddress, sms, or both".to_owned());
     }
     if email.as_deref().is_some_and(|e| !is_email(e)) {
-        errors.insert("/emailAddress".to_owned(), "must look like name@example.com".to_owned());
+        errors.insert("/emailAddress".to_owned(), "must be an email address like name@example.com".to_owned());
     }
-    if sms.as_deref().is_some_and(|s| !is_phone_number(s)) {
-        errors.insert("/sms".to_owned(), "must be a phone number: optional +, then 7 to 15 digits".to_owned());
-    }
+    // Kept in E.164 form, so the same number written two ways is one recipient.
+    let sms = match sms.as_deref().map(e164) {
+        None => None,
+        Some(Some(number)) => Some(number),
+        Some(None) => {
+            errors.insert(
+                "/sms".to_owned(),
+                "must be an international phone number: +, country code and number, 7 to 15 digits \
+                 (spaces or hyphens between groups), e.g. +1 425-555-0100"
+                    .to_owned(),
+            );
+            None
+        }
+    };
     if errors.is_empty() {
         Ok(NotifyMeRequest { email_address: email, sms })
     } else {
@@ -366,20 +377,49 @@ pub fn validate_confirmation(confirmation: &Confirmation) -> Result<(), Problem>
     if errors.is_empty() { Ok(()) } else { Err(Problem::invalid_fields(errors)) }
 }
 
-fn is_email(text: &str) -> bool {
-    let Some((local, domain)) = text.rsplit_once('@') else { return false };
-    let labels: Vec<&str> = domain.split('.').collect();
-    !local.is_empty()
-        && text.len() <= 254
-        && !text.chars().any(char::is_whitespace)
-        && labels.len() >= 2
-        && labels.iter().all(|l| !l.is_empty())
+/// Whether `text` is an email address a mail system takes: `local@domain` in the ASCII dot-atom
+/// form of RFC 5322, within the lengths of RFC 5321. The local part is 1 to 64 characters of
+/// letters, digits and ``!#$%&'*+/=?^_`{|}~-``, with single dots between them; the domain is two
+/// or more labels of letters, digits and inner hyphens (1 to 63 characters each, 253 in all)
+/// ending in a top-level domain of letters (or `xn--` punycode). Quoted local parts, IP-literal
+/// domains and non-ASCII addresses are refused: customers do not need them, and a mail gateway
+/// may not take them.
+pub fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else { return false };
+    text.len() <= 254 && local.len() <= 64 && is_dot_atom(local) && is_domain(domain)
 }
 
-fn is_phone_number(text: &str) -> bool {
-    let body = text.strip_prefix('+').unwrap_or(text);
-    let digits = body.chars().filter(char::is_ascii_digit).count();
-    body.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') && (7..=15).contains(&digits)
+fn is_dot_atom(text: &str) -> bool {
+    const SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
+    text.split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c)))
+}
+
+fn is_domain(domain: &str) -> bool {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let is_label = |label: &&str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let top = labels.last().copied().unwrap_or_default();
+    let is_top = top.len() >= 2 && (top.chars().all(|c| c.is_ascii_alphabetic()) || top.starts_with("xn--"));
+    domain.len() <= 253 && labels.len() >= 2 && labels.iter().all(is_label) && is_top
+}
+
+/// `text` as an E.164 number (`+` and its digits) when it is an international phone number: `+`,
+/// then 7 to 15 digits, the first not 0 (country codes never start with 0), in groups separated
+/// by single spaces or hyphens. A number without its country code cannot be routed by an SMS
+/// gateway, so it is refused rather than guessed.
+pub fn e164(text: &str) -> Option<String> {
+    let rest = text.strip_prefix('+')?;
+    let groups: Vec<&str> = rest.split([' ', '-']).collect();
+    if groups.iter().any(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let digits = groups.concat();
+    ((7..=15).contains(&digits.len()) && !digits.starts_with('0')).then(|| format!("+{digits}"))
 }
 
 /// Names each bad coordinate (`/pickup/latitude`, …); every one must be a finite number and
@@ -529,11 +569,18 @@ mod tests {
     #[test]
     fn notify_me_needs_a_well_formed_channel() {
         assert!(validate_notify(NotifyMeRequest::default()).is_err());
-        assert!(validate_notify(NotifyMeRequest { email_address: Some("a@b.co".into()), sms: None }).is_ok());
-        assert!(validate_notify(NotifyMeRequest { email_address: None, sms: Some("+1 425-555-0100".into()) }).is_ok());
+        let blank = NotifyMeRequest { email_address: Some(" ".into()), sms: Some("".into()) };
+        assert_eq!(validate_notify(blank).unwrap_err().errors.keys().collect::<Vec<_>>(), ["/"]);
+        let email = validate_notify(NotifyMeRequest { email_address: Some(" a@b.co ".into()), sms: None }).unwrap();
+        assert_eq!(email, NotifyMeRequest { email_address: Some("a@b.co".into()), sms: None }, "trimmed");
+        let sms = validate_notify(NotifyMeRequest { email_address: None, sms: Some("+1 425-555-0100".into()) });
+        assert_eq!(sms.unwrap().sms.as_deref(), Some("+14255550100"), "kept in E.164 form");
         let problem = validate_notify(NotifyMeRequest { email_address: Some("nope".into()), sms: Some("12ab".into()) })
             .unwrap_err();
         assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/emailAddress", "/sms"]);
+        let local = NotifyMeRequest { email_address: Some("pat@contoso.com".into()), sms: Some("4255550100".into()) };
+        let problem = validate_notify(local).unwrap_err();
+        assert_eq!(problem.errors.keys().collect::<Vec<_>>(), ["/sms"], "a number needs its country code");
     }
 
     #[test]
@@ -573,17 +620,83 @@ mod tests {
 
     #[test]
     fn email_and_phone_shapes() {
-        for good in ["pat@contoso.com", "a.b+c@mail.example.co.uk"] {
+        let local_64 = format!("{}@contoso.com", "a".repeat(64));
+        let long_domain = format!("pat@{}.com", ["a".repeat(63).as_str(); 3].join("."));
+        for good in [
+            "pat@contoso.com",
+            "a.b+c@mail.example.co.uk",
+            "o'brien@contoso.com",
+            "x_y-z@sub-domain.contoso.io",
+            "PAT@CONTOSO.COM",
+            "pat@xn--bcher-kva.xn--p1ai",
+            "1@2.example",
+            &local_64,
+            &long_domain,
+        ] {
             assert!(is_email(good), "{good}");
         }
-        for bad in ["pat", "@contoso.com", "pat@contoso", "pat@.com", "pat@contoso.", "p at@contoso.com"] {
-            assert!(!is_email(bad), "{bad}");
+        let local_65 = format!("{}@contoso.com", "a".repeat(65));
+        let label_64 = format!("pat@{}.com", "a".repeat(64));
+        let too_long = format!("{}@{}.com", "a".repeat(64), ["b".repeat(60).as_str(); 4].join("."));
+        for bad in [
+            "pat",
+            "@contoso.com",
+            "pat@",
+            "pat@contoso",
+            "pat@.com",
+            "pat@contoso.",
+            "p at@contoso.com",
+            "pat@@contoso.com",
+            "pat@contoso@com.com",
+            ".pat@contoso.com",
+            "pat.@contoso.com",
+            "pa..t@contoso.com",
+            "pat@contoso..com",
+            "pat@-contoso.com",
+            "pat@contoso-.com",
+            "pat@con_toso.com",
+            "pat@contoso.c",
+            "pat@contoso.c0m",
+            "pat@[10.0.0.1]",
+            "\"pat\"@contoso.com",
+            "pât@contoso.com",
+            "pat@bücher.de",
+            "pat,x@contoso.com",
+            "<pat@contoso.com>",
+            "pat@contoso.com\n",
+            &local_65,
+            &label_64,
+            &too_long,
+        ] {
+            assert!(!is_email(bad), "{bad:?}");
         }
-        for good in ["4255550100", "+1 425-555-0100", "1234567", "+123456789012345"] {
-            assert!(is_phone_number(good), "{good}");
+        for (good, canonical) in [
+            ("+14255550100", "+14255550100"),
+            ("+1 425-555-0100", "+14255550100"),
+            ("+44 20 7946 0958", "+442079460958"),
+            ("+2901234", "+2901234"),
+            ("+123456789012345", "+123456789012345"),
+        ] {
+            assert_eq!(e164(good).as_deref(), Some(canonical), "{good}");
         }
-        for bad in ["123456", "+1234567890123456", "call me", "++1234567", "425.555.0100", "+"] {
-            assert!(!is_phone_number(bad), "{bad}");
+        for bad in [
+            "4255550100",
+            "1234567",
+            "+123456",
+            "+1234567890123456",
+            "+0123456789",
+            "call me",
+            "++14255550100",
+            "+ 14255550100",
+            "+1  425 555 0100",
+            "+1 425 555 0100 ",
+            "+1-425-555-0100-",
+            "+1 (425) 555-0100",
+            "+1.425.555.0100",
+            "+١٤٢٥٥٥٥٠١٠٠",
+            "+",
+        ] {
+            assert_eq!(e164(bad), None, "{bad:?}");
         }
     }
 

@@ -27,11 +27,22 @@
 //! arrival, which completes the delivery); the status computes the drone's position and the
 //! ETAs from the stored flight ([`flight`]). Every change is published to `delivery-events`
 //! ([`events`]) before the call answers; a publish that fails answers 503 + `Retry-After`.
+//!
+//! Notifications (issue 6): [`notifications`] reads `delivery-events` in a group of its own and
+//! tells everyone who asked (notify-me requests) that their delivery finished: email and SMS are
+//! recorded, not sent (no mail or SMS server exists here), a webhook gets one POST per finished
+//! delivery when `--webhook-url` is set, and a log line is always written. Each notification is
+//! sent once through an outbox in the store. The internal route
+//! `GET /api/deliveries/{id}/notifications` lists a delivery's notifications: `200` with
+//! `[{ id, deliveryId, eventType, reason, channel, recipient, text, status, attempts, lastError,
+//! createdAt, sentAt }]` (oldest first; `status` is `pending`, `sent` or `failed`), `404` when
+//! the delivery is unknown.
 
 pub mod api;
 pub mod domain;
 pub mod events;
 pub mod flight;
+pub mod notifications;
 pub mod store;
 pub mod tracking;
 
@@ -100,6 +111,28 @@ pub struct Config {
     )]
     pub orphan_event_secs: u64,
 
+    /// Where to POST one JSON notification for each finished delivery someone asked to be
+    /// notified of (http:// or https://), with an `Idempotency-Key` header naming the
+    /// notification; none by default. Email and SMS requests are recorded, not sent: no mail or
+    /// SMS server exists here (see GET /api/deliveries/{id}/notifications).
+    #[arg(long, env = "FABRIKAM_DELIVERY_WEBHOOK_URL", value_parser = notifications::webhook::parse_url)]
+    pub webhook_url: Option<String>,
+
+    /// Milliseconds one webhook call may take before it counts as failed and is retried later.
+    /// Kept well under the 30 s a delivery event is leased for.
+    #[arg(
+        long,
+        env = "FABRIKAM_DELIVERY_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..=20_000)
+    )]
+    pub webhook_timeout_ms: u64,
+
+    /// The consumer group the notifications are sent from: it reads `delivery-events`, and a new
+    /// group starts at the beginning of the stream.
+    #[arg(long, env = "FABRIKAM_DELIVERY_NOTIFICATIONS_GROUP", default_value = notifications::DEFAULT_GROUP)]
+    pub notifications_group: String,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -111,6 +144,21 @@ impl Config {
             orphan_after: Duration::from_secs(self.orphan_event_secs),
             drain: self.common.shutdown_grace(),
             ..tracking::TrackingOptions::default()
+        }
+    }
+
+    /// The notifiers these flags ask for: the webhook when `--webhook-url` is set.
+    pub fn notifiers(&self) -> anyhow::Result<notifications::Notifiers> {
+        let timeout = Duration::from_millis(self.webhook_timeout_ms);
+        let webhook = self.webhook_url.as_deref().map(|url| notifications::WebhookNotifier::new(url, timeout));
+        Ok(notifications::Notifiers::new(webhook.transpose().map_err(anyhow::Error::msg)?))
+    }
+
+    /// The notifications dispatcher's settings from these flags.
+    pub fn notification_options(&self) -> notifications::NotificationOptions {
+        notifications::NotificationOptions {
+            drain: self.common.shutdown_grace(),
+            ..notifications::NotificationOptions::default()
         }
     }
 }
@@ -186,14 +234,15 @@ fn stream_probe(name: &'static str, stream: Arc<dyn EventStream>) -> Arc<dyn Rea
     })
 }
 
-/// Runs the service on `listener` until `shutdown` is cancelled: the HTTP API and the tracking
-/// consumer of `drone-events`.
+/// Runs the service on `listener` until `shutdown` is cancelled: the HTTP API, the tracking
+/// consumer of `drone-events` and the notifications dispatcher on `delivery-events`.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let notifiers = config.notifiers()?;
     let store = open_store_with_ttl(&config.database_url, Duration::from_secs(config.completed_ttl_secs)).await?;
     let bus = redacted(&config.bus_url);
     let drone_events = open_stream(&config.bus_url, DRONE_EVENTS_STREAM, STREAM_DEDUP_WINDOW)
@@ -205,6 +254,9 @@ pub async fn run(
     let subscription = tracking::subscribe(&*drone_events, &config.group)
         .await
         .with_context(|| format!("joining group {:?} of {DRONE_EVENTS_STREAM}", config.group))?;
+    let finished = notifications::subscribe(&*delivery_events, &config.notifications_group)
+        .await
+        .with_context(|| format!("joining group {:?} of {DELIVERY_EVENTS_STREAM}", config.notifications_group))?;
     let app = service_router(store.clone(), delivery_events.clone(), clock.clone(), &config.common)
         .readiness(stream_probe(DRONE_EVENTS_STREAM, drone_events))
         .build();
@@ -212,16 +264,25 @@ pub async fn run(
     let consumer_shutdown = shutdown.child_token();
     let consumer = tokio::spawn(tracking::run(
         subscription,
-        store,
+        store.clone(),
         delivery_events,
-        clock,
+        clock.clone(),
         config.tracking_options(),
+        consumer_shutdown.clone(),
+    ));
+    let dispatcher = tokio::spawn(notifications::run(
+        finished,
+        store,
+        notifiers,
+        clock,
+        config.notification_options(),
         consumer_shutdown.clone(),
     ));
     tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
     let served = platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await;
     consumer_shutdown.cancel();
     consumer.await.context("the tracking consumer panicked")?;
+    dispatcher.await.context("the notifications dispatcher panicked")?;
     served?;
     Ok(())
 }
@@ -239,6 +300,20 @@ mod cli_tests {
         assert_eq!(super::redacted("rediss://user:pw@h/1"), "rediss://***@h/1");
         assert_eq!(super::redacted("redis://h:6379/0"), "redis://h:6379/0");
         assert_eq!(super::redacted("sqlite://./data/a@b.db"), "sqlite://./data/a@b.db");
+    }
+
+    #[test]
+    fn the_webhook_is_optional_and_must_be_an_http_url() {
+        use clap::Parser;
+        let config = super::Config::try_parse_from(["fabrikam-delivery"]).unwrap();
+        assert_eq!((config.webhook_url.as_deref(), config.notifications_group.as_str()), (None, "notifications"));
+        assert!(config.notifiers().unwrap().webhook.is_none());
+        let args =
+            ["fabrikam-delivery", "--webhook-url", "https://hooks.example/n?token=t", "--notifications-group", "n2"];
+        let config = super::Config::try_parse_from(args).unwrap();
+        assert_eq!(config.notifications_group, "n2");
+        assert_eq!(config.notifiers().unwrap().webhook_recipient(), Some("https://hooks.example/n"));
+        assert!(super::Config::try_parse_from(["fabrikam-delivery", "--webhook-url", "hooks.example/n"]).is_err());
     }
 
     #[tokio::test]

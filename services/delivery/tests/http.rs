@@ -304,6 +304,40 @@ async fn notify_me_requests_are_validated_and_stored() {
 }
 
 #[tokio::test]
+async fn notify_me_addresses_must_be_deliverable_and_numbers_are_kept_in_e164() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let uri = "/api/deliveries/d1/notifymerequests";
+    for (body, field) in [
+        (json!({ "emailAddress": "pat@contoso" }), "/emailAddress"),
+        (json!({ "emailAddress": "pat..x@contoso.com" }), "/emailAddress"),
+        (json!({ "emailAddress": "pat@contoso.com", "sms": "425-555-0100" }), "/sms"),
+        (json!({ "sms": "+1 (425) 555-0100" }), "/sms"),
+    ] {
+        let (status, problem, headers) = app.call(Method::POST, uri, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(problem["errors"].as_object().unwrap().keys().collect::<Vec<_>>(), [field], "{body}: {problem}");
+    }
+    let body = json!({ "emailAddress": " pat@contoso.com ", "sms": "+44 20-7946-0958" });
+    assert_eq!(app.call(Method::POST, uri, Some(body)).await.0, StatusCode::NO_CONTENT);
+    let stored = app.store.notify_requests("d1").await.unwrap();
+    assert_eq!(stored.len(), 1, "only the valid request was stored");
+    assert_eq!(stored[0].email_address.as_deref(), Some("pat@contoso.com"));
+    assert_eq!(stored[0].sms.as_deref(), Some("+442079460958"));
+}
+
+#[tokio::test]
+async fn the_notifications_route_lists_the_outbox_and_404s_an_unknown_delivery() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let (status, body, _) = app.call(Method::GET, "/api/deliveries/d1/notifications", None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])), "nothing sent yet");
+    let (status, problem, _) = app.call(Method::GET, "/api/deliveries/none/notifications", None).await;
+    assert_eq!((status, &problem["status"]), (StatusCode::NOT_FOUND, &json!(404)));
+}
+
+#[tokio::test]
 async fn summary_counts_the_owners_deliveries_per_month() {
     let app = spawn_app().await;
     app.create("m1", "contoso").await;

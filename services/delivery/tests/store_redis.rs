@@ -12,6 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest};
 use contracts::events::Flight;
 use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
+use delivery::notifications::{Channel, Finish, Notification, Outcome};
 use delivery::store::conformance::DeliveryStoreHarness;
 use delivery::store::{Changed, Closed, DEFAULT_COMPLETED_TTL, Upserted};
 use delivery::{DeliveryStore, RedisDeliveryStore};
@@ -300,6 +301,61 @@ async fn a_flight_expires_with_its_delivery_or_without_one() {
     assert!(matches!(created, Closed::Created(_)), "{created:?}");
     assert!(within_the_ttl(pttl(&mut raw, &key("d3")).await));
     assert_eq!(store.flight("d3").await.unwrap(), Some(flight(at(15, 12))), "still readable meanwhile");
+    h.clean().await;
+}
+
+fn notification(id: &str) -> Notification {
+    Notification {
+        id: format!("{id}:DeliveryCompleted:email:0"),
+        delivery_id: id.to_owned(),
+        event: Finish::Completed,
+        finished_at: at(15, 13),
+        channel: Channel::Email,
+        recipient: "pat@contoso.com".to_owned(),
+        text: format!("Fabrikam: your delivery {id} has arrived."),
+        recipients: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_follow_the_documented_layout_and_expire_with_their_delivery() {
+    let url = platform::require_server!(REDIS_URL, SUITE);
+    let h = RedisHarness::new(url);
+    let p = h.fresh_prefix();
+    let hour = Duration::from_secs(3600);
+    let store = h.store(&p, hour).await;
+    let mut raw = h.raw().await;
+    let within_the_ttl = |ttl: i64| ttl > 0 && ttl <= 3_600_000;
+
+    store.upsert(delivery("d1"), at(15, 12)).await.unwrap();
+    store.confirm("d1", &confirmation(), at(15, 13)).await.unwrap();
+    let record_ttl = pttl(&mut raw, &format!("{p}:delivery:{{d1}}")).await;
+    store.record_notification(&notification("d1"), at(15, 14)).await.unwrap();
+    let (list, record) = (
+        format!("{p}:delivery:{{d1}}:notifications"),
+        format!("{p}:delivery:{{d1}}:notification:d1:DeliveryCompleted:email:0"),
+    );
+    assert_eq!(key_type(&mut raw, &list).await, "list");
+    assert_eq!(key_type(&mut raw, &record).await, "hash");
+    for key in [&list, &record] {
+        let ttl = pttl(&mut raw, key).await;
+        assert!(within_the_ttl(ttl) && ttl <= record_ttl, "{key} expires with the finished delivery: {ttl} ms");
+    }
+    // Marking keeps the expiry.
+    assert!(store.mark_notification("d1", "d1:DeliveryCompleted:email:0", &Outcome::Sent, at(15, 15)).await.unwrap());
+    assert!(within_the_ttl(pttl(&mut raw, &record).await));
+
+    // A delivery live again (reopened) or gone: the records still expire, after the completed TTL.
+    store.upsert(delivery("d2"), at(15, 12)).await.unwrap();
+    store.record_notification(&notification("d2"), at(15, 14)).await.unwrap();
+    store.record_notification(&notification("gone"), at(15, 14)).await.unwrap();
+    for id in ["d2", "gone"] {
+        for suffix in [":notifications".to_owned(), format!(":notification:{id}:DeliveryCompleted:email:0")] {
+            let key = format!("{p}:delivery:{{{id}}}{suffix}");
+            assert!(within_the_ttl(pttl(&mut raw, &key).await), "{key}");
+        }
+    }
+    assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{d2}}")).await, -1, "the live delivery itself does not expire");
     h.clean().await;
 }
 

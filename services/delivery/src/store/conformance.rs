@@ -16,6 +16,7 @@ use platform::query::Month;
 
 use super::{Changed, Closed, DeliveryStore, Upserted};
 use crate::domain::{self, Action};
+use crate::notifications::{Channel, Finish, Notification, NotificationStatus, Outcome};
 
 /// Opens the backend under test.
 #[async_trait]
@@ -83,6 +84,12 @@ macro_rules! delivery_store_conformance_tests {
             a_flight_is_kept_before_its_delivery_exists,
             the_newer_flight_wins,
             notify_me_needs_an_existing_delivery,
+            notify_requests_are_read_back_oldest_first,
+            a_notification_is_recorded_once,
+            concurrent_records_of_a_notification_create_one,
+            a_pending_notification_is_settled_once,
+            an_abandoned_notification_is_no_attempt,
+            notifications_are_listed_per_delivery_oldest_first,
             count_respects_owner_and_month,
             count_follows_the_current_owner,
             ping_answers,
@@ -453,6 +460,163 @@ pub async fn notify_me_needs_an_existing_delivery(h: &dyn DeliveryStoreHarness) 
     done(store.cancel("d1", at(4)).await.unwrap());
     assert!(store.add_notify_request("d1", &sms, at(5)).await.unwrap(), "a finished delivery still exists");
     assert!(!store.add_notify_request("d2", &sms, at(5)).await.unwrap());
+}
+
+pub async fn notify_requests_are_read_back_oldest_first(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    assert!(store.notify_requests("d1").await.unwrap().is_empty(), "no delivery, no requests");
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    assert!(store.notify_requests("d1").await.unwrap().is_empty());
+    let requests = [
+        NotifyMeRequest { email_address: Some("pat@contoso.com".to_owned()), sms: None },
+        NotifyMeRequest { email_address: Some("sam@contoso.com".to_owned()), sms: Some("+14255550100".to_owned()) },
+        NotifyMeRequest { email_address: None, sms: Some("+442079460958".to_owned()) },
+        NotifyMeRequest { email_address: Some("pat@contoso.com".to_owned()), sms: None },
+    ];
+    for (i, request) in requests.iter().enumerate() {
+        assert!(store.add_notify_request("d1", request, at(i as i64)).await.unwrap());
+    }
+    assert_eq!(store.notify_requests("d1").await.unwrap(), requests, "as asked, repeats included, oldest first");
+    create(&*store, delivery("d2", "u1"), at(0)).await;
+    assert!(store.notify_requests("d2").await.unwrap().is_empty(), "each delivery its own");
+}
+
+/// A notification about delivery `delivery_id`'s completion on `channel`.
+fn notification(delivery_id: &str, channel: Channel, n: usize) -> Notification {
+    let finish = Finish::Completed;
+    Notification {
+        id: crate::notifications::model::notification_id(delivery_id, &finish, channel, n),
+        delivery_id: delivery_id.to_owned(),
+        text: crate::notifications::model::text(delivery_id, &finish),
+        event: finish,
+        finished_at: at(1_000),
+        channel,
+        recipient: format!("person{n}@contoso.com"),
+        recipients: Vec::new(),
+    }
+}
+
+async fn record_of(store: &dyn DeliveryStore, n: &Notification) -> crate::notifications::NotificationRecord {
+    let records = store.notifications(&n.delivery_id).await.unwrap();
+    records.into_iter().find(|r| r.notification.id == n.id).expect("the notification is listed")
+}
+
+pub async fn a_notification_is_recorded_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    done(store.confirm("d1", &confirmation(), at(1_000)).await.unwrap());
+    let mut webhook = notification("d1", Channel::Webhook, 0);
+    webhook.recipient = "https://hooks.example/n".to_owned();
+    webhook.event = Finish::Failed { reason: Some("gave up: ünïcode".to_owned()) };
+    webhook.recipients =
+        vec![crate::notifications::model::Recipient { channel: Channel::Sms, address: "+14255550100".to_owned() }];
+    let first = store.record_notification(&webhook, at(2_000)).await.unwrap();
+    assert_eq!(first.notification, webhook, "stored as given");
+    assert_eq!(first.status, NotificationStatus::Pending);
+    assert_eq!((first.attempts, first.last_error.as_deref(), first.sent_at), (0, None, None));
+    assert_eq!(first.created_at, at(2_000));
+
+    // Recorded again (a redelivered event): the record as it was, nothing new.
+    let mut changed = webhook.clone();
+    changed.text = "another text".to_owned();
+    let again = store.record_notification(&changed, at(3_000)).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.notifications("d1").await.unwrap(), [first]);
+}
+
+pub async fn concurrent_records_of_a_notification_create_one(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let records = concurrently(12, &store, |s, i| async move {
+        s.record_notification(&notification("d1", Channel::Email, 0), at(i as i64)).await.unwrap()
+    })
+    .await;
+    assert!(records.iter().all(|r| r.status == NotificationStatus::Pending && r.attempts == 0));
+    let created_at = records[0].created_at;
+    assert!(records.iter().all(|r| r.created_at == created_at), "every caller sees the one record");
+    assert_eq!(store.notifications("d1").await.unwrap().len(), 1);
+}
+
+pub async fn a_pending_notification_is_settled_once(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let sms = notification("d1", Channel::Sms, 0);
+    store.record_notification(&sms, at(1)).await.unwrap();
+
+    let retry = Outcome::Retry("webhook answered 503".to_owned());
+    assert!(store.mark_notification("d1", &sms.id, &retry, at(2)).await.unwrap());
+    let record = record_of(&*store, &sms).await;
+    assert_eq!(record.status, NotificationStatus::Pending, "a transient failure leaves it pending");
+    assert_eq!((record.attempts, record.last_error.as_deref()), (1, Some("webhook answered 503")));
+
+    assert!(store.mark_notification("d1", &sms.id, &Outcome::Sent, at(3)).await.unwrap());
+    let sent = record_of(&*store, &sms).await;
+    assert_eq!((sent.status, sent.attempts, sent.sent_at), (NotificationStatus::Sent, 2, Some(at(3))));
+    assert_eq!(sent.last_error.as_deref(), Some("webhook answered 503"), "the last error stays as history");
+    assert_eq!(store.record_notification(&sms, at(4)).await.unwrap(), sent, "a later record call sees it sent");
+
+    // Settled: a late try (a concurrent copy of the event) changes nothing.
+    for late in [Outcome::Sent, Outcome::Retry("x".to_owned()), Outcome::Rejected("y".to_owned())] {
+        assert!(!store.mark_notification("d1", &sms.id, &late, at(5)).await.unwrap(), "{late:?}");
+    }
+    assert_eq!(record_of(&*store, &sms).await, sent);
+
+    // Refused for good: failed with the reason.
+    let email = notification("d1", Channel::Email, 0);
+    store.record_notification(&email, at(1)).await.unwrap();
+    let rejected = Outcome::Rejected("webhook answered 400".to_owned());
+    assert!(store.mark_notification("d1", &email.id, &rejected, at(2)).await.unwrap());
+    let failed = record_of(&*store, &email).await;
+    assert_eq!((failed.status, failed.attempts, failed.sent_at), (NotificationStatus::Failed, 1, None));
+    assert_eq!(failed.last_error.as_deref(), Some("webhook answered 400"));
+    assert!(!store.mark_notification("d1", &email.id, &Outcome::Sent, at(3)).await.unwrap(), "failed stays failed");
+
+    // Nothing to mark: an unknown id, or the right id under another delivery.
+    assert!(!store.mark_notification("d1", "d1:DeliveryCompleted:email:9", &Outcome::Sent, at(3)).await.unwrap());
+    assert!(!store.mark_notification("d2", &sms.id, &Outcome::Sent, at(3)).await.unwrap());
+    assert!(store.notifications("d2").await.unwrap().is_empty());
+}
+
+pub async fn an_abandoned_notification_is_no_attempt(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    create(&*store, delivery("d1", "u1"), at(0)).await;
+    let log = notification("d1", Channel::Log, 0);
+    store.record_notification(&log, at(1)).await.unwrap();
+    assert!(store.mark_notification("d1", &log.id, &Outcome::Retry("down".to_owned()), at(2)).await.unwrap());
+    let late = Outcome::Abandoned("not sent within 86400 s".to_owned());
+    assert!(store.mark_notification("d1", &log.id, &late, at(3)).await.unwrap());
+    let record = record_of(&*store, &log).await;
+    assert_eq!((record.status, record.attempts, record.sent_at), (NotificationStatus::Failed, 1, None));
+    assert_eq!(record.last_error.as_deref(), Some("not sent within 86400 s"));
+}
+
+pub async fn notifications_are_listed_per_delivery_oldest_first(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    assert!(store.notifications("d1").await.unwrap().is_empty());
+    for id in ["d1", "d2"] {
+        create(&*store, delivery(id, "u1"), at(0)).await;
+        done(store.cancel(id, at(1)).await.unwrap());
+    }
+    let d1 = [
+        notification("d1", Channel::Sms, 0),
+        notification("d1", Channel::Email, 0),
+        notification("d1", Channel::Email, 1),
+        notification("d1", Channel::Log, 0),
+    ];
+    for (i, n) in d1.iter().enumerate() {
+        store.record_notification(n, at(10 + i as i64)).await.unwrap();
+        store.record_notification(&notification("d2", n.channel, i), at(10)).await.unwrap();
+    }
+    store.mark_notification("d1", &d1[2].id, &Outcome::Sent, at(20)).await.unwrap();
+    let listed = store.notifications("d1").await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|r| r.notification.id.as_str()).collect();
+    assert_eq!(ids, d1.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), "in the order they were recorded");
+    let statuses: Vec<_> = listed.iter().map(|r| r.status).collect();
+    use NotificationStatus::{Pending, Sent};
+    assert_eq!(statuses, [Pending, Pending, Sent, Pending]);
+    assert_eq!(listed.iter().map(|r| r.created_at).collect::<Vec<_>>(), [at(10), at(11), at(12), at(13)]);
+    assert_eq!(store.notifications("d2").await.unwrap().len(), 4);
+    assert!(store.notifications("d3").await.unwrap().is_empty());
 }
 
 pub async fn count_respects_owner_and_month(h: &dyn DeliveryStoreHarness) {

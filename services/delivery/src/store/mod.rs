@@ -13,6 +13,7 @@ use contracts::{DeliveryStage, Location};
 use platform::query::Month;
 
 use crate::domain::Action;
+use crate::notifications::{Notification, NotificationRecord, Outcome};
 
 pub use redis::{DEFAULT_COMPLETED_TTL, RedisDeliveryStore};
 pub use sqlite::SqliteDeliveryStore;
@@ -172,6 +173,29 @@ pub trait DeliveryStore: Send + Sync {
         request: &NotifyMeRequest,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// The delivery's notify-me requests, oldest first (none when there is no such delivery).
+    async fn notify_requests(&self, id: &str) -> Result<Vec<NotifyMeRequest>, StoreError>;
+    /// The notification outbox: adds `notification` as pending unless a record with its id
+    /// exists, and returns the record as stored, which tells whether it was sent or given up
+    /// already. Atomic: of concurrent calls with one id, one creates it.
+    async fn record_notification(
+        &self,
+        notification: &Notification,
+        now: DateTime<Utc>,
+    ) -> Result<NotificationRecord, StoreError>;
+    /// Records how a try at sending the pending notification `id` of delivery `delivery_id`
+    /// went: its new status and error (an error is kept until the next one), one more attempt
+    /// unless it was [`Outcome::Abandoned`], and the time when it was sent. A record that is not
+    /// pending (settled by a concurrent try) or does not exist is left alone: `false`.
+    async fn mark_notification(
+        &self,
+        delivery_id: &str,
+        id: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// The outbox records of the delivery's notifications, oldest first.
+    async fn notifications(&self, delivery_id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
     /// Deliveries of `owner_user_id` created in `month`.
     async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;

@@ -10,6 +10,8 @@
 //! | `PREFIX:delivery:{ID}:notify` | list | notify-me requests: `{"email","sms","at"}` |
 //! | `PREFIX:delivery:{ID}:confirmation` | string | `{"confirmation","at"}` |
 //! | `PREFIX:delivery:{ID}:flight` | hash | `body` (the drone's flight JSON), `departed_at` and `observed_at` (Unix ms) |
+//! | `PREFIX:delivery:{ID}:notifications` | list | the ids of its outbox records, oldest first |
+//! | `PREFIX:delivery:{ID}:notification:NID` | hash | one outbox record: `body` (the notification's JSON), `status`, `attempts`, `last_error`, `created_at`, `updated_at`, `sent_at` (Unix ms) |
 //! | `PREFIX:monthly:YYYY-MM:OWNER` | set | ids of the owner's deliveries created that month |
 //!
 //! Every write is a Lua script, so it is atomic however many processes share the server. Stage
@@ -24,7 +26,10 @@
 //! before the record (the drone is assigned before the delivery is created): until the record
 //! exists it expires after the completed TTL too, so the flight of a delivery that is never
 //! created goes away; creating a live delivery makes it permanent, and from then on it expires
-//! (and stops expiring) with the record. The monthly sets outlive them (400 days) so the monthly count does
+//! (and stops expiring) with the record. Notifications are recorded once a delivery is finished,
+//! so their keys take the record's remaining time to live when they are created and expire with
+//! it (after the completed TTL when the record has none: a delivery reopened meanwhile keeps its
+//! record, and the notifications about its earlier end still go). The monthly sets outlive them (400 days) so the monthly count does
 //! not drop when a finished delivery expires. The set key is per owner, not per delivery, so on a
 //! Redis Cluster the scripts that create a delivery or change its owner span two slots.
 
@@ -43,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Changed, Closed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
+use crate::notifications::{Notification, NotificationRecord, NotificationStatus, Outcome};
 
 /// How long a finished (completed, cancelled or failed) delivery stays readable by default.
 pub const DEFAULT_COMPLETED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -131,6 +137,36 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 ";
 
+/// Adds notification ARGV[1] (body ARGV[2]) to the outbox as pending unless its record KEYS[3]
+/// exists, appending its id to the delivery's list KEYS[2]; both expire with the delivery's
+/// record KEYS[1], or after ARGV[4] ms when it has no expiry (or is gone). Answers the record.
+const RECORD_NOTIFICATION: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('HSET', KEYS[3], 'body', ARGV[2], 'status', 'pending', 'attempts', 0, 'created_at', ARGV[3], 'updated_at', ARGV[3])
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl <= 0 then ttl = tonumber(ARGV[4]) end
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return redis.call('HMGET', KEYS[3], 'body', 'status', 'attempts', 'last_error', 'created_at', 'sent_at')
+";
+
+/// Records a try at sending notification KEYS[1] while it is still pending: status ARGV[1],
+/// ARGV[2] more attempts, error ARGV[3] ('' keeps the last one), time ARGV[4], sent time ARGV[5]
+/// ('' for none). 0 when it is not pending (or gone).
+const MARK_NOTIFICATION: &str = r"
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
+redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[4])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[3]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[5]) end
+return 1
+";
+
+/// The fields of an outbox record, in the order [`decode_notification`] reads them.
+const NOTIFICATION_FIELDS: [&str; 6] = ["body", "status", "attempts", "last_error", "created_at", "sent_at"];
+
 /// Deliveries in Redis.
 pub struct RedisDeliveryStore {
     conn: ConnectionManager,
@@ -140,6 +176,8 @@ pub struct RedisDeliveryStore {
     commit: Script,
     notify: Script,
     flight: Script,
+    record_notification: Script,
+    mark_notification: Script,
 }
 
 impl RedisDeliveryStore {
@@ -167,6 +205,8 @@ impl RedisDeliveryStore {
             commit: Script::new(COMMIT),
             notify: Script::new(NOTIFY),
             flight: Script::new(FLIGHT),
+            record_notification: Script::new(RECORD_NOTIFICATION),
+            mark_notification: Script::new(MARK_NOTIFICATION),
         })
     }
 
@@ -332,6 +372,13 @@ struct StoredNotify<'a> {
     at: i64,
 }
 
+/// [`StoredNotify`] as read back.
+#[derive(Deserialize)]
+struct ReadNotify {
+    email: Option<String>,
+    sms: Option<String>,
+}
+
 #[derive(Serialize)]
 struct StoredConfirmation<'a> {
     confirmation: &'a Confirmation,
@@ -368,6 +415,14 @@ impl Keys {
 
     fn flight(&self, id: &str) -> String {
         format!("{}:delivery:{{{id}}}:flight", self.prefix)
+    }
+
+    fn notifications(&self, id: &str) -> String {
+        format!("{}:delivery:{{{id}}}:notifications", self.prefix)
+    }
+
+    fn notification(&self, id: &str, notification_id: &str) -> String {
+        format!("{}:delivery:{{{id}}}:notification:{notification_id}", self.prefix)
     }
 
     /// The month comes first: it has a fixed width, so any owner id reads back unambiguously.
@@ -437,6 +492,24 @@ fn event_json(
     at: DateTime<Utc>,
 ) -> Result<String, StoreError> {
     to_json(&StoredEvent { stage, location, at: unix_millis(at), reason: reason.map(str::to_owned) })
+}
+
+/// An outbox record from its [`NOTIFICATION_FIELDS`]; `None` when it does not exist.
+fn decode_notification(fields: Vec<Option<String>>) -> Result<Option<NotificationRecord>, StoreError> {
+    let [body, status, attempts, last_error, created_at, sent_at] = <[Option<String>; 6]>::try_from(fields)
+        .map_err(|f| decode_error(format!("HMGET answered {} fields, not 6", f.len())))?;
+    let Some(body) = body else { return Ok(None) };
+    let millis = |text: Option<String>| text.and_then(|t| t.parse::<i64>().ok()).map(from_unix_millis);
+    let status = status.unwrap_or_default();
+    Ok(Some(NotificationRecord {
+        notification: from_json(&body)?,
+        status: NotificationStatus::parse(&status)
+            .ok_or_else(|| decode_error(format!("unknown notification status {status:?}")))?,
+        attempts: attempts.and_then(|a| a.parse().ok()).unwrap_or(0),
+        last_error,
+        created_at: millis(created_at).ok_or_else(|| decode_error("a notification has no creation time".into()))?,
+        sent_at: millis(sent_at),
+    }))
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -655,6 +728,82 @@ impl DeliveryStore for RedisDeliveryStore {
         Ok(added == 1)
     }
 
+    async fn notify_requests(&self, id: &str) -> Result<Vec<NotifyMeRequest>, StoreError> {
+        let entries: Vec<String> =
+            ::redis::cmd("LRANGE").arg(self.keys.notify(id)).arg(0).arg(-1).query_async(&mut self.conn.clone()).await?;
+        entries
+            .iter()
+            .map(|text| {
+                let stored: ReadNotify = from_json(text)?;
+                Ok(NotifyMeRequest { email_address: stored.email, sms: stored.sms })
+            })
+            .collect()
+    }
+
+    async fn record_notification(
+        &self,
+        notification: &Notification,
+        now: DateTime<Utc>,
+    ) -> Result<NotificationRecord, StoreError> {
+        let id = &notification.delivery_id;
+        let fields: Vec<Option<String>> = self
+            .record_notification
+            .key(self.keys.record(id))
+            .key(self.keys.notifications(id))
+            .key(self.keys.notification(id, &notification.id))
+            .arg(&notification.id)
+            .arg(to_json(notification)?)
+            .arg(unix_millis(now))
+            .arg(self.completed_ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        decode_notification(fields)?
+            .ok_or_else(|| decode_error(format!("notification {} vanished as it was recorded", notification.id)))
+    }
+
+    async fn mark_notification(
+        &self,
+        delivery_id: &str,
+        id: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let status = outcome.status();
+        let sent_at = if status == NotificationStatus::Sent { unix_millis(now).to_string() } else { String::new() };
+        let marked: i64 = self
+            .mark_notification
+            .key(self.keys.notification(delivery_id, id))
+            .arg(status.as_str())
+            .arg(i64::from(outcome.is_attempt()))
+            .arg(outcome.error().unwrap_or_default())
+            .arg(unix_millis(now))
+            .arg(sent_at)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(marked == 1)
+    }
+
+    async fn notifications(&self, delivery_id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = ::redis::cmd("LRANGE")
+            .arg(self.keys.notifications(delivery_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(self.keys.notification(delivery_id, id)).arg(&NOTIFICATION_FIELDS);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        // A record may expire a moment before the list that names it: skip it.
+        let records: Result<Vec<_>, _> = rows.into_iter().map(decode_notification).collect();
+        Ok(records?.into_iter().flatten().collect())
+    }
+
     async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
         let count: u64 = ::redis::cmd("SCARD")
             .arg(self.keys.month_of(owner_user_id, month))
@@ -695,6 +844,11 @@ mod tests {
         assert_eq!(keys.notify("d1"), "p:delivery:{d1}:notify");
         assert_eq!(keys.confirmation("d1"), "p:delivery:{d1}:confirmation");
         assert_eq!(keys.flight("d1"), "p:delivery:{d1}:flight");
+        assert_eq!(keys.notifications("d1"), "p:delivery:{d1}:notifications");
+        assert_eq!(
+            keys.notification("d1", "d1:DeliveryCompleted:sms:0"),
+            "p:delivery:{d1}:notification:d1:DeliveryCompleted:sms:0"
+        );
         let at = chrono::DateTime::parse_from_rfc3339("2026-03-31T23:59:59Z").unwrap().to_utc();
         assert_eq!(keys.month("u:1", at), "p:monthly:2026-03:u:1");
     }

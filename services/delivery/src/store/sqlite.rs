@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use super::{Changed, Closed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
+use crate::notifications::{Notification, NotificationRecord, NotificationStatus, Outcome};
 
 /// Deliveries in an embedded SQLite file.
 pub struct SqliteDeliveryStore {
@@ -170,6 +171,20 @@ async fn record_event(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Reads an outbox row selected as `body, status, attempts, last_error, created_at, sent_at`.
+fn notification_record(row: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreError> {
+    let status: &str = row.get(1);
+    Ok(NotificationRecord {
+        notification: from_json(row.get::<&str, _>(0))?,
+        status: NotificationStatus::parse(status)
+            .ok_or_else(|| StoreError::Decode(format!("unknown notification status {status:?}").into()))?,
+        attempts: u32::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+        last_error: row.get(3),
+        created_at: from_unix_millis(row.get(4)),
+        sent_at: row.get::<Option<i64>, _>(5).map(from_unix_millis),
+    })
 }
 
 #[async_trait]
@@ -351,6 +366,81 @@ impl DeliveryStore for SqliteDeliveryStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn notify_requests(&self, id: &str) -> Result<Vec<NotifyMeRequest>, StoreError> {
+        let rows = sqlx::query("SELECT email, sms FROM notify_requests WHERE delivery_id = ?1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| NotifyMeRequest { email_address: row.get(0), sms: row.get(1) }).collect())
+    }
+
+    async fn record_notification(
+        &self,
+        notification: &Notification,
+        now: DateTime<Utc>,
+    ) -> Result<NotificationRecord, StoreError> {
+        // The insert is one statement, so concurrent callers create one row; the read that
+        // follows sees that row whoever created it.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(
+            "INSERT INTO notifications (id, delivery_id, body, status, attempts, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&notification.id)
+        .bind(&notification.delivery_id)
+        .bind(to_json(notification)?)
+        .bind(NotificationStatus::Pending.as_str())
+        .bind(unix_millis(now))
+        .execute(&mut *conn)
+        .await?;
+        let row = sqlx::query(
+            "SELECT body, status, attempts, last_error, created_at, sent_at FROM notifications WHERE id = ?1",
+        )
+        .bind(&notification.id)
+        .fetch_one(&mut *conn)
+        .await?;
+        notification_record(&row)
+    }
+
+    async fn mark_notification(
+        &self,
+        delivery_id: &str,
+        id: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let status = outcome.status();
+        let sent_at = (status == NotificationStatus::Sent).then(|| unix_millis(now));
+        let marked = sqlx::query(
+            "UPDATE notifications SET status = ?3, attempts = attempts + ?4, last_error = COALESCE(?5, last_error),
+                 sent_at = COALESCE(?6, sent_at), updated_at = ?7
+             WHERE id = ?1 AND delivery_id = ?2 AND status = ?8",
+        )
+        .bind(id)
+        .bind(delivery_id)
+        .bind(status.as_str())
+        .bind(i64::from(outcome.is_attempt()))
+        .bind(outcome.error())
+        .bind(sent_at)
+        .bind(unix_millis(now))
+        .bind(NotificationStatus::Pending.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(marked == 1)
+    }
+
+    async fn notifications(&self, delivery_id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body, status, attempts, last_error, created_at, sent_at FROM notifications
+             WHERE delivery_id = ?1 ORDER BY seq",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notification_record).collect()
     }
 
     async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
