@@ -22,12 +22,11 @@ use std::time::Duration;
 
 use contracts::events::{DroneEvent, EventEnvelope};
 use platform::backoff::Backoff;
+use platform::bus::consume::ConsumeOptions;
 use platform::bus::stream::{EventStream, StartAt, Subscription};
 use platform::bus::{BusError, QueueOptions, ReceivedMessage, Retried};
 use platform::clock::SharedClock;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::domain::{self, DroneStep};
@@ -98,53 +97,17 @@ pub async fn run(
     // Install the metrics recorder now (as the router does): counts made before it exists are lost.
     platform::metrics::handle();
     let context = Context { store, events, clock, options };
-    let slots = Arc::new(Semaphore::new(context.options.concurrency.max(1)));
-    let tasks = TaskTracker::new();
-    let mut failed_receives = 0;
-    tracing::info!(service = crate::SERVICE, concurrency = context.options.concurrency, "consuming drone events");
-    loop {
-        let first_slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        // Ask for as many as there are free slots, so a received event never waits for one.
-        let free = slots.available_permits() + 1;
-        let batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            batch = subscription.receive(free, Duration::from_secs(1)) => batch,
-        };
-        let messages = match batch {
-            Ok(messages) => {
-                failed_receives = 0;
-                messages
-            }
-            Err(err) => {
-                failed_receives += 1;
-                let delay = context.options.backoff.delay(failed_receives);
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "receiving drone events failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-        let mut first_slot = Some(first_slot);
-        for message in messages {
-            let permit = match first_slot.take() {
-                Some(permit) => permit,
-                None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
-            };
-            let context = context.clone();
-            tasks.spawn(async move {
-                handle(message, &context).await;
-                drop(permit);
-            });
-        }
-    }
-    tasks.close();
-    if tokio::time::timeout(context.options.drain, tasks.wait()).await.is_err() {
-        tracing::warn!("in-flight drone events did not finish in time; they will be redelivered");
-    }
+    let consume = ConsumeOptions {
+        concurrency: context.options.concurrency,
+        backoff: context.options.backoff,
+        drain: context.options.drain,
+        what: "drone events",
+    };
+    platform::bus::consume::run(subscription, consume, shutdown, move |message| {
+        let context = context.clone();
+        async move { handle(message, &context).await }
+    })
+    .await;
 }
 
 /// How applying an event went.

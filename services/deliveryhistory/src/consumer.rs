@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use contracts::events::{DeliveryEvent, EventEnvelope};
 use platform::backoff::Backoff;
+use platform::bus::consume::ConsumeOptions;
 use platform::bus::stream::Subscription;
 use platform::bus::{BusError, ReceivedMessage, Retried};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::domain::{self, Handling};
@@ -44,54 +43,19 @@ pub async fn run(
     options: ConsumerOptions,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let tasks = TaskTracker::new();
-    let mut failed_receives = 0;
-    tracing::info!(service = crate::SERVICE, concurrency = options.concurrency, "consuming delivery events");
-    loop {
-        let first_slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        // Ask for as many as there are free slots, so a received event never waits for one.
-        let free = slots.available_permits() + 1;
-        let batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            batch = subscription.receive(free, Duration::from_secs(1)) => batch,
-        };
-        let messages = match batch {
-            Ok(messages) => {
-                failed_receives = 0;
-                messages
-            }
-            Err(err) => {
-                failed_receives += 1;
-                let delay = options.backoff.delay(failed_receives);
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "receiving events failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-        let mut first_slot = Some(first_slot);
-        for message in messages {
-            let permit = match first_slot.take() {
-                Some(permit) => permit,
-                None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
-            };
-            let store = store.clone();
-            let backoff = options.backoff;
-            tasks.spawn(async move {
-                handle(message, store.as_ref(), &backoff).await;
-                drop(permit);
-            });
-        }
-    }
-    tasks.close();
-    if tokio::time::timeout(options.drain, tasks.wait()).await.is_err() {
-        tracing::warn!("in-flight events did not finish in time; they will be redelivered");
-    }
+    tracing::info!(service = crate::SERVICE, "consuming delivery events");
+    let consume = ConsumeOptions {
+        concurrency: options.concurrency,
+        backoff: options.backoff,
+        drain: options.drain,
+        what: "delivery events (history)",
+    };
+    platform::bus::consume::run(subscription, consume, shutdown, move |message| {
+        let store = store.clone();
+        let backoff = options.backoff;
+        async move { handle(message, &*store, &backoff).await }
+    })
+    .await;
 }
 
 async fn handle(message: ReceivedMessage, store: &dyn HistoryStore, backoff: &Backoff) {

@@ -13,6 +13,7 @@
 //! in-progress acks). [`conformance`] holds the behaviour suite every backend must pass.
 
 pub mod conformance;
+pub mod consume;
 mod nats;
 mod sqlite;
 pub mod stream;

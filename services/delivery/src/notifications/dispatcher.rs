@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use contracts::events::{DeliveryEvent, EventEnvelope};
 use platform::backoff::Backoff;
+use platform::bus::consume::ConsumeOptions;
 use platform::bus::stream::Subscription;
 use platform::bus::{ReceivedMessage, Retried};
 use platform::clock::SharedClock;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -75,76 +74,22 @@ pub async fn run(
     // Install the metrics recorder now (as the router does): counts made before it exists are lost.
     platform::metrics::handle();
     let context = Arc::new(Context { store, notifiers, clock, options });
-    let slots = Arc::new(Semaphore::new(context.options.concurrency.max(1)));
-    // A JoinSet, not a detached tracker: when this future is dropped (the process stops, a test
-    // simulates a crash) its in-flight events stop with it instead of running on unowned.
-    let mut tasks = JoinSet::new();
-    let mut failed_receives = 0;
     tracing::info!(
         service = crate::SERVICE,
         webhook = context.notifiers.webhook_recipient().unwrap_or("none"),
         "sending notifications for finished deliveries"
     );
-    loop {
-        while let Some(joined) = tasks.try_join_next() {
-            report_panic(joined);
-        }
-        let first_slot = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        // Ask for as many as there are free slots, so a received event never waits for one.
-        let free = slots.available_permits() + 1;
-        let batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            batch = subscription.receive(free, Duration::from_secs(1)) => batch,
-        };
-        let messages = match batch {
-            Ok(messages) => {
-                failed_receives = 0;
-                messages
-            }
-            Err(err) => {
-                failed_receives += 1;
-                let delay = context.options.backoff.delay(failed_receives);
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "receiving delivery events failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-        let mut first_slot = Some(first_slot);
-        for message in messages {
-            let permit = match first_slot.take() {
-                Some(permit) => permit,
-                None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
-            };
-            let context = context.clone();
-            tasks.spawn(async move {
-                handle(message, &context).await;
-                drop(permit);
-            });
-        }
-    }
-    let drained = tokio::time::timeout(context.options.drain, async {
-        while let Some(joined) = tasks.join_next().await {
-            report_panic(joined);
-        }
-    });
-    if drained.await.is_err() {
-        tracing::warn!("in-flight notifications did not finish in time; their events will be redelivered");
-        tasks.abort_all();
-    }
-}
-
-/// A task that panicked lost its event to redelivery (it was never settled); say so.
-fn report_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(err) = joined
-        && err.is_panic()
-    {
-        tracing::error!(error = %err, "handling a delivery event panicked; it will be redelivered");
-    }
+    let consume = ConsumeOptions {
+        concurrency: context.options.concurrency,
+        backoff: context.options.backoff,
+        drain: context.options.drain,
+        what: "delivery events (notifications)",
+    };
+    platform::bus::consume::run(subscription, consume, shutdown, move |message| {
+        let context = context.clone();
+        async move { handle(message, &context).await }
+    })
+    .await;
 }
 
 async fn handle(message: ReceivedMessage, context: &Context) {
