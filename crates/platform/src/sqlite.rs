@@ -33,6 +33,27 @@ pub fn connect_options(path: &Path, durability: Durability) -> Result<SqliteConn
     Ok(options)
 }
 
+/// A connection for a single writer thread (rusqlite), set up like [`connect_options`]: WAL, the
+/// same busy timeout, foreign keys on, and the parent directory created.
+pub fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Connection, rusqlite::Error> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
 /// A pool on the file at `path`.
 pub async fn open_pool(path: &Path, durability: Durability, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
     SqlitePoolOptions::new()

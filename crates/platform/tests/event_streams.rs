@@ -22,6 +22,55 @@ impl StreamHarness for SqliteHarness {
 
 mod sqlite {
     platform::stream_conformance_tests!(super::SqliteHarness { dir: tempfile::tempdir().unwrap() });
+
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use platform::bus::OutgoingMessage;
+    use platform::bus::QueueOptions;
+    use platform::bus::stream::{EventStream, SqliteEventStream, StartAt};
+
+    /// Two processes on one file (two stream handles): members of one group in each share the
+    /// events, none twice, none lost, because each group's copy from the log and its cursor move
+    /// commit together under SQLite's write lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_in_two_processes_share_a_group_without_doubles() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("events.db");
+        let one = SqliteEventStream::open(&file, "orders").await.unwrap();
+        let two = SqliteEventStream::open(&file, "orders").await.unwrap();
+        let options = QueueOptions { ack_wait: Duration::from_secs(30), ..QueueOptions::default() };
+        let a = one.subscribe("workers", StartAt::Beginning, options.clone()).await.unwrap();
+        let b = two.subscribe("workers", StartAt::Beginning, options).await.unwrap();
+        let publisher = async {
+            for i in 0..300 {
+                let event = OutgoingMessage { id: format!("e{i}"), payload: format!("{i}").into_bytes().into() };
+                if i % 2 == 0 {
+                    one.publish(event).await.unwrap()
+                } else {
+                    two.publish(event).await.unwrap()
+                };
+            }
+        };
+        let consume = |s: std::sync::Arc<dyn platform::bus::stream::Subscription>| async move {
+            let mut seen = Vec::new();
+            let mut idle = 0;
+            while idle < 3 {
+                let batch = s.receive(16, Duration::from_millis(200)).await.unwrap();
+                idle = if batch.is_empty() { idle + 1 } else { 0 };
+                for m in batch {
+                    seen.push(m.id.clone());
+                    m.ack().await.unwrap();
+                }
+            }
+            seen
+        };
+        let ((), x, y) = tokio::join!(publisher, consume(a), consume(b));
+        let all: Vec<String> = x.into_iter().chain(y).collect();
+        let distinct: BTreeSet<&String> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "an event went to two members of one group");
+        assert_eq!(all.len(), 300, "every event reaches the group");
+    }
 }
 
 struct NatsHarness {

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::processor::Processor;
-use crate::state::WorkflowStatus;
+use chrono::{DateTime, Utc};
+
+use crate::state::{WorkflowRecord, WorkflowStatus};
 use crate::store::{Saved, WorkflowStore};
 
 /// The lease's name in the store.
@@ -85,6 +87,9 @@ impl Supervisor {
         self.export_counts().await;
         let mut round = Round::default();
         for mut record in self.store.due(now, self.options.batch.max(1)).await? {
+            if !left_alone_long_enough(&record, now, self.options.every) {
+                continue; // A processor is compensating it right now; it is not stuck.
+            }
             if record.status == WorkflowStatus::Running {
                 let reason = record.deadline_reason();
                 record.give_up(reason, now);
@@ -113,5 +118,43 @@ impl Supervisor {
                     .set(n as f64);
             }
         }
+    }
+}
+
+/// Whether the supervisor should take the workflow over: a running one is past its deadline
+/// (the store only returns those), and a compensation is taken over only when nobody has touched
+/// it for a whole round. Without that grace the supervisor would compensate alongside the
+/// processor that just started to, and call the downstreams twice.
+fn left_alone_long_enough(record: &WorkflowRecord, now: DateTime<Utc>, grace: Duration) -> bool {
+    if record.status != WorkflowStatus::Compensating {
+        return true;
+    }
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    now.signed_duration_since(record.updated_at) >= grace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_compensation_is_taken_over_only_after_a_round_without_progress() {
+        let mut record = WorkflowRecord::new("d1", WorkflowStatus::Compensating, at(3600), at(0));
+        record.updated_at = at(100);
+        let round = Duration::from_secs(5);
+        assert!(!left_alone_long_enough(&record, at(100), round), "the processor is at it right now");
+        assert!(!left_alone_long_enough(&record, at(104), round));
+        assert!(left_alone_long_enough(&record, at(105), round), "a whole round without progress");
+    }
+
+    #[test]
+    fn an_overdue_running_workflow_is_taken_over_at_once() {
+        let mut record = WorkflowRecord::new("d1", WorkflowStatus::Running, at(10), at(0));
+        record.updated_at = at(100);
+        assert!(left_alone_long_enough(&record, at(100), Duration::from_secs(5)));
     }
 }

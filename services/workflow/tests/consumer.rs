@@ -573,6 +573,11 @@ async fn the_supervisor_gives_up_an_overdue_workflow_and_retries_its_compensatio
     assert_eq!((round.given_up, round.compensated, round.pending), (1, 0, 1));
     assert_eq!(h.store.get("d1").await.unwrap().unwrap().status, WorkflowStatus::Compensating);
 
+    // Within the same round's time the compensation counts as in progress: left alone.
+    let round = supervisor.round().await.unwrap().unwrap();
+    assert_eq!(round, workflow::supervisor::Round::default(), "a compensation just tried is not taken over");
+
+    clock.advance(chrono::Duration::seconds(10));
     let round = supervisor.round().await.unwrap().unwrap();
     assert_eq!((round.given_up, round.compensated, round.pending), (0, 1, 0));
     let record = h.store.get("d1").await.unwrap().unwrap();

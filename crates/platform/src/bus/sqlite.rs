@@ -1,8 +1,11 @@
-//! The embedded queue backend: one SQLite file (WAL), one writer task.
+//! The embedded queue backend: one SQLite file (WAL), one writer thread.
 //!
-//! Every change (publish, claim, ack, retry) goes through a single writer task that batches
+//! Every change (publish, claim, ack, retry) goes through a single writer thread that batches
 //! whatever is waiting into one transaction: one fsync covers many publishes (group commit),
-//! and writers never fight over SQLite's lock. Reads (dead letters, depth) use a small pool.
+//! and writers never fight over SQLite's lock. The writer owns a plain (rusqlite) connection, so
+//! a whole batch costs one hand-over between threads; sqlx's driver would hand over every
+//! statement to its own worker thread, and those context switches were most of the embedded
+//! bus's CPU. Reads (dead letters, depth) use a small sqlx pool.
 //! A dead letter stays in its row (state dead, `settled_at` saying when) until an operator
 //! replays it (the same row becomes ready again) or purges it (the row is deleted).
 
@@ -13,21 +16,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Connection, QueryBuilder, Row, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
     BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, Retried, Settlement,
 };
 use crate::clock::from_unix_millis;
-use crate::sqlite::{Durability, connect_options};
+use crate::sqlite::{Durability, connect_options, open_writer};
 
 const STATE_READY: i64 = 0;
 const STATE_DONE: i64 = 1;
 const STATE_DEAD: i64 = 2;
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
+/// Most events a consumer group's queue takes from its stream's log per claim.
+const FEED_BATCH: i64 = 1024;
+/// How often settled messages older than the de-duplication window are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS queue_messages (
@@ -108,11 +116,43 @@ impl SqliteQueue {
         options: QueueOptions,
         durability: Durability,
     ) -> Result<Self, BusError> {
+        Self::open_inner(path, name, options, durability, None, Arc::new(Notify::new())).await
+    }
+
+    /// A consumer group's queue of an event stream in the same file: each claim first moves the
+    /// events past the group's cursor from the log into the queue, in the claim's transaction, so
+    /// the copy and the cursor move commit together. `published` is the stream's signal.
+    pub(crate) async fn open_fed(
+        path: &Path,
+        name: &str,
+        options: QueueOptions,
+        durability: Durability,
+        feed: Feed,
+        published: Arc<Notify>,
+    ) -> Result<Self, BusError> {
+        Self::open_inner(path, name, options, durability, Some(feed), published).await
+    }
+
+    async fn open_inner(
+        path: &Path,
+        name: &str,
+        options: QueueOptions,
+        durability: Durability,
+        feed: Option<Feed>,
+        published: Arc<Notify>,
+    ) -> Result<Self, BusError> {
+        let file = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<rusqlite::Connection> {
+            let conn = open_writer(&file, durability)?;
+            for statement in SCHEMA {
+                conn.execute_batch(statement)?;
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))?
+        .map_err(write_failed)?;
         let connect = connect_options(path, durability).map_err(unavailable)?;
-        let mut writer = SqliteConnection::connect_with(&connect).await.map_err(unavailable)?;
-        for statement in SCHEMA {
-            sqlx::query(sqlx::AssertSqlSafe(*statement)).execute(&mut writer).await.map_err(unavailable)?;
-        }
         let readers = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(connect)
@@ -120,9 +160,12 @@ impl SqliteQueue {
             .map_err(unavailable)?;
         let (commands, inbox) = mpsc::channel(8192);
         let name: Arc<str> = Arc::from(name);
-        let writer_task = Writer { conn: writer, queue: name.clone(), options: options.clone() };
-        tokio::spawn(writer_task.run(inbox));
-        Ok(Self { name, commands, readers, published: Arc::new(Notify::new()), options })
+        let writer = Writer { conn, queue: name.clone(), options: options.clone(), feed };
+        std::thread::Builder::new()
+            .name(format!("queue {name}"))
+            .spawn(move || writer.run(inbox))
+            .map_err(|e| BusError::Unavailable(format!("starting the queue's writer: {e}")))?;
+        Ok(Self { name, commands, readers, published, options })
     }
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command) -> Result<T, BusError> {
@@ -160,6 +203,10 @@ async fn send<T>(
 }
 
 fn unavailable(err: sqlx::Error) -> BusError {
+    BusError::Unavailable(err.to_string())
+}
+
+fn write_failed(err: rusqlite::Error) -> BusError {
     BusError::Unavailable(err.to_string())
 }
 
@@ -307,9 +354,17 @@ impl Settlement for SqliteSettlement {
 
 /// The single writer: owns the write connection, applies commands in batched transactions.
 struct Writer {
-    conn: SqliteConnection,
+    conn: rusqlite::Connection,
     queue: Arc<str>,
     options: QueueOptions,
+    feed: Option<Feed>,
+}
+
+/// The stream and consumer group a fed queue takes its messages from.
+#[derive(Debug, Clone)]
+pub(crate) struct Feed {
+    pub stream: String,
+    pub group: String,
 }
 
 /// A reply to send once the batch's transaction has committed.
@@ -346,31 +401,25 @@ impl Reply {
 }
 
 impl Writer {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+    /// Runs on its own thread until every sender (the queue, its settlements) is gone.
+    fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut purge = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tokio::select! {
-                received = inbox.recv_many(&mut batch, MAX_BATCH) => {
-                    if received == 0 {
-                        return;
-                    }
-                    let commands = std::mem::take(&mut batch);
-                    self.apply(commands).await;
-                }
-                _ = purge.tick() => {
-                    if let Err(err) = self.purge_expired_ids().await {
-                        tracing::warn!(error = %err, queue = %self.queue, "purging de-duplication ids failed");
-                    }
+        let mut purged_at = std::time::Instant::now();
+        while inbox.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            if purged_at.elapsed() >= PURGE_EVERY {
+                purged_at = std::time::Instant::now();
+                if let Err(err) = self.purge_expired_ids() {
+                    tracing::warn!(error = %err, queue = %self.queue, "purging de-duplication ids failed");
                 }
             }
+            let commands = std::mem::take(&mut batch);
+            self.apply(commands);
         }
     }
 
-    async fn apply(&mut self, commands: Vec<Command>) {
+    fn apply(&mut self, commands: Vec<Command>) {
         let mut replies = Vec::with_capacity(commands.len());
-        let result = self.apply_in_transaction(commands, &mut replies).await;
-        if let Err(err) = result {
+        if let Err(err) = self.apply_in_transaction(commands, &mut replies) {
             tracing::error!(error = %err, queue = %self.queue, "queue transaction failed");
             let message = err.to_string();
             for reply in replies {
@@ -383,201 +432,185 @@ impl Writer {
         }
     }
 
-    async fn apply_in_transaction(
-        &mut self,
-        commands: Vec<Command>,
-        replies: &mut Vec<Reply>,
-    ) -> Result<(), sqlx::Error> {
+    fn apply_in_transaction(&mut self, commands: Vec<Command>, replies: &mut Vec<Reply>) -> rusqlite::Result<()> {
         let now = Utc::now().timestamp_millis();
-        let queue = self.queue.clone();
-        let options = self.options.clone();
+        let Self { conn, queue, options, feed } = self;
         // IMMEDIATE takes the write lock up front, so a file shared with other writers (event
         // streams, other queues) makes this wait (busy timeout) instead of failing with
         // SQLITE_BUSY when a read-then-write transaction cannot upgrade its lock.
-        let mut tx = sqlx::Connection::begin_with(&mut self.conn, "BEGIN IMMEDIATE").await?;
-        let mut publishes = Vec::new();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(feed) = feed
+            && commands.iter().any(|c| matches!(c, Command::Claim(..)))
+        {
+            feed_from_log(&tx, queue, feed, now)?;
+        }
+        let mut published = Vec::new();
         for command in commands {
             match command {
-                Command::Publish(message, reply) => publishes.push((message, reply)),
+                Command::Publish(message, reply) => {
+                    let outcome = insert_message(&tx, queue, &message, now)?;
+                    published.push(Reply::Publish(reply, Ok(outcome)));
+                }
                 Command::Claim(max, reply) => {
-                    let claimed = claim(&mut tx, &queue, &options, max, now).await?;
+                    let claimed = claim(&tx, queue, options, max, now)?;
                     replies.push(Reply::Claim(reply, Ok(claimed)));
                 }
                 Command::Settle(lease, outcome, reply) => {
-                    let settled = settle(&mut tx, &options, &lease, outcome, now).await?;
+                    let settled = settle(&tx, options, &lease, outcome, now)?;
                     replies.push(Reply::Settle(reply, settled));
                 }
                 Command::Replay(id, reply) => {
-                    let replayed = replay(&mut tx, &queue, &id, now).await?;
+                    let replayed = replay(&tx, queue, &id, now)?;
                     replies.push(Reply::Replay(reply, Ok(replayed)));
                 }
                 Command::Purge(id, reply) => {
-                    let purged = purge(&mut tx, &queue, id.as_deref()).await?;
+                    let purged = purge(&tx, queue, id.as_deref())?;
                     replies.push(Reply::Purge(reply, Ok(purged)));
                 }
             }
         }
-        if !publishes.is_empty() {
-            insert_messages(&mut tx, &queue, publishes, now, replies).await?;
-        }
-        tx.commit().await
+        replies.append(&mut published);
+        tx.commit()
     }
 
-    async fn purge_expired_ids(&mut self) -> Result<(), sqlx::Error> {
+    fn purge_expired_ids(&mut self) -> rusqlite::Result<()> {
         let window = i64::try_from(self.options.dedup_window.as_millis()).unwrap_or(i64::MAX);
         let cutoff = Utc::now().timestamp_millis().saturating_sub(window);
-        sqlx::query("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND settled_at < ?3")
-            .bind(&*self.queue)
-            .bind(STATE_DONE)
-            .bind(cutoff)
-            .execute(&mut self.conn)
-            .await?;
+        self.conn.execute(
+            "DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND settled_at < ?3",
+            params![&*self.queue, STATE_DONE, cutoff],
+        )?;
         Ok(())
     }
 }
 
-/// Inserts many messages in one statement; those not returned were duplicates.
-async fn insert_messages(
-    conn: &mut SqliteConnection,
-    queue: &str,
-    publishes: Vec<(OutgoingMessage, oneshot::Sender<Result<Published, BusError>>)>,
-    now: i64,
-    replies: &mut Vec<Reply>,
-) -> Result<(), sqlx::Error> {
-    // SQLite caps bound parameters; 5 per row keeps 512 rows well under it.
-    let mut inserted = std::collections::HashSet::new();
-    for chunk in publishes.chunks(MAX_BATCH) {
-        let mut builder = QueryBuilder::new(
-            "INSERT INTO queue_messages (queue, message_id, payload, state, visible_at, enqueued_at) ",
-        );
-        builder.push_values(chunk, |mut row, (message, _)| {
-            row.push_bind(queue)
-                .push_bind(&message.id)
-                .push_bind(message.payload.as_ref())
-                .push_bind(STATE_READY)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        builder.push(" ON CONFLICT (queue, message_id) DO NOTHING RETURNING message_id");
-        let rows = builder.build().fetch_all(&mut *conn).await?;
-        inserted.extend(rows.into_iter().map(|row| row.get::<String, _>(0)));
-    }
-    for (message, reply) in publishes {
-        // The first of two same-id publishes in one batch takes the insert; the second is a duplicate.
-        let outcome = if inserted.remove(&message.id) { Published::Stored } else { Published::Duplicate };
-        replies.push(Reply::Publish(reply, Ok(outcome)));
-    }
+/// Moves the events past the group's cursor from the stream's log into the group's queue and
+/// moves the cursor, in the caller's transaction. Events keep their publish time as their
+/// enqueue time, so lateness counts from the publish.
+fn feed_from_log(conn: &rusqlite::Connection, queue: &str, feed: &Feed, now: i64) -> rusqlite::Result<()> {
+    let cursor: i64 = conn
+        .prepare_cached("SELECT cursor FROM stream_groups WHERE stream = ?1 AND grp = ?2")?
+        .query_row(params![feed.stream, feed.group], |row| row.get(0))?;
+    let upto: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MAX(seq) FROM (SELECT seq FROM stream_events WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)",
+        )?
+        .query_row(params![feed.stream, cursor, FEED_BATCH], |row| row.get(0))?;
+    let Some(upto) = upto else { return Ok(()) };
+    conn.prepare_cached(
+        "INSERT INTO queue_messages (queue, message_id, payload, state, visible_at, enqueued_at)
+         SELECT ?1, event_id, payload, ?2, ?3, published_at FROM stream_events
+         WHERE stream = ?4 AND seq > ?5 AND seq <= ?6 ORDER BY seq
+         ON CONFLICT (queue, message_id) DO NOTHING",
+    )?
+    .execute(params![queue, STATE_READY, now, feed.stream, cursor, upto])?;
+    conn.prepare_cached("UPDATE stream_groups SET cursor = ?3 WHERE stream = ?1 AND grp = ?2")?.execute(params![
+        feed.stream,
+        feed.group,
+        upto
+    ])?;
     Ok(())
 }
 
-async fn claim(
-    conn: &mut SqliteConnection,
+/// Stores one message unless its id is already there (then it is a duplicate, also when the
+/// first copy came earlier in the same batch).
+fn insert_message(
+    conn: &rusqlite::Connection,
+    queue: &str,
+    message: &OutgoingMessage,
+    now: i64,
+) -> rusqlite::Result<Published> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO queue_messages (queue, message_id, payload, state, visible_at, enqueued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (queue, message_id) DO NOTHING",
+        )?
+        .execute(params![queue, message.id, message.payload.as_ref(), STATE_READY, now])?;
+    Ok(if inserted == 0 { Published::Duplicate } else { Published::Stored })
+}
+
+fn claim(
+    conn: &rusqlite::Connection,
     queue: &str,
     options: &QueueOptions,
     max: usize,
     now: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+) -> rusqlite::Result<Vec<Claimed>> {
     // A consumer that crashed on the last attempt leaves a message with no attempts left:
     // dead-letter it instead of delivering it once more.
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL,
              last_error = COALESCE(last_error, 'lease expired') || ' (no attempts left after lease expiry)'
          WHERE queue = ?3 AND state = ?4 AND visible_at <= ?2 AND attempts >= ?5",
-    )
-    .bind(STATE_DEAD)
-    .bind(now)
-    .bind(queue)
-    .bind(STATE_READY)
-    .bind(i64::from(options.max_attempts))
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![STATE_DEAD, now, queue, STATE_READY, i64::from(options.max_attempts)])?;
 
     let lease = uuid::Uuid::new_v4().to_string();
     let lease_ms = i64::try_from(options.ack_wait.as_millis()).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
+    let mut statement = conn.prepare_cached(
         "UPDATE queue_messages SET attempts = attempts + 1, visible_at = ?1, lease = ?2
          WHERE seq IN (SELECT seq FROM queue_messages
                        WHERE queue = ?3 AND state = ?4 AND visible_at <= ?5
                        ORDER BY visible_at, seq LIMIT ?6)
          RETURNING seq, message_id, payload, attempts, enqueued_at",
-    )
-    .bind(now.saturating_add(lease_ms))
-    .bind(&lease)
-    .bind(queue)
-    .bind(STATE_READY)
-    .bind(now)
-    .bind(i64::try_from(max).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut claimed: Vec<Claimed> = rows
-        .into_iter()
-        .map(|row| Claimed {
-            seq: row.get(0),
-            message_id: row.get(1),
-            payload: row.get(2),
-            attempts: row.get(3),
-            enqueued_at: row.get(4),
-            lease: lease.clone(),
-        })
-        .collect();
+    )?;
+    let rows = statement.query_map(
+        params![now.saturating_add(lease_ms), lease, queue, STATE_READY, now, i64::try_from(max).unwrap_or(i64::MAX)],
+        |row| {
+            Ok(Claimed {
+                seq: row.get(0)?,
+                message_id: row.get(1)?,
+                payload: row.get(2)?,
+                attempts: row.get(3)?,
+                enqueued_at: row.get(4)?,
+                lease: lease.clone(),
+            })
+        },
+    )?;
+    let mut claimed = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     claimed.sort_by_key(|c| c.seq);
     Ok(claimed)
 }
 
-async fn settle(
-    conn: &mut SqliteConnection,
+fn settle(
+    conn: &rusqlite::Connection,
     options: &QueueOptions,
     lease: &Lease,
     outcome: Outcome,
     now: i64,
-) -> Result<Result<Settled, BusError>, sqlx::Error> {
+) -> rusqlite::Result<Result<Settled, BusError>> {
     let lost = || Err(BusError::LeaseLost(lease.message_id.clone()));
     let affected = match outcome {
-        Outcome::Ack => sqlx::query(
-            "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL, payload = x''
+        Outcome::Ack => conn
+            .prepare_cached(
+                "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL, payload = x''
                  WHERE seq = ?3 AND lease = ?4 AND state = ?5",
-        )
-        .bind(STATE_DONE)
-        .bind(now)
-        .bind(lease.seq)
-        .bind(&lease.token)
-        .bind(STATE_READY)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected(),
+            )?
+            .execute(params![STATE_DONE, now, lease.seq, lease.token, STATE_READY])?,
         Outcome::Extend => {
             let lease_ms = i64::try_from(options.ack_wait.as_millis()).unwrap_or(i64::MAX);
-            sqlx::query("UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2 AND lease = ?3 AND state = ?4")
-                .bind(now.saturating_add(lease_ms))
-                .bind(lease.seq)
-                .bind(&lease.token)
-                .bind(STATE_READY)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
+            conn.prepare_cached(
+                "UPDATE queue_messages SET visible_at = ?1 WHERE seq = ?2 AND lease = ?3 AND state = ?4",
+            )?
+            .execute(params![now.saturating_add(lease_ms), lease.seq, lease.token, STATE_READY])?
         }
-        Outcome::DeadLetter { error } => dead_letter(conn, lease, &error, now).await?,
+        Outcome::DeadLetter { error } => dead_letter(conn, lease, &error, now)?,
         Outcome::Retry { delay, error } => {
-            let attempts: Option<i64> =
-                sqlx::query_scalar("SELECT attempts FROM queue_messages WHERE seq = ?1 AND lease = ?2 AND state = ?3")
-                    .bind(lease.seq)
-                    .bind(&lease.token)
-                    .bind(STATE_READY)
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let attempts: Option<i64> = conn
+                .prepare_cached("SELECT attempts FROM queue_messages WHERE seq = ?1 AND lease = ?2 AND state = ?3")?
+                .query_row(params![lease.seq, lease.token, STATE_READY], |row| row.get(0))
+                .optional()?;
             let Some(attempts) = attempts else { return Ok(lost()) };
             if attempts >= i64::from(options.max_attempts) {
                 let error = format!("{error} (after {attempts} attempts)");
-                dead_letter(conn, lease, &error, now).await?;
+                dead_letter(conn, lease, &error, now)?;
                 return Ok(Ok(Settled::Retried(Retried::DeadLettered)));
             }
             let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-            sqlx::query("UPDATE queue_messages SET visible_at = ?1, last_error = ?2, lease = NULL WHERE seq = ?3")
-                .bind(now.saturating_add(delay_ms))
-                .bind(&error)
-                .bind(lease.seq)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached(
+                "UPDATE queue_messages SET visible_at = ?1, last_error = ?2, lease = NULL WHERE seq = ?3",
+            )?
+            .execute(params![now.saturating_add(delay_ms), error, lease.seq])?;
             return Ok(Ok(Settled::Retried(Retried::Scheduled)));
         }
     };
@@ -586,58 +619,35 @@ async fn settle(
 
 /// Makes the dead letter `id` ready again as if just published: the same row, so the same message
 /// id and payload, from attempt 1. Only a dead row changes, so a second replay finds none.
-async fn replay(conn: &mut SqliteConnection, queue: &str, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let affected = sqlx::query(
+fn replay(conn: &rusqlite::Connection, queue: &str, id: &str, now: i64) -> rusqlite::Result<bool> {
+    let affected = conn.execute(
         "UPDATE queue_messages SET state = ?1, attempts = 0, visible_at = ?2, enqueued_at = ?2, lease = NULL,
              last_error = NULL, settled_at = NULL
          WHERE queue = ?3 AND message_id = ?4 AND state = ?5",
-    )
-    .bind(STATE_READY)
-    .bind(now)
-    .bind(queue)
-    .bind(id)
-    .bind(STATE_DEAD)
-    .execute(conn)
-    .await?
-    .rows_affected();
+        params![STATE_READY, now, queue, id, STATE_DEAD],
+    )?;
     Ok(affected > 0)
 }
 
 /// Deletes the dead letter `id`, or every dead letter when `id` is `None`. Its message id is
 /// forgotten with it: publishing that id again stores a new message.
-async fn purge(conn: &mut SqliteConnection, queue: &str, id: Option<&str>) -> Result<u64, sqlx::Error> {
-    let result = match id {
-        Some(id) => {
-            sqlx::query("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND message_id = ?3")
-                .bind(queue)
-                .bind(STATE_DEAD)
-                .bind(id)
-                .execute(conn)
-                .await?
-        }
+fn purge(conn: &rusqlite::Connection, queue: &str, id: Option<&str>) -> rusqlite::Result<u64> {
+    let deleted = match id {
+        Some(id) => conn.execute(
+            "DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND message_id = ?3",
+            params![queue, STATE_DEAD, id],
+        )?,
         None => {
-            sqlx::query("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2")
-                .bind(queue)
-                .bind(STATE_DEAD)
-                .execute(conn)
-                .await?
+            conn.execute("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2", params![queue, STATE_DEAD])?
         }
     };
-    Ok(result.rows_affected())
+    Ok(deleted as u64)
 }
 
-async fn dead_letter(conn: &mut SqliteConnection, lease: &Lease, error: &str, now: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+fn dead_letter(conn: &rusqlite::Connection, lease: &Lease, error: &str, now: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
         "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL, last_error = ?3
          WHERE seq = ?4 AND lease = ?5 AND state = ?6",
-    )
-    .bind(STATE_DEAD)
-    .bind(now)
-    .bind(error)
-    .bind(lease.seq)
-    .bind(&lease.token)
-    .bind(STATE_READY)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    )?
+    .execute(params![STATE_DEAD, now, error, lease.seq, lease.token, STATE_READY])
 }

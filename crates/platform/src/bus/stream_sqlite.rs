@@ -1,12 +1,12 @@
 //! The embedded event stream: an append-only log table, and per consumer group a
 //! [`SqliteQueue`] fed from the log.
 //!
-//! A group's queue is topped up from the log before each receive, in log order, from the
-//! group's cursor; the cursor moves after the copy, and the queue's de-duplication by event id
-//! makes a copy repeated after a crash harmless. So the log is the only thing a publish
-//! writes, and a group created later (from the beginning) replays the whole log.
+//! A group's queue takes the events past the group's cursor from the log inside each claim's
+//! transaction, and moves the cursor in the same transaction, so an event reaches a group once
+//! whatever crashes. The log is the only thing a publish writes, and a group created later
+//! (from the beginning) replays the whole log.
 //!
-//! Publishes go through one writer task that stores whatever is waiting in one transaction
+//! Publishes go through one writer thread that stores whatever is waiting in one transaction
 //! (group commit), as the queue does: the log is fsync'd (`synchronous=FULL`), and one fsync
 //! per event would cap a busy process at a few thousand events a second.
 
@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use sqlx::Row;
+use rusqlite::{TransactionBehavior, params};
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::sqlite::Feed;
 use super::stream::{EventStream, StartAt, Subscription};
 use super::{BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, SqliteQueue};
-use crate::sqlite::{Durability, open_pool};
+use crate::sqlite::{Durability, open_pool, open_writer};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS stream_events (
@@ -41,9 +41,6 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (stream, grp)
     )",
 ];
-
-/// Events copied from the log into a group's queue per round.
-const COPY_BATCH: i64 = 512;
 
 /// Publishes waiting for the writer, most stored in one transaction.
 const PUBLISH_BATCH: usize = 512;
@@ -65,28 +62,40 @@ struct Publish {
 
 impl SqliteEventStream {
     pub async fn open(path: &Path, name: &str) -> Result<Self, BusError> {
+        let file = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<rusqlite::Connection> {
+            let conn = open_writer(&file, Durability::Full)?;
+            for statement in SCHEMA {
+                conn.execute_batch(statement)?;
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
         let pool = open_pool(path, Durability::Full, 2).await.map_err(unavailable)?;
-        for statement in SCHEMA {
-            sqlx::query(sqlx::AssertSqlSafe(*statement)).execute(&pool).await.map_err(unavailable)?;
-        }
         let published = Arc::new(Notify::new());
         let (writer, waiting) = mpsc::channel(PUBLISH_BATCH * 4);
-        tokio::spawn(write_published(pool.clone(), name.to_owned(), waiting, published.clone()));
+        let (stream, signal) = (name.to_owned(), published.clone());
+        std::thread::Builder::new()
+            .name(format!("stream {name}"))
+            .spawn(move || write_published(conn, &stream, waiting, &signal))
+            .map_err(unavailable)?;
         Ok(Self { name: name.to_owned(), path: path.to_owned(), pool, published, writer })
     }
 }
 
-/// The writer: stores every publish waiting in one transaction, then answers each. Ends when
-/// the stream is dropped.
-async fn write_published(
-    pool: SqlitePool,
-    stream: String,
+/// The writer thread: stores every publish waiting in one transaction, then answers each. Ends
+/// when the stream is dropped.
+fn write_published(
+    mut conn: rusqlite::Connection,
+    stream: &str,
     mut waiting: mpsc::Receiver<Publish>,
-    published: Arc<Notify>,
+    published: &Notify,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while waiting.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        match store_batch(&pool, &stream, &batch).await {
+    while waiting.blocking_recv_many(&mut batch, PUBLISH_BATCH) > 0 {
+        match store_batch(&mut conn, stream, &batch) {
             Ok(outcomes) => {
                 for (publish, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = publish.done.send(Ok(outcome));
@@ -94,6 +103,7 @@ async fn write_published(
                 published.notify_waiters();
             }
             Err(error) => {
+                tracing::error!(%error, stream, "storing published events failed");
                 for publish in batch.drain(..) {
                     let _ = publish.done.send(Err(unavailable(&error)));
                 }
@@ -102,25 +112,21 @@ async fn write_published(
     }
 }
 
-async fn store_batch(pool: &SqlitePool, stream: &str, batch: &[Publish]) -> Result<Vec<Published>, sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+fn store_batch(conn: &mut rusqlite::Connection, stream: &str, batch: &[Publish]) -> rusqlite::Result<Vec<Published>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = crate::clock::unix_millis(chrono::Utc::now());
     let mut outcomes = Vec::with_capacity(batch.len());
-    for publish in batch {
-        let inserted = sqlx::query(
+    {
+        let mut insert = tx.prepare_cached(
             "INSERT INTO stream_events (stream, event_id, payload, published_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (stream, event_id) DO NOTHING",
-        )
-        .bind(stream)
-        .bind(&publish.event.id)
-        .bind(publish.event.payload.as_ref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        outcomes.push(if inserted == 0 { Published::Duplicate } else { Published::Stored });
+        )?;
+        for publish in batch {
+            let inserted = insert.execute(params![stream, publish.event.id, publish.event.payload.as_ref(), now])?;
+            outcomes.push(if inserted == 0 { Published::Duplicate } else { Published::Stored });
+        }
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(outcomes)
 }
 
@@ -162,19 +168,33 @@ impl EventStream for SqliteEventStream {
             .execute(&self.pool)
             .await
             .map_err(unavailable)?;
-        let queue = SqliteQueue::open(&self.path, &format!("{}#{group}", self.name), options.clone()).await?;
+        // The group's queue holds nothing the log cannot give again, so its commits need not wait
+        // for the disk: on power loss SQLite's WAL loses a suffix of transactions, so a lost copy
+        // loses its cursor move with it (the same transaction) and is copied again, and a lost
+        // claim or ack means one more delivery, which consumers tolerate. Publishes to the log
+        // stay fully synchronous, and each of their fsyncs also flushes the queue's earlier commits.
+        let feed = Feed { stream: self.name.clone(), group: group.to_owned() };
+        let queue = SqliteQueue::open_fed(
+            &self.path,
+            &format!("{}#{group}", self.name),
+            options,
+            Durability::Normal,
+            feed,
+            self.published.clone(),
+        )
+        .await?;
         Ok(Arc::new(SqliteSubscription {
             stream: self.name.clone(),
             group: group.to_owned(),
             pool: self.pool.clone(),
             queue,
-            published: self.published.clone(),
-            options,
-            copying: Mutex::new(()),
         }))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
+        if self.writer.is_closed() {
+            return Err(BusError::Unavailable("the stream's writer has stopped".to_owned()));
+        }
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
     }
 }
@@ -184,71 +204,12 @@ struct SqliteSubscription {
     group: String,
     pool: SqlitePool,
     queue: SqliteQueue,
-    published: Arc<Notify>,
-    options: QueueOptions,
-    /// One copier at a time per member; members in other processes are kept apart by the
-    /// queue's de-duplication.
-    copying: Mutex<()>,
-}
-
-impl SqliteSubscription {
-    /// Moves events past the group's cursor into its queue; returns how many were new.
-    async fn top_up(&self) -> Result<u64, BusError> {
-        let _one = self.copying.lock().await;
-        let mut copied = 0;
-        loop {
-            let cursor: i64 = sqlx::query_scalar("SELECT cursor FROM stream_groups WHERE stream = ?1 AND grp = ?2")
-                .bind(&self.stream)
-                .bind(&self.group)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            let rows = sqlx::query(
-                "SELECT seq, event_id, payload FROM stream_events WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
-            .bind(&self.stream)
-            .bind(cursor)
-            .bind(COPY_BATCH)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            let Some(last) = rows.last().map(|r| r.get::<i64, _>(0)) else { return Ok(copied) };
-            for row in &rows {
-                let event = OutgoingMessage { id: row.get(1), payload: Bytes::from(row.get::<Vec<u8>, _>(2)) };
-                if self.queue.publish(event).await? == Published::Stored {
-                    copied += 1;
-                }
-            }
-            sqlx::query("UPDATE stream_groups SET cursor = MAX(cursor, ?3) WHERE stream = ?1 AND grp = ?2")
-                .bind(&self.stream)
-                .bind(&self.group)
-                .bind(last)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        }
-    }
 }
 
 #[async_trait]
 impl Subscription for SqliteSubscription {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Register interest before looking, so a publish in between is not missed.
-            let published = self.published.notified();
-            self.top_up().await?;
-            let messages = self.queue.receive(max, Duration::ZERO).await?;
-            let now = tokio::time::Instant::now();
-            if !messages.is_empty() || now >= deadline {
-                return Ok(messages);
-            }
-            let nap = self.options.poll_interval.min(deadline - now);
-            tokio::select! {
-                () = published => {}
-                () = tokio::time::sleep(nap) => {}
-            }
-        }
+        self.queue.receive(max, wait).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
