@@ -55,6 +55,8 @@ pub struct FleetConfig {
     /// backoff (60 s), so a waiter that is still retrying never lapses, and short enough that
     /// one whose workflow died stops holding drones back soon.
     pub expedited_wait_secs: u64,
+    /// Real seconds between a flying drone's `DronePosition` events; 0: none.
+    pub position_every_secs: u64,
     /// Where drones live; drone `n` (from 0) belongs to depot `n % depots.len()`.
     pub depots: Vec<Depot>,
     /// Maximum payloads in kilograms; drone `n` carries `payload_tiers[n % payload_tiers.len()]`.
@@ -69,6 +71,7 @@ impl Default for FleetConfig {
             time_scale: 60.0,
             retry_after_secs: 5,
             expedited_wait_secs: DEFAULT_EXPEDITED_WAIT_SECS,
+            position_every_secs: 5,
             depots: seattle_depots(),
             payload_tiers: PAYLOAD_TIERS.to_vec(),
         }
@@ -256,7 +259,8 @@ pub fn choose_drone(
         drone.speed_mph,
         fleet.time_scale,
         now,
-    );
+    )
+    .with_positions_every(std::time::Duration::from_secs(fleet.position_every_secs));
     Some(FlightPlan {
         drone_id: drone.id.clone(),
         depot_id: drone.depot_id.clone(),
@@ -385,6 +389,7 @@ mod tests {
         );
         assert_eq!((path.departed_at, path.home_at()), (now(), plan.busy_until));
         assert_eq!((path.speed_mph, path.time_scale), (40.0, 60.0));
+        assert_eq!(path.position_every_ms, 5_000, "positions every five real seconds by default");
         assert!((path.miles() - plan.miles).abs() < 1e-12);
     }
 

@@ -93,6 +93,11 @@ pub struct FleetArgs {
     #[arg(long, env = "FABRIKAM_EXPEDITED_WAIT_SECS", default_value_t = domain::DEFAULT_EXPEDITED_WAIT_SECS,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub expedited_wait_secs: u64,
+
+    /// Real seconds between the DronePosition events of a drone flying for a delivery (from
+    /// its departure to the drop-off); 0: none. Applies to flights assigned from then on.
+    #[arg(long, env = "FABRIKAM_POSITION_EVERY_SECS", default_value_t = 5)]
+    pub position_every_secs: u64,
 }
 
 impl From<FleetArgs> for FleetConfig {
@@ -103,6 +108,7 @@ impl From<FleetArgs> for FleetConfig {
             time_scale: a.time_scale,
             retry_after_secs: a.retry_after_secs,
             expedited_wait_secs: a.expedited_wait_secs,
+            position_every_secs: a.position_every_secs,
             ..FleetConfig::default()
         }
     }

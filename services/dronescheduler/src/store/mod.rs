@@ -45,7 +45,9 @@ macro_rules! flight_columns {
             $t,
             "turned_altitude AS f_turned_altitude, ",
             $t,
-            "home_at AS f_home_at"
+            "home_at AS f_home_at, ",
+            $t,
+            "position_every_ms AS f_position_every_ms"
         )
     };
 }
@@ -219,6 +221,7 @@ where
         dropoff_at: from_unix_millis(row.try_get("f_dropoff_at")?),
         back_at: from_unix_millis(row.try_get("f_back_at")?),
         turned_back,
+        position_every_ms: row.try_get("f_position_every_ms")?,
     }))
 }
 

@@ -104,8 +104,8 @@ async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPat
     sqlx::query(
         "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
              pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
-             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13)",
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13, $17)",
     )
     .bind(delivery_id)
     .bind(&f.drone_id)
@@ -123,6 +123,7 @@ async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPat
     .bind(unix_millis(f.pickup_at))
     .bind(unix_millis(f.dropoff_at))
     .bind(unix_millis(f.back_at))
+    .bind(f.position_every_ms)
     .execute(conn)
     .await?;
     Ok(())
