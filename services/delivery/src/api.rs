@@ -96,8 +96,11 @@ async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result
     if events.is_empty() {
         return Err(not_found(&id));
     }
-    let flight = state.store.flight(&id).await?;
-    domain::status(&events, flight.as_ref(), state.clock.now()).map(Json).ok_or_else(|| not_found(&id))
+    let (flight, position) = tokio::join!(state.store.flight(&id), state.store.position(&id));
+    let (flight, position) = (flight?, position?);
+    domain::status(&events, flight.as_ref(), position.as_ref(), state.clock.now())
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
 }
 
 /// `PATCH /api/deliveries/{id}`: reschedule, then `DeliveryRescheduled`.
