@@ -67,13 +67,15 @@ async fn upsert(
     match state.store.upsert(delivery, now).await? {
         Upserted::Created(delivery) => {
             metrics::counter!("deliveries_created_total", "service" => crate::SERVICE).increment(1);
-            events::created(&*state.events, &delivery, now).await?;
+            events::created(&*state.events, &delivery, 0, now).await?;
             let location = format!("/api/deliveries/{id}");
             Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(*delivery)).into_response())
         }
         Upserted::Updated => {
+            // A reopened delivery is created again: its own DeliveryCreated, by its incarnation.
+            let incarnation = events::incarnation(&state.store.tracking(&id).await?);
             if let Some(stored) = state.store.get(&id).await? {
-                events::created(&*state.events, &stored, now).await?;
+                events::created(&*state.events, &stored, incarnation, now).await?;
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -96,8 +98,11 @@ async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result
     if events.is_empty() {
         return Err(not_found(&id));
     }
-    let flight = state.store.flight(&id).await?;
-    domain::status(&events, flight.as_ref(), state.clock.now()).map(Json).ok_or_else(|| not_found(&id))
+    let (flight, position) = tokio::join!(state.store.flight(&id), state.store.position(&id));
+    let (flight, position) = (flight?, position?);
+    domain::status(&events, flight.as_ref(), position.as_ref(), state.clock.now())
+        .map(Json)
+        .ok_or_else(|| not_found(&id))
 }
 
 /// `PATCH /api/deliveries/{id}`: reschedule, then `DeliveryRescheduled`.

@@ -10,7 +10,7 @@ use contracts::delivery::{
     Confirmation, Delivery, DeliveryClosure, DeliveryStatus, DeliveryTrackingEvent, NotifyMeRequest,
     RescheduledDelivery,
 };
-use contracts::events::{DroneEvent, Flight};
+use contracts::events::{DroneEvent, DronePosition, Flight};
 use platform::Problem;
 
 use crate::flight;
@@ -149,6 +149,8 @@ pub enum DroneStep {
     Advance { action: Action, location: Location, at: DateTime<Utc> },
     /// The drone is at the drop-off: the package is delivered.
     Arrive { location: Location, at: DateTime<Utc> },
+    /// Where the drone is now: kept as the last known location if it is the newest.
+    Report(DronePosition),
     /// Nothing to do.
     Ignore,
 }
@@ -164,10 +166,9 @@ pub fn drone_step(event: DroneEvent) -> DroneStep {
             DroneStep::Advance { action: Action::HeadToDropoff, location: p.location, at: p.at }
         }
         DroneEvent::DroneArrived(p) => DroneStep::Arrive { location: p.location, at: p.at },
-        // Released: the delivery's own events already say how it ended. Positions: the status
-        // computes the drone's position from its flight plan whenever it is asked, so a stored
-        // position would only duplicate that (and cost a write per drone per tick).
-        DroneEvent::DroneReleased(_) | DroneEvent::DronePosition(_) => DroneStep::Ignore,
+        DroneEvent::DronePosition(p) => DroneStep::Report(p),
+        // Released: the delivery's own events already say how it ended.
+        DroneEvent::DroneReleased(_) => DroneStep::Ignore,
     }
 }
 
@@ -194,16 +195,29 @@ pub fn is_orphan(occurred_at: DateTime<Utc>, now: DateTime<Utc>, max_age: chrono
 ///
 /// - `stage`: the latest event's.
 /// - `lastKnownLocation`: while the drone flies for it and it is not finished, where the flight
-///   puts the drone now (the drop-off once the flight says it is there); otherwise the location
-///   of the latest event that has one.
+///   puts the drone now (the drop-off once the flight says it is there); otherwise the newest of
+///   the drone's last reported position and the location of the latest event that has one
+///   (a delivery whose flight plan is not known yet is still followed by its drone's reports,
+///   and a report older than the latest event never moves it back).
 /// - `pickupETA` until the package is on board, `deliveryETA` until it is delivered: from the
 ///   flight ([`flight::etas`]); `null` without a flight or once finished.
 /// - `reason`: see [`status_reason`].
-pub fn status(events: &[DeliveryTrackingEvent], flight: Option<&Flight>, now: DateTime<Utc>) -> Option<DeliveryStatus> {
+pub fn status(
+    events: &[DeliveryTrackingEvent],
+    flight: Option<&Flight>,
+    reported: Option<&DronePosition>,
+    now: DateTime<Utc>,
+) -> Option<DeliveryStatus> {
     let stage = events.last()?.stage;
     let live_flight = flight.filter(|_| !is_final(stage));
     let flying_at = live_flight.and_then(|f| flight::delivery_position(f, now));
-    let last_known_location = flying_at.or_else(|| events.iter().rev().find_map(|e| e.location));
+    let last_event = events.iter().rev().find_map(|e| Some((e.location?, e.at)));
+    let newest = match (last_event, reported) {
+        (Some((location, at)), Some(r)) => Some(if r.at > at { r.location } else { location }),
+        (Some((location, _)), None) => Some(location),
+        (None, r) => r.map(|r| r.location),
+    };
+    let last_known_location = flying_at.or(newest);
     let etas = live_flight.map(|f| flight::etas(f, now));
     let history: Vec<DeliveryStage> = events.iter().map(|e| e.stage).collect();
     let on_board = progress(tracked_stage(stage, &history)) >= progress(DeliveryStage::HeadedToDropoff);
@@ -828,7 +842,7 @@ mod tests {
         );
         assert_eq!(drone_step(DroneEvent::DroneArrived(drone())), DroneStep::Arrive { location, at });
         assert_eq!(drone_step(DroneEvent::DroneReleased(drone())), DroneStep::Ignore);
-        assert_eq!(drone_step(DroneEvent::DronePosition(drone())), DroneStep::Ignore);
+        assert_eq!(drone_step(DroneEvent::DronePosition(drone())), DroneStep::Report(drone()));
         let flight = Flight {
             drone_id: "drone-1".into(),
             depot: location,
@@ -894,32 +908,59 @@ mod tests {
         let flight = flight_from(start);
         let created = [tracked(Created, None)];
         // No flight: the last event's location and no ETAs.
-        let status = super::status(&created, None, start).unwrap();
+        let status = super::status(&created, None, None, start).unwrap();
         assert_eq!((status.stage, status.last_known_location), (Created, Some(Location::new(47.6, -122.3, 0.0))));
         assert_eq!((status.pickup_eta, status.delivery_eta), (None, None));
         // Flying to the pickup.
-        let status = super::status(&created, Some(&flight), flight.pickup_at).unwrap();
+        let status = super::status(&created, Some(&flight), None, flight.pickup_at).unwrap();
         assert_eq!(status.last_known_location, Some(flight.pickup));
         assert_eq!((status.pickup_eta, status.delivery_eta), (Some(flight.pickup_at), Some(flight.dropoff_at)));
         // Before departure the drone is not flying for it yet.
-        let status = super::status(&created, Some(&flight), start - chrono::Duration::seconds(1)).unwrap();
+        let status = super::status(&created, Some(&flight), None, start - chrono::Duration::seconds(1)).unwrap();
         assert_eq!(status.last_known_location, created[0].location);
         assert_eq!(status.pickup_eta, Some(flight.pickup_at));
         // The package on board: no pickup ETA, even after a reschedule.
         for history in [vec![tracked(Created, None), tracked(HeadedToDropoff, None)], {
             vec![tracked(Created, None), tracked(HeadedToDropoff, None), tracked(Rescheduled, None)]
         }] {
-            let status = super::status(&history, Some(&flight), flight.pickup_at).unwrap();
+            let status = super::status(&history, Some(&flight), None, flight.pickup_at).unwrap();
             assert_eq!((status.pickup_eta, status.delivery_eta), (None, Some(flight.dropoff_at)));
         }
         // Finished: the last event's location, no ETAs.
         let mut done = tracked(Completed, None);
         done.location = Some(flight.dropoff);
         let history = [tracked(Created, None), done];
-        let status = super::status(&history, Some(&flight), flight.pickup_at).unwrap();
+        let status = super::status(&history, Some(&flight), None, flight.pickup_at).unwrap();
         assert_eq!(status.last_known_location, Some(flight.dropoff));
         assert_eq!((status.pickup_eta, status.delivery_eta), (None, None));
-        assert_eq!(super::status(&[], Some(&flight), start), None, "no events: no delivery");
+        assert_eq!(super::status(&[], Some(&flight), None, start), None, "no events: no delivery");
+    }
+
+    #[test]
+    fn without_a_flight_plan_the_newest_of_reports_and_events_is_shown() {
+        use contracts::events::DronePosition;
+        let created = tracked(DeliveryStage::Created, None);
+        let report = |secs: i64, lat: f64| DronePosition {
+            drone_id: "drone-1".into(),
+            location: Location::new(lat, -122.3, 30.0),
+            at: created.at + chrono::Duration::seconds(secs),
+        };
+        let status = |events: &[DeliveryTrackingEvent], reported: Option<&DronePosition>| {
+            super::status(events, None, reported, created.at).unwrap().last_known_location
+        };
+        let events = [created.clone()];
+        // A report after the latest event is where the drone is.
+        assert_eq!(status(&events, Some(&report(5, 47.61))), Some(Location::new(47.61, -122.3, 30.0)));
+        // One older than the latest event does not move it back.
+        assert_eq!(status(&events, Some(&report(-5, 47.61))), created.location);
+        assert_eq!(status(&events, None), created.location);
+        // Events without a location: the report.
+        let unplaced = [DeliveryTrackingEvent { location: None, ..created.clone() }];
+        assert_eq!(status(&unplaced, Some(&report(-5, 47.61))), Some(Location::new(47.61, -122.3, 30.0)));
+        // With a live flight, the plan at `now` wins: it is as new as it gets.
+        let flight = flight_from(created.at);
+        let planned = super::status(&events, Some(&flight), Some(&report(5, 47.61)), flight.pickup_at).unwrap();
+        assert_eq!(planned.last_known_location, Some(flight.pickup));
     }
 
     #[test]

@@ -9,9 +9,13 @@
 //!
 //! | event | message id |
 //! |---|---|
-//! | `DeliveryCreated` | `{id}:DeliveryCreated` |
+//! | `DeliveryCreated` | `{id}:DeliveryCreated`, then `{id}:DeliveryCreated:{i}` |
 //! | `DeliveryRescheduled` | `{id}:DeliveryRescheduled:{n}`, `n` = the delivery's `Rescheduled` tracking events |
-//! | `DeliveryCompleted`, `DeliveryCancelled`, `DeliveryFailed` | `{id}:{type}` |
+//! | `DeliveryCompleted`, `DeliveryCancelled`, `DeliveryFailed` | `{id}:{type}`, then `{id}:{type}:{i}` |
+//!
+//! `i` is the delivery's incarnation ([`incarnation`]): a failed delivery put again is reopened,
+//! and what happens to it from then on (created again, failed again, completed) is a new fact
+//! that must not be taken for a copy of the first incarnation's. The first keeps the plain ids.
 //!
 //! A delivery can be rescheduled any number of times, so each reschedule gets its own id by its
 //! position in the history. Each PATCH adds a `Rescheduled` event (a reschedule is not
@@ -60,10 +64,16 @@ impl From<PublishError> for Problem {
     }
 }
 
-/// `DeliveryCreated`, with the delivery as stored.
-pub async fn created(stream: &dyn EventStream, delivery: &Delivery, now: DateTime<Utc>) -> Result<(), PublishError> {
+/// `DeliveryCreated`, with the delivery as stored, for its `incarnation`.
+pub async fn created(
+    stream: &dyn EventStream,
+    delivery: &Delivery,
+    incarnation: usize,
+    now: DateTime<Utc>,
+) -> Result<(), PublishError> {
     let id = &delivery.id;
-    publish(stream, id, format!("{id}:DeliveryCreated"), now, DeliveryEvent::DeliveryCreated(delivery.clone())).await
+    let message_id = fact_id(id, "DeliveryCreated", incarnation);
+    publish(stream, id, message_id, now, DeliveryEvent::DeliveryCreated(delivery.clone())).await
 }
 
 /// `DeliveryRescheduled` for the latest reschedule of `id`; nothing when the delivery is gone.
@@ -95,8 +105,24 @@ pub async fn finished(
         _ => None,
     };
     let tracking = store.tracking(id).await?;
+    let incarnation = incarnation(&tracking);
     let Some((event, finished_at)) = finished_event(delivery, tracking, confirmation, now) else { return Ok(()) };
-    publish(stream, id, format!("{id}:{}", event.kind()), finished_at, event).await
+    publish(stream, id, fact_id(id, event.kind(), incarnation), finished_at, event).await
+}
+
+/// How many times the delivery was reopened: a reopen starts its history again with a `Created`
+/// tracking event, stored with the record in the same change, so the number is part of the
+/// delivery record and every reader (and every re-publish) sees the same one.
+pub fn incarnation(tracking: &[DeliveryTrackingEvent]) -> usize {
+    tracking.iter().filter(|e| e.stage == DeliveryStage::Created).count().saturating_sub(1)
+}
+
+/// The message id of a fact of `kind` that happens once per incarnation of delivery `id`.
+pub fn fact_id(id: &str, kind: &str, incarnation: usize) -> String {
+    match incarnation {
+        0 => format!("{id}:{kind}"),
+        i => format!("{id}:{kind}:{i}"),
+    }
 }
 
 /// The finished event of a delivery in a final stage, and when it finished (its final-stage
@@ -191,6 +217,20 @@ mod tests {
         for stage in [Created, Rescheduled, HeadedToPickup, HeadedToDropoff] {
             assert!(finished_event(delivery(stage), vec![], None, at(9)).is_none(), "{stage}");
         }
+    }
+
+    #[test]
+    fn each_reopen_is_a_new_incarnation_with_ids_of_its_own() {
+        use DeliveryStage::*;
+        assert_eq!(incarnation(&[]), 0);
+        assert_eq!(incarnation(&[event(Created, 0), event(HeadedToPickup, 1), event(Failed, 2)]), 0);
+        let reopened = [event(Created, 0), event(Failed, 2), event(Created, 3), event(Rescheduled, 4)];
+        assert_eq!(incarnation(&reopened), 1);
+        let twice = [event(Created, 0), event(Failed, 2), event(Created, 3), event(Failed, 4), event(Created, 5)];
+        assert_eq!(incarnation(&twice), 2);
+        assert_eq!(fact_id("d1", "DeliveryFailed", 0), "d1:DeliveryFailed", "the first keeps the plain id");
+        assert_eq!(fact_id("d1", "DeliveryFailed", 1), "d1:DeliveryFailed:1");
+        assert_ne!(fact_id("d1", "DeliveryCompleted", 2), fact_id("d1", "DeliveryCompleted", 1));
     }
 
     #[test]

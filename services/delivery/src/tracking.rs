@@ -15,7 +15,8 @@
 //!   every step is idempotent).
 //!
 //! Events of one delivery may be handled at once and in any order: each store change is atomic,
-//! the stage rules only move forward, and a flight only replaces an older one.
+//! the stage rules only move forward, and a flight or a reported position only replaces an older
+//! one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,6 +204,10 @@ async fn apply(envelope: EventEnvelope<DroneEvent>, context: &Context) -> Result
                 Changed::NotFound => Ok(Applied::NotFound),
                 Changed::Refused(reason) => Ok(refused(&reason)),
             }
+        }
+        DroneStep::Report(position) => {
+            let stored = store.record_position(id, &position).await?;
+            Ok(Applied::Done(if stored { "position_recorded" } else { "position_outdated" }))
         }
         DroneStep::Ignore => Ok(Applied::Done("ignored")),
     }

@@ -629,6 +629,42 @@ async fn a_closure_names_bad_fields() {
     assert_eq!(status, StatusCode::CREATED, "500 characters is the limit, not 500 bytes");
 }
 
+#[tokio::test]
+async fn a_reopened_delivery_publishes_what_happens_to_it_again_under_new_ids() {
+    let app = spawn_app().await;
+    app.create("d1", "o").await;
+    let close = |reason: &'static str| {
+        app.call(Method::PUT, "/api/deliveries/d1/closure", Some(closure("d1", "Failed", reason)))
+    };
+    assert_eq!(close("no drone").await.0, StatusCode::OK);
+    // Put again (the workflow running its replayed request): reopened; it fails again, is
+    // reopened again and this time delivered.
+    assert_eq!(app.call(Method::PUT, "/api/deliveries/d1", Some(delivery("d1", "o"))).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(close("no drone, again").await.0, StatusCode::OK);
+    assert_eq!(close("no drone, again").await.0, StatusCode::OK, "a retried closure publishes the same id");
+    assert_eq!(app.call(Method::PUT, "/api/deliveries/d1", Some(delivery("d1", "o"))).await.0, StatusCode::NO_CONTENT);
+    let (code, _, _) = app.call(Method::POST, "/api/deliveries/d1/confirmations", Some(confirmation())).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        published_ids(&app).await,
+        [
+            "d1:DeliveryCreated",
+            "d1:DeliveryFailed",
+            "d1:DeliveryCreated:1",
+            "d1:DeliveryFailed:1",
+            "d1:DeliveryCreated:2",
+            "d1:DeliveryCompleted:2",
+        ],
+        "each incarnation's facts are published, none taken for a copy of an earlier one"
+    );
+    let events = common::published(&*app.events.inner).await;
+    let failed_again = events[3].event.finished().unwrap();
+    assert_eq!(failed_again.delivery.stage, Some(DeliveryStage::Failed));
+    assert_eq!(failed_again.tracking.len(), 4, "the whole history, both incarnations");
+    let completed = events[5].event.finished().unwrap();
+    assert_eq!(completed.delivery.stage, Some(DeliveryStage::Completed));
+}
+
 /// The message ids published so far, in order.
 async fn published_ids(app: &TestApp) -> Vec<String> {
     common::published(&*app.events.inner).await.into_iter().map(|e| e.message_id).collect()

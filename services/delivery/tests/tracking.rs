@@ -287,3 +287,34 @@ async fn an_unreadable_event_is_dead_lettered_with_the_reason() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_positions_keep_the_newest_whatever_order_they_come_in() {
+    let mut h = Harness::new().await;
+    h.create("d3").await;
+    h.start().await;
+    let flight = common::flight(noon(), pickup(), dropoff(), 40.0);
+    let (early, late) = (noon() + chrono::Duration::seconds(5), noon() + chrono::Duration::seconds(10));
+    let (here, there) = (Location::new(47.59, -122.33, 30.0), Location::new(47.595, -122.33, 30.0));
+    // The later report first, then the earlier one and a redelivered copy of the later one, as
+    // the scheduler names them ({id}:DronePosition:{ms}); none of them moves the drone back.
+    for (location, time, copy) in [(there, late, ":10000"), (here, early, ":5000"), (there, late, ":10000#again")] {
+        h.publish("d3", DroneEvent::DronePosition(at(&flight, location, time)), time, copy).await;
+    }
+    h.settled().await;
+    assert_eq!(h.store.position("d3").await.unwrap(), Some(at(&flight, there, late)));
+    // Without a flight plan the status shows it: the newest thing known about the drone.
+    let status = delivery::domain::status(
+        &h.store.tracking("d3").await.unwrap(),
+        None,
+        h.store.position("d3").await.unwrap().as_ref(),
+        late,
+    )
+    .unwrap();
+    assert_eq!(status.last_known_location, Some(there));
+    assert_eq!(h.stage("d3").await, Some(DeliveryStage::Created), "a position moves no stage");
+    let stages: Vec<_> = h.store.tracking("d3").await.unwrap().into_iter().map(|e| e.stage).collect();
+    assert_eq!(stages, [DeliveryStage::Created], "nor adds a tracking event");
+    assert!(h.subscription().dead_letters(10).await.unwrap().is_empty());
+    h.stop().await;
+}

@@ -37,6 +37,9 @@ pub fn seattle_depots() -> Vec<Depot> {
 /// Payload classes, kilograms, given to drones in turn.
 pub const PAYLOAD_TIERS: &[f64] = &[5.0, 10.0, 25.0];
 
+/// Default of [`FleetConfig::expedited_wait_secs`]: twice the workflow's longest retry backoff.
+pub const DEFAULT_EXPEDITED_WAIT_SECS: u64 = 120;
+
 /// How the fleet is built and flown. Only the first start of a store builds the fleet from it;
 /// later starts keep the stored fleet.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +50,13 @@ pub struct FleetConfig {
     pub time_scale: f64,
     /// Seconds a caller should wait when no drone is free.
     pub retry_after_secs: u64,
+    /// How long an expedited request that found no drone keeps its claim on the next free one
+    /// without asking again ([`may_take_drone`]). Longer than the workflow's longest retry
+    /// backoff (60 s), so a waiter that is still retrying never lapses, and short enough that
+    /// one whose workflow died stops holding drones back soon.
+    pub expedited_wait_secs: u64,
+    /// Real seconds between a flying drone's `DronePosition` events; 0: none.
+    pub position_every_secs: u64,
     /// Where drones live; drone `n` (from 0) belongs to depot `n % depots.len()`.
     pub depots: Vec<Depot>,
     /// Maximum payloads in kilograms; drone `n` carries `payload_tiers[n % payload_tiers.len()]`.
@@ -60,6 +70,8 @@ impl Default for FleetConfig {
             speed_mph: 40.0,
             time_scale: 60.0,
             retry_after_secs: 5,
+            expedited_wait_secs: DEFAULT_EXPEDITED_WAIT_SECS,
+            position_every_secs: 5,
             depots: seattle_depots(),
             payload_tiers: PAYLOAD_TIERS.to_vec(),
         }
@@ -89,6 +101,9 @@ impl FleetConfig {
         }
         if let Some(d) = self.depots.iter().find(|d| d.id.is_empty() || !d.location.is_valid()) {
             return Err(format!("depot {:?} needs an id and a valid location", d.id));
+        }
+        if self.expedited_wait_secs > 86_400 {
+            return Err(format!("an expedited wait of {} s is more than a day", self.expedited_wait_secs));
         }
         if self.payload_tiers.is_empty() || self.payload_tiers.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
             return Err("payload tiers must be positive numbers of kilograms, at least one".into());
@@ -186,6 +201,31 @@ fn point(location: &Location, field: &str, errors: &mut BTreeMap<String, String>
     p
 }
 
+/// Whether a request may take a free drone now, so that expedited requests go first when drones
+/// are scarce.
+///
+/// An expedited request that found no drone is recorded as waiting (until it gets one, is
+/// released, or its wait lapses: [`waiting_until`]). While expedited requests wait, a standard
+/// request only takes a drone if the idle drones able to carry its package outnumber them, so
+/// the drone that frees next is left to a waiting expedited request instead of going to whichever
+/// retry comes first. Expedited requests are never held back (among themselves the first to ask
+/// gets the drone). `waiting` counts the live expedited waiters other than the request itself;
+/// `idle_capable` the free drones able to carry its package (only needed while `waiting > 0`).
+///
+/// The count is of all waiters whatever their weight: a heavy expedited package may hold back a
+/// light standard one although they would not compete for the same drone. Erring that way
+/// keeps the rule one count, and the wait is short-lived.
+pub fn may_take_drone(expedited: bool, waiting: usize, idle_capable: usize) -> bool {
+    expedited || waiting == 0 || idle_capable > waiting
+}
+
+/// Until when an expedited request that found no drone at `now` counts as waiting: each retry
+/// moves it on, so only a waiter that stopped asking lapses.
+pub fn waiting_until(now: DateTime<Utc>, fleet: &FleetConfig) -> DateTime<Utc> {
+    let wait = i64::try_from(fleet.expedited_wait_secs).ok().and_then(chrono::Duration::try_seconds);
+    wait.and_then(|wait| now.checked_add_signed(wait)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// The chosen drone's flight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlightPlan {
@@ -219,7 +259,8 @@ pub fn choose_drone(
         drone.speed_mph,
         fleet.time_scale,
         now,
-    );
+    )
+    .with_positions_every(std::time::Duration::from_secs(fleet.position_every_secs));
     Some(FlightPlan {
         drone_id: drone.id.clone(),
         depot_id: drone.depot_id.clone(),
@@ -348,6 +389,7 @@ mod tests {
         );
         assert_eq!((path.departed_at, path.home_at()), (now(), plan.busy_until));
         assert_eq!((path.speed_mph, path.time_scale), (40.0, 60.0));
+        assert_eq!(path.position_every_ms, 5_000, "positions every five real seconds by default");
         assert!((path.miles() - plan.miles).abs() < 1e-12);
     }
 
@@ -366,6 +408,38 @@ mod tests {
     }
 
     #[test]
+    fn expedited_requests_are_never_held_back() {
+        assert!(may_take_drone(true, 0, 1));
+        assert!(may_take_drone(true, 5, 1), "one free drone, five other expedited waiters");
+        assert!(may_take_drone(true, 5, 0), "whether a drone is free is the choice's business, not the rule's");
+    }
+
+    #[test]
+    fn a_standard_request_takes_a_drone_only_while_idle_drones_outnumber_expedited_waiters() {
+        // Nobody waits: as before, first come first served.
+        assert!(may_take_drone(false, 0, 0));
+        assert!(may_take_drone(false, 0, 1));
+        // One expedited waiter: the one free drone is its.
+        assert!(!may_take_drone(false, 1, 0));
+        assert!(!may_take_drone(false, 1, 1));
+        assert!(may_take_drone(false, 1, 2));
+        // Three waiters: the fourth free drone is the first a standard request may take.
+        assert!(!may_take_drone(false, 3, 3));
+        assert!(may_take_drone(false, 3, 4));
+        assert!(may_take_drone(false, 3, 300));
+    }
+
+    #[test]
+    fn a_wait_lapses_after_the_configured_time_and_huge_settings_do_not_overflow() {
+        let config = FleetConfig::default();
+        assert!(config.expedited_wait_secs > 60, "longer than the workflow's longest backoff");
+        assert_eq!(waiting_until(now(), &config), now() + Duration::seconds(120));
+        let short = FleetConfig { expedited_wait_secs: 1, ..FleetConfig::default() };
+        assert_eq!(waiting_until(now(), &short), now() + Duration::seconds(1));
+        let _ = waiting_until(now(), &FleetConfig { expedited_wait_secs: u64::MAX, ..FleetConfig::default() });
+    }
+
+    #[test]
     fn unusable_fleet_configurations_are_refused() {
         let base = FleetConfig::default();
         assert!(FleetConfig { size: 0, ..base.clone() }.check().is_err());
@@ -374,6 +448,7 @@ mod tests {
         assert!(FleetConfig { depots: vec![], ..base.clone() }.check().is_err());
         assert!(FleetConfig { depots: vec![Depot::new("x", "X", 95.0, 0.0)], ..base.clone() }.check().is_err());
         assert!(FleetConfig { payload_tiers: vec![], ..base.clone() }.check().is_err());
+        assert!(FleetConfig { expedited_wait_secs: 86_401, ..base.clone() }.check().is_err());
         assert!(FleetConfig { payload_tiers: vec![5.0, -1.0], ..base }.check().is_err());
     }
 

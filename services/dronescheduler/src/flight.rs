@@ -67,6 +67,10 @@ pub struct FlightPath {
     pub dropoff_at: DateTime<Utc>,
     pub back_at: DateTime<Utc>,
     pub turned_back: Option<TurnBack>,
+    /// Real milliseconds between the drone's reported positions while it flies for the delivery
+    /// ([`FlightPath::position_times`]); 0: none. Part of the flight, so that its events follow
+    /// from the flight alone whatever the scheduler's settings are by the time they are due.
+    pub position_every_ms: i64,
 }
 
 /// Real milliseconds a drone at `speed_mph` needs for `miles` when `time_scale` simulated seconds
@@ -132,7 +136,32 @@ impl FlightPath {
             dropoff_at: after(to_dropoff),
             back_at: after(total),
             turned_back: None,
+            position_every_ms: 0,
         }
+    }
+
+    /// The same flight reporting its position every `every` (real time; zero: never).
+    pub fn with_positions_every(mut self, every: std::time::Duration) -> Self {
+        self.position_every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// When the drone reports where it is: every [`FlightPath::position_every_ms`] after the
+    /// departure while it flies for the delivery, i.e. before the drop-off, or up to and
+    /// including the turn when a release turned it back (a position due at the turn may have gone
+    /// out before the release was known, so it stays in the list). Nothing is reported on the
+    /// way home: the delivery no longer follows the drone then.
+    pub fn position_times(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let every = self.position_every_ms;
+        let start = unix_millis(self.departed_at);
+        let ends_at = |t: i64| match self.turned_back {
+            Some(turn) => t <= unix_millis(turn.at),
+            None => t < unix_millis(self.dropoff_at),
+        };
+        (1_i64..)
+            .map_while(move |k| if every > 0 { start.checked_add(every.checked_mul(k)?) } else { None })
+            .take_while(move |t| ends_at(*t))
+            .map(from_unix_millis)
     }
 
     /// When the drone is home and free again.
@@ -356,6 +385,28 @@ mod tests {
         assert_eq!(turned.released_at(at + Duration::milliseconds(1)), None);
         assert_eq!(f.released_at(f.pickup_at), None);
         assert_eq!(f.released_at(f.dropoff_at + Duration::seconds(1)), None);
+    }
+
+    #[test]
+    fn positions_are_reported_every_interval_until_the_drop_off() {
+        let f = flight();
+        assert_eq!(f.position_times().count(), 0, "off unless asked for");
+        // About 2.7 s to the pickup and 7.6 s to the drop-off at 60 times faster than life.
+        let f = flight().with_positions_every(std::time::Duration::from_millis(500));
+        let times: Vec<_> = f.position_times().collect();
+        let flying_ms = (f.dropoff_at - f.departed_at).num_milliseconds();
+        assert_eq!(times.len() as i64, (flying_ms - 1) / 500, "{flying_ms} ms of flight");
+        assert_eq!(times[0], f.departed_at + Duration::milliseconds(500));
+        assert!(times.windows(2).all(|w| w[1] - w[0] == Duration::milliseconds(500)));
+        assert!(*times.last().unwrap() < f.dropoff_at);
+        // Turned back: up to the turn, nothing on the way home.
+        let at = f.departed_at + Duration::seconds(1);
+        let turned = f.released_at(at).unwrap();
+        let times: Vec<_> = turned.position_times().collect();
+        assert_eq!(times, [f.departed_at + Duration::milliseconds(500), at], "the one due at the turn stays");
+        // A huge interval reports nothing and never overflows.
+        let rare = flight().with_positions_every(std::time::Duration::MAX);
+        assert_eq!(rare.position_times().count(), 0);
     }
 
     #[test]

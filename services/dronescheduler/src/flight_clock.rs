@@ -7,7 +7,8 @@
 //! between:
 //!
 //! - published, then the process died before marking it: the next claimer publishes it again
-//!   under the same message id (`{deliveryId}:{type}`), and the stream drops the repeat;
+//!   under the same message id (`{deliveryId}:{type}`, or `{deliveryId}:DronePosition:{ms}`),
+//!   and the stream drops the repeat;
 //! - several scheduler processes tick at once: a claim holds a flight for one of them until it
 //!   finishes or its lease ends, so at most one publishes a flight's events at a time, in order;
 //!   a claimer that died is taken over once its lease has expired.
@@ -25,7 +26,7 @@ use platform::bus::stream::EventStream;
 use platform::clock::SharedClock;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{DueEvent, flight_events};
+use crate::events::{self, DueEvent};
 use crate::store::{ClaimedFlight, DroneStore, FlightProgress, StoreError};
 
 /// Flights claimed per round (each has at most five events, most have one or two due at once).
@@ -115,13 +116,24 @@ impl FlightClock {
     /// Publishes one claimed flight's events due at `now`, in order, stopping at the first that
     /// fails (the rest must not overtake it). Returns its progress, and how many were published
     /// and failed.
+    ///
+    /// A position that a later event also due now supersedes is passed over unpublished
+    /// ([`events::superseded`]): after a pause only the latest position goes out.
     async fn fly(&self, claimed: ClaimedFlight, now: DateTime<Utc>) -> (FlightProgress, usize, usize) {
-        let events = flight_events(&claimed.delivery_id, &claimed.flight);
+        let schedule = events::schedule(&claimed.flight);
         let mut done = claimed.events_published;
-        let mut failed = 0;
-        for event in events.iter().skip(done).take_while(|e| e.due_at <= now) {
-            match self.publish(event).await {
-                Ok(()) => done += 1,
+        let (mut published, mut failed) = (0, 0);
+        while let Some(&(due_at, slot)) = schedule.get(done).filter(|(due_at, _)| *due_at <= now) {
+            if events::superseded(&schedule, done, now) {
+                done += 1;
+                continue;
+            }
+            let event = events::event(&claimed.delivery_id, &claimed.flight, due_at, slot);
+            match self.publish(&event).await {
+                Ok(()) => {
+                    done += 1;
+                    published += 1;
+                }
                 Err(error) => {
                     failed = 1;
                     let id = event.message_id();
@@ -130,11 +142,10 @@ impl FlightClock {
                 }
             }
         }
-        let published = done - claimed.events_published;
         let progress = FlightProgress {
             delivery_id: claimed.delivery_id,
             events_published: done,
-            next_event_at: events.get(done).map(|e| e.due_at),
+            next_event_at: schedule.get(done).map(|e| e.0),
             plan_version: claimed.plan_version,
         };
         (progress, published, failed)

@@ -86,6 +86,18 @@ pub struct FleetArgs {
     /// Seconds a caller is told to wait (Retry-After) when no drone is free.
     #[arg(long, env = "FABRIKAM_NO_DRONE_RETRY_AFTER", default_value_t = 5)]
     pub retry_after_secs: u64,
+
+    /// Seconds an expedited request that found no drone keeps first call on the next free one
+    /// without asking again (each retry extends it); longer than the workflow's longest retry
+    /// backoff. 0: expedited requests never wait ahead of others.
+    #[arg(long, env = "FABRIKAM_EXPEDITED_WAIT_SECS", default_value_t = domain::DEFAULT_EXPEDITED_WAIT_SECS,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub expedited_wait_secs: u64,
+
+    /// Real seconds between the DronePosition events of a drone flying for a delivery (from
+    /// its departure to the drop-off); 0: none. Applies to flights assigned from then on.
+    #[arg(long, env = "FABRIKAM_POSITION_EVERY_SECS", default_value_t = 5)]
+    pub position_every_secs: u64,
 }
 
 impl From<FleetArgs> for FleetConfig {
@@ -95,6 +107,8 @@ impl From<FleetArgs> for FleetConfig {
             speed_mph: a.drone_speed_mph,
             time_scale: a.time_scale,
             retry_after_secs: a.retry_after_secs,
+            expedited_wait_secs: a.expedited_wait_secs,
+            position_every_secs: a.position_every_secs,
             ..FleetConfig::default()
         }
     }

@@ -362,8 +362,70 @@ async fn a_crashed_claimer_is_taken_over_and_its_repeats_are_dropped() {
     w.clock.set(flight.departed_at + lease);
     assert!(flight.departed_at + lease < flight.pickup_at);
     w.tick().await;
-    assert_eq!(ids(&w.received().await), ["d1:HeadedToPickup"]);
+    // The positions due meanwhile were passed over but the latest.
+    let latest = format!("d1:DronePosition:{}", (flight.departed_at + lease).timestamp_millis());
+    assert_eq!(ids(&w.received().await), ["d1:HeadedToPickup", latest.as_str()]);
     assert_eq!(w.stream.counts()["d1:DroneAssigned"], 2, "published again after the takeover");
+}
+
+#[tokio::test]
+async fn a_flying_drone_reports_where_its_plan_has_it_every_interval() {
+    // In real time, positions every second.
+    let w = world(FleetConfig { time_scale: 1.0, position_every_secs: 1, ..fleet(1) }).await;
+    let flight = w.assign("d1").await;
+    assert_eq!(flight.position_every_ms, 1_000);
+    w.tick().await;
+    assert_eq!(ids(&w.received().await), ["d1:DroneAssigned", "d1:HeadedToPickup"]);
+    // Each second, one position, where the flight plan puts the drone then; nothing early.
+    for s in 1..=3 {
+        let at = flight.departed_at + Duration::seconds(s);
+        w.clock.set(at - Duration::milliseconds(1));
+        w.tick().await;
+        assert!(w.received().await.is_empty(), "+{s} s came early");
+        w.clock.set(at);
+        w.tick().await;
+        let events = w.received().await;
+        assert_eq!(ids(&events), [format!("d1:DronePosition:{}", at.timestamp_millis())]);
+        let (reported, reported_at) = position(&events[0]);
+        let reported = Point::new(reported.latitude, reported.longitude);
+        assert!(distance_miles(reported, flight.position_at(at)) < 1e-9, "{reported:?} at +{s} s");
+        assert!(distance_miles(reported, flight.depot) > 0.001, "on the way, not at the depot");
+        assert_eq!((reported_at, events[0].occurred_at), (at, at));
+    }
+    // A pause of a minute: the clock sends the latest position only, not sixty stale ones.
+    let later = flight.departed_at + Duration::seconds(63) + Duration::milliseconds(500);
+    w.clock.set(later);
+    w.tick().await;
+    let events = w.received().await;
+    assert_eq!(
+        ids(&events),
+        [format!("d1:DronePosition:{}", (later - Duration::milliseconds(500)).timestamp_millis())]
+    );
+    // Each went out once, though two clocks tick side by side.
+    assert!(w.stream.counts().values().all(|n| *n == 1), "{:?}", w.stream.counts());
+    // The drone keeps reporting after the pickup, up to the drop-off, and stops there.
+    let before_dropoff = flight.dropoff_at - Duration::milliseconds(1);
+    let last = flight.position_times().take_while(|t| *t <= before_dropoff).last().unwrap();
+    assert!(last > flight.pickup_at);
+    w.clock.set(before_dropoff);
+    w.tick().await;
+    let last = format!("d1:DronePosition:{}", last.timestamp_millis());
+    assert_eq!(ids(&w.received().await), ["d1:HeadedToDropoff", last.as_str()]);
+    w.clock.set(flight.back_at + Duration::minutes(5));
+    w.tick().await;
+    assert_eq!(ids(&w.received().await), ["d1:DroneArrived", "d1:DroneReleased"]);
+}
+
+#[tokio::test]
+async fn no_positions_when_they_are_turned_off() {
+    let w = world(FleetConfig { time_scale: 1.0, position_every_secs: 0, ..fleet(1) }).await;
+    let flight = w.assign("d1").await;
+    w.clock.set(flight.back_at);
+    w.tick().await;
+    assert_eq!(
+        ids(&w.received().await),
+        ["d1:DroneAssigned", "d1:HeadedToPickup", "d1:HeadedToDropoff", "d1:DroneArrived", "d1:DroneReleased"]
+    );
 }
 
 #[tokio::test]

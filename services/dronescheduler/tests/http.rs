@@ -83,6 +83,49 @@ async fn the_same_delivery_always_gets_the_same_drone() {
 }
 
 #[tokio::test]
+async fn with_one_free_drone_a_waiting_expedited_request_beats_a_standard_one() {
+    let app = spawn_app(FleetConfig {
+        depots: vec![dronescheduler::domain::Depot::new("hub", "Hub", 47.6, -122.33)],
+        ..small_fleet(1)
+    })
+    .await;
+    let (status, first) = app.assign("d1", "contoso", 1.0, DOWNTOWN).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let put = |id: &'static str, expedited: bool| {
+        let mut b = body(id, "contoso", 1.0, DOWNTOWN);
+        b["expedited"] = json!(expedited);
+        let router = app.router.clone();
+        async move { call(&router, Method::PUT, &format!("/api/dronedeliveries/{id}"), Some(b)).await }
+    };
+    // The fleet is busy: both are told to come back; the expedited one now waits.
+    let (status, _, headers) = put("urgent", true).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    assert_eq!(put("standard", false).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // The expedited request keeps retrying while the drone flies (each retry extends its wait).
+    let busy_until: chrono::DateTime<chrono::Utc> = serde_json::from_value(first["busyUntil"].clone()).unwrap();
+    app.clock.set(busy_until - chrono::Duration::seconds(5));
+    assert_eq!(put("urgent", true).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // The drone is home. The standard request's retry comes first and is still turned away,
+    // with the same transient answer the workflow retries; the expedited retry gets the drone.
+    app.clock.set(busy_until);
+    let (status, problem, headers) = put("standard", false).await;
+    assert_eq!(
+        (status, headers.contains_key(header::RETRY_AFTER)),
+        (StatusCode::SERVICE_UNAVAILABLE, true),
+        "{problem}"
+    );
+    let (status, urgent, _) = put("urgent", true).await;
+    assert_eq!(status, StatusCode::OK, "{urgent}");
+    assert_eq!(urgent["droneId"], first["droneId"]);
+    // After that flight, nobody waits ahead of it: the standard request flies.
+    let busy_until: chrono::DateTime<chrono::Utc> = serde_json::from_value(urgent["busyUntil"].clone()).unwrap();
+    app.clock.set(busy_until);
+    let (status, standard, _) = put("standard", false).await;
+    assert_eq!(status, StatusCode::OK, "{standard}");
+}
+
+#[tokio::test]
 async fn concurrent_assignments_never_share_a_drone() {
     let app = spawn_app(FleetConfig::default()).await;
     let calls = (0..20).map(|i| {

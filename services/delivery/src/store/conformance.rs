@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use contracts::delivery::{Confirmation, Delivery, NotifyMeRequest, RescheduledDelivery};
-use contracts::events::Flight;
+use contracts::events::{DronePosition, Flight};
 use contracts::{ConfirmationType, DeliveryStage, Location, UserAccount};
 use platform::query::Month;
 
@@ -83,6 +83,7 @@ macro_rules! delivery_store_conformance_tests {
             the_confirmation_is_kept,
             a_flight_is_kept_before_its_delivery_exists,
             the_newer_flight_wins,
+            the_latest_position_wins_whatever_order_it_comes_in,
             notify_me_needs_an_existing_delivery,
             notify_requests_are_read_back_oldest_first,
             a_notification_is_recorded_once,
@@ -1057,6 +1058,35 @@ pub async fn a_flight_is_kept_before_its_delivery_exists(h: &dyn DeliveryStoreHa
     done(store.confirm("d1", &confirmation(), at(20)).await.unwrap());
     assert_eq!(store.flight("d1").await.unwrap(), Some(flight(0, "drone-0001")), "readable while the delivery is");
     assert_eq!(store.flight("d2").await.unwrap(), None);
+}
+
+pub async fn the_latest_position_wins_whatever_order_it_comes_in(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let report = |ms: i64, n: u32| DronePosition { drone_id: "drone-0001".into(), location: spot(n), at: at(ms) };
+    assert_eq!(store.position("d1").await.unwrap(), None);
+    // Kept before the delivery exists, as its flight is.
+    assert!(store.record_position("d1", &report(5_000, 1)).await.unwrap());
+    assert_eq!(store.get("d1").await.unwrap(), None, "a position creates no delivery");
+    assert_eq!(store.position("d1").await.unwrap(), Some(report(5_000, 1)));
+    // Redelivered, or older: nothing moves back.
+    assert!(!store.record_position("d1", &report(5_000, 1)).await.unwrap());
+    assert!(!store.record_position("d1", &report(5_000, 9)).await.unwrap());
+    assert!(!store.record_position("d1", &report(0, 2)).await.unwrap());
+    assert_eq!(store.position("d1").await.unwrap(), Some(report(5_000, 1)));
+    assert!(store.record_position("d1", &report(10_000, 3)).await.unwrap());
+    assert_eq!(store.position("d1").await.unwrap(), Some(report(10_000, 3)));
+    // The flight and the position do not disturb each other.
+    assert!(store.record_flight("d1", &flight(0, "drone-0001"), at(0)).await.unwrap());
+    assert_eq!(store.position("d1").await.unwrap(), Some(report(10_000, 3)));
+    assert_eq!(store.flight("d1").await.unwrap(), Some(flight(0, "drone-0001")));
+    // Concurrent reports: the latest stays.
+    let reports = (0..12).map(|i| {
+        let store = store.clone();
+        async move { store.record_position("d2", &report(i * 1_000, 0)).await.unwrap() }
+    });
+    futures::future::join_all(reports).await;
+    assert_eq!(store.position("d2").await.unwrap(), Some(report(11_000, 0)));
+    assert_eq!(store.position("d1").await.unwrap().map(|p| p.at), Some(at(10_000)), "per delivery");
 }
 
 pub async fn the_newer_flight_wins(h: &dyn DeliveryStoreHarness) {

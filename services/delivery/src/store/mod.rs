@@ -8,7 +8,7 @@ mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
-use contracts::events::Flight;
+use contracts::events::{DronePosition, Flight};
 use contracts::{DeliveryStage, Location};
 use platform::query::Month;
 
@@ -166,6 +166,12 @@ pub trait DeliveryStore: Send + Sync {
     async fn record_flight(&self, id: &str, flight: &Flight, observed_at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// The flight stored for delivery `id`.
     async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError>;
+    /// Stores where the drone of delivery `id` reported itself, whether or not the delivery
+    /// exists yet (like its flight), unless a report of the same or a later `at` is stored:
+    /// positions redelivered or out of order never move it back. `true` when it was stored.
+    async fn record_position(&self, id: &str, position: &DronePosition) -> Result<bool, StoreError>;
+    /// The latest position stored for delivery `id`.
+    async fn position(&self, id: &str) -> Result<Option<DronePosition>, StoreError>;
     /// Stores a notify-me request; `false` when there is no such delivery.
     async fn add_notify_request(
         &self,

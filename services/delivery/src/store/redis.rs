@@ -40,7 +40,7 @@ use ::redis::{Client, ErrorKind, RedisError, Script};
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
-use contracts::events::Flight;
+use contracts::events::{DronePosition, Flight};
 use contracts::{DeliveryStage, Location};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
@@ -127,6 +127,25 @@ end
 return 1
 ";
 
+/// Stores the drone's position in the flight's hash (KEYS[2], so it expires with the flight)
+/// unless the stored one is as new: by its time ARGV[2] (Unix ms). A hash it creates expires
+/// as the record KEYS[1] does, or after ARGV[3] ms while there is no record.
+const POSITION: &str = r"
+local old = redis.call('HGET', KEYS[2], 'position_at')
+if old and tonumber(old) >= tonumber(ARGV[2]) then return 0 end
+local existed = redis.call('EXISTS', KEYS[2])
+redis.call('HSET', KEYS[2], 'position', ARGV[1], 'position_at', ARGV[2])
+if existed == 0 then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl == -2 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  elseif ttl > 0 then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+end
+return 1
+";
+
 /// Adds a notify-me request to an existing delivery. On a finished delivery the list may be
 /// new, so it takes the record's remaining time to live.
 const NOTIFY: &str = r"
@@ -176,6 +195,7 @@ pub struct RedisDeliveryStore {
     commit: Script,
     notify: Script,
     flight: Script,
+    position: Script,
     record_notification: Script,
     mark_notification: Script,
 }
@@ -205,6 +225,7 @@ impl RedisDeliveryStore {
             commit: Script::new(COMMIT),
             notify: Script::new(NOTIFY),
             flight: Script::new(FLIGHT),
+            position: Script::new(POSITION),
             record_notification: Script::new(RECORD_NOTIFICATION),
             mark_notification: Script::new(MARK_NOTIFICATION),
         })
@@ -704,6 +725,25 @@ impl DeliveryStore for RedisDeliveryStore {
     async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError> {
         let body: Option<String> =
             ::redis::cmd("HGET").arg(self.keys.flight(id)).arg("body").query_async(&mut self.conn.clone()).await?;
+        body.as_deref().map(from_json).transpose()
+    }
+
+    async fn record_position(&self, id: &str, position: &DronePosition) -> Result<bool, StoreError> {
+        let stored: i64 = self
+            .position
+            .key(self.keys.record(id))
+            .key(self.keys.flight(id))
+            .arg(to_json(position)?)
+            .arg(unix_millis(position.at))
+            .arg(self.completed_ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn position(&self, id: &str) -> Result<Option<DronePosition>, StoreError> {
+        let body: Option<String> =
+            ::redis::cmd("HGET").arg(self.keys.flight(id)).arg("position").query_async(&mut self.conn.clone()).await?;
         body.as_deref().map(from_json).transpose()
     }
 

@@ -3,7 +3,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
-use contracts::events::Flight;
+use contracts::events::{DronePosition, Flight};
 use contracts::{DeliveryStage, Location};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
@@ -343,6 +343,30 @@ impl DeliveryStore for SqliteDeliveryStore {
 
     async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError> {
         let body: Option<String> = sqlx::query_scalar("SELECT body FROM flights WHERE delivery_id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(from_json).transpose()
+    }
+
+    async fn record_position(&self, id: &str, position: &DronePosition) -> Result<bool, StoreError> {
+        // The newer-wins rule is the upsert's condition, as for flights.
+        let stored = sqlx::query(
+            "INSERT INTO positions (delivery_id, body, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (delivery_id) DO UPDATE SET body = excluded.body, at = excluded.at
+             WHERE excluded.at > positions.at",
+        )
+        .bind(id)
+        .bind(to_json(position)?)
+        .bind(unix_millis(position.at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(stored == 1)
+    }
+
+    async fn position(&self, id: &str) -> Result<Option<DronePosition>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM positions WHERE delivery_id = ?1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;

@@ -15,7 +15,7 @@ use contracts::drone::DroneAssignment;
 use platform::geo::Point;
 use platform::query::Month;
 
-use super::{Assigned, ClaimedFlight, DroneStore, FlightProgress};
+use super::{Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress};
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
 use crate::flight::FlightPath;
 
@@ -56,6 +56,9 @@ macro_rules! dronescheduler_store_conformance_tests {
             due_flights_are_claimed_by_one_claimer_at_a_time,
             claims_are_bounded_earliest_first_and_never_overlap,
             a_release_is_never_placed_before_an_announced_pickup,
+            a_waiting_expedited_request_gets_the_freed_drone_before_a_standard_one,
+            standard_requests_go_on_while_idle_drones_outnumber_expedited_waiters,
+            an_expedited_wait_ends_when_released_or_when_it_lapses,
             ping_answers,
         );
     };
@@ -621,6 +624,101 @@ pub async fn a_release_is_never_placed_before_an_announced_pickup(h: &dyn DroneS
     let d2 = again.iter().find(|c| c.delivery_id == "d2").expect("the release is due");
     assert_eq!(d2.events_published, 2);
     assert_eq!(d2.flight, p2.released_at(released_at).unwrap());
+}
+
+fn expedited(delivery_id: &str, weight: f64) -> AssignmentRequest {
+    AssignmentRequest { expedited: true, ..request(delivery_id, "contoso", weight, downtown()) }
+}
+
+async fn waiting(store: &dyn DroneStore, at: DateTime<Utc>) -> Vec<String> {
+    store.expedited_waiting(at).await.unwrap().into_iter().map(|w| w.delivery_id).collect()
+}
+
+pub async fn a_waiting_expedited_request_gets_the_freed_drone_before_a_standard_one(h: &dyn DroneStoreHarness) {
+    // One drone whose flights take about half a minute (60 times faster than life).
+    let config = FleetConfig { time_scale: 60.0, ..slow_fleet(1) };
+    let store = seeded(h, &config).await;
+    let first = drone_of(store.assign(&request("d1", "contoso", 1.0, downtown()), now(), &config).await.unwrap());
+    // No drone: the expedited request is recorded as waiting, a standard one is not.
+    let asked = now() + Duration::seconds(1);
+    assert_eq!(store.assign(&expedited("fast", 1.0), asked, &config).await.unwrap(), Assigned::NoneFree);
+    assert_eq!(
+        store.assign(&request("slow", "contoso", 1.0, downtown()), asked, &config).await.unwrap(),
+        Assigned::NoneFree
+    );
+    assert_eq!(
+        store.expedited_waiting(asked).await.unwrap(),
+        [ExpeditedWaiter { delivery_id: "fast".into(), since: asked, until: domain::waiting_until(asked, &config) }]
+    );
+    // A retry extends the wait but keeps when it began.
+    let retried = asked + Duration::seconds(1);
+    assert_eq!(store.assign(&expedited("fast", 1.0), retried, &config).await.unwrap(), Assigned::NoneFree);
+    let waiter = store.expedited_waiting(retried).await.unwrap().pop().expect("still waiting");
+    assert_eq!((waiter.since, waiter.until), (asked, domain::waiting_until(retried, &config)));
+
+    // The drone comes home while the expedited request is between retries: the standard retry
+    // that comes first does not take it.
+    let freed = first.busy_until;
+    assert!(retried < freed && freed < waiter.until, "the flight must end while the request waits: {first:?}");
+    let slow = request("slow", "contoso", 1.0, downtown());
+    assert_eq!(store.assign(&slow, freed, &config).await.unwrap(), Assigned::NoneFree);
+    let fast = drone_of(store.assign(&expedited("fast", 1.0), freed + Duration::seconds(1), &config).await.unwrap());
+    assert_eq!(fast.drone_id, first.drone_id);
+    assert!(waiting(store.as_ref(), freed).await.is_empty(), "a served waiter leaves");
+    // Idempotent as ever: the expedited retry gets the same answer, and nothing waits again.
+    let again = store.assign(&expedited("fast", 1.0), freed + Duration::seconds(2), &config).await.unwrap();
+    assert_eq!(again, Assigned::Drone(fast.clone()));
+    assert!(waiting(store.as_ref(), freed).await.is_empty());
+    // Nobody waits any more: the standard request gets the drone after that flight.
+    assert_eq!(drone_of(store.assign(&slow, fast.busy_until, &config).await.unwrap()).drone_id, first.drone_id);
+}
+
+pub async fn standard_requests_go_on_while_idle_drones_outnumber_expedited_waiters(h: &dyn DroneStoreHarness) {
+    // Three drones carrying 5, 10 and 25 kg; the heavy one flies, and an expedited 20 kg package
+    // waits for it.
+    let config = FleetConfig { payload_tiers: vec![5.0, 10.0, 25.0], ..slow_fleet(3) };
+    let store = seeded(h, &config).await;
+    let heavy = drone_of(store.assign(&request("heavy", "contoso", 20.0, downtown()), now(), &config).await.unwrap());
+    assert_eq!(heavy.drone_id, "drone-0003");
+    assert_eq!(store.assign(&expedited("fast", 20.0), now(), &config).await.unwrap(), Assigned::NoneFree);
+    // Two light drones idle, one waiter: a standard request still gets one.
+    let light = drone_of(store.assign(&request("s1", "contoso", 1.0, downtown()), now(), &config).await.unwrap());
+    // One idle, one waiter: the last idle drone is held back, whatever the waiter's weight.
+    let s2 = request("s2", "contoso", 1.0, downtown());
+    assert_eq!(store.assign(&s2, now(), &config).await.unwrap(), Assigned::NoneFree);
+    // Another expedited request is never held back: it takes the last idle drone.
+    let other = drone_of(store.assign(&expedited("fast2", 1.0), now(), &config).await.unwrap());
+    assert_ne!(other.drone_id, light.drone_id);
+    assert_eq!(waiting(store.as_ref(), now()).await, ["fast"]);
+    // Too heavy for the fleet stays too heavy, expedited or not, and is not recorded as waiting.
+    assert_eq!(store.assign(&expedited("huge", 30.0), now(), &config).await.unwrap(), Assigned::TooHeavy(25.0));
+    assert_eq!(waiting(store.as_ref(), now()).await, ["fast"]);
+}
+
+pub async fn an_expedited_wait_ends_when_released_or_when_it_lapses(h: &dyn DroneStoreHarness) {
+    // One drone whose flights take well under a second, and waits of a minute.
+    let config = FleetConfig { expedited_wait_secs: 60, time_scale: 3600.0, ..slow_fleet(1) };
+    let store = seeded(h, &config).await;
+    let d1 = drone_of(store.assign(&request("d1", "contoso", 1.0, downtown()), now(), &config).await.unwrap());
+    store.assign(&expedited("e1", 1.0), now(), &config).await.unwrap();
+    store.assign(&expedited("e2", 1.0), now() + Duration::milliseconds(1), &config).await.unwrap();
+    assert_eq!(waiting(store.as_ref(), now() + Duration::milliseconds(1)).await, ["e1", "e2"], "oldest first");
+    // Cancelled: e1 no longer waits (and stays fenced).
+    store.release("e1", now() + Duration::milliseconds(2)).await.unwrap();
+    assert_eq!(waiting(store.as_ref(), now() + Duration::milliseconds(2)).await, ["e2"]);
+    let e1 = expedited("e1", 1.0);
+    assert_eq!(store.assign(&e1, now() + Duration::milliseconds(3), &config).await.unwrap(), Assigned::Released);
+    assert_eq!(waiting(store.as_ref(), now()).await, ["e2"], "a fenced delivery does not wait");
+    // The drone is home; e2 stopped asking. A standard request is held back while e2's wait
+    // lasts, a minute after its last try to the millisecond, and gets the drone after.
+    let lapse = now() + Duration::milliseconds(1) + Duration::seconds(60);
+    assert!(d1.busy_until < lapse - Duration::seconds(30), "{d1:?}");
+    let s = request("s", "contoso", 1.0, downtown());
+    assert_eq!(store.assign(&s, d1.busy_until, &config).await.unwrap(), Assigned::NoneFree);
+    assert_eq!(store.assign(&s, lapse - Duration::milliseconds(1), &config).await.unwrap(), Assigned::NoneFree);
+    assert_eq!(waiting(store.as_ref(), lapse - Duration::milliseconds(1)).await, ["e2"]);
+    assert!(waiting(store.as_ref(), lapse).await.is_empty());
+    assert_eq!(drone_of(store.assign(&s, lapse, &config).await.unwrap()).drone_id, d1.drone_id);
 }
 
 pub async fn ping_answers(h: &dyn DroneStoreHarness) {

@@ -45,7 +45,9 @@ macro_rules! flight_columns {
             $t,
             "turned_altitude AS f_turned_altitude, ",
             $t,
-            "home_at AS f_home_at"
+            "home_at AS f_home_at, ",
+            $t,
+            "position_every_ms AS f_position_every_ms"
         )
     };
 }
@@ -91,13 +93,21 @@ pub trait DroneStore: Send + Sync {
     /// Creates the depots and the fleet when the store has no drones; keeps an existing fleet.
     async fn seed(&self, depots: &[Depot], fleet: &[DroneRecord]) -> Result<(), StoreError>;
     /// Assigns the chosen drone to the delivery in one transaction, or returns the delivery's
-    /// earlier answer unchanged (`Drone` again, or `Released` once it was cancelled).
+    /// earlier answer unchanged (`Drone` again, or `Released` once it was cancelled). While
+    /// expedited requests wait, a standard request gets a drone only as
+    /// [`crate::domain::may_take_drone`] allows; an expedited one that finds none is recorded as
+    /// waiting. The happy path (nobody waits) costs one indexed read more than it used to.
     async fn assign(
         &self,
         request: &AssignmentRequest,
         now: DateTime<Utc>,
         fleet: &FleetConfig,
     ) -> Result<Assigned, StoreError>;
+    /// The expedited requests waiting for a drone at `now` (their wait has not lapsed), oldest
+    /// first. An expedited request is recorded as waiting when it finds no drone (each retry
+    /// extends its wait, [`crate::domain::waiting_until`]) and leaves when it gets one or is
+    /// released; while any wait, [`assign`](Self::assign) follows [`crate::domain::may_take_drone`].
+    async fn expedited_waiting(&self, now: DateTime<Utc>) -> Result<Vec<ExpeditedWaiter>, StoreError>;
     /// Releases the delivery's drone; for a delivery with no assignment yet, records the release
     /// so that a later assignment is refused. Idempotent.
     ///
@@ -130,6 +140,16 @@ pub trait DroneStore: Send + Sync {
     /// changed since is not kept (the flight is looked at again).
     async fn finish_flights(&self, claimer: &str, progress: &[FlightProgress]) -> Result<(), StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// An expedited request waiting for a drone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpeditedWaiter {
+    pub delivery_id: String,
+    /// When it first found no drone.
+    pub since: DateTime<Utc>,
+    /// When its wait lapses unless it asks again.
+    pub until: DateTime<Utc>,
 }
 
 /// A flight claimed by one flight clock, with how far its events have gone out.
@@ -201,6 +221,7 @@ where
         dropoff_at: from_unix_millis(row.try_get("f_dropoff_at")?),
         back_at: from_unix_millis(row.try_get("f_back_at")?),
         turned_back,
+        position_every_ms: row.try_get("f_position_every_ms")?,
     }))
 }
 

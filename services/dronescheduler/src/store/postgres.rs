@@ -22,7 +22,8 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Row};
 
 use super::{
-    Assigned, ClaimedFlight, DroneStore, FlightProgress, StoreError, read_claim, read_flight, replan_on_release,
+    Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress, StoreError, read_claim, read_flight,
+    replan_on_release,
 };
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
 use crate::flight::FlightPath;
@@ -103,8 +104,8 @@ async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPat
     sqlx::query(
         "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
              pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
-             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13)",
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13, $17)",
     )
     .bind(delivery_id)
     .bind(&f.drone_id)
@@ -122,6 +123,7 @@ async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPat
     .bind(unix_millis(f.pickup_at))
     .bind(unix_millis(f.dropoff_at))
     .bind(unix_millis(f.back_at))
+    .bind(f.position_every_ms)
     .execute(conn)
     .await?;
     Ok(())
@@ -229,12 +231,73 @@ impl PostgresDroneStore {
         Ok(rows.iter().map(drone).collect())
     }
 
-    /// Why nothing could be chosen.
-    async fn refusal(&self, weight: f64) -> Result<Assigned, StoreError> {
+    /// Why nothing could be chosen. An expedited request that could be carried but found no
+    /// drone is recorded as waiting.
+    async fn refusal(
+        &self,
+        request: &AssignmentRequest,
+        now: DateTime<Utc>,
+        fleet: &FleetConfig,
+    ) -> Result<Assigned, StoreError> {
         let heaviest: Option<f64> =
             sqlx::query_scalar("SELECT MAX(max_payload) FROM drones").fetch_one(&self.pool).await?;
         let heaviest = heaviest.unwrap_or(0.0);
-        Ok(if heaviest < weight { Assigned::TooHeavy(heaviest) } else { Assigned::NoneFree })
+        if heaviest < request.weight {
+            return Ok(Assigned::TooHeavy(heaviest));
+        }
+        if request.expedited {
+            self.wait(&request.delivery_id, now, fleet).await?;
+        }
+        Ok(Assigned::NoneFree)
+    }
+
+    /// The live expedited waiters other than `delivery_id`, and whether `delivery_id` is one.
+    async fn waiters(&self, delivery_id: &str, now: i64) -> Result<(usize, bool), StoreError> {
+        let (others, mine): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE delivery_id <> $1), COUNT(*) FILTER (WHERE delivery_id = $1)
+             FROM expedited_waiters WHERE waits_until > $2",
+        )
+        .bind(delivery_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((usize::try_from(others).unwrap_or(usize::MAX), mine > 0))
+    }
+
+    /// Free drones able to carry `weight`, counted up to `limit` (all the rule needs to know).
+    async fn idle_capable(&self, now: i64, weight: f64, limit: usize) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM drones WHERE busy_until <= $1 AND max_payload >= $2 LIMIT $3) free",
+        )
+        .bind(now)
+        .bind(weight)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// Records (or extends) an expedited request's wait, and sweeps the waits that lapsed. A
+    /// delivery already decided (assigned or fenced by a release meanwhile) is not recorded; a
+    /// release racing this insert can still leave a row behind, which only counts until it lapses.
+    async fn wait(&self, delivery_id: &str, now: DateTime<Utc>, fleet: &FleetConfig) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM expedited_waiters WHERE waits_until <= $1")
+            .bind(unix_millis(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO expedited_waiters (delivery_id, since, waits_until)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM assignments WHERE delivery_id = $1)
+             ON CONFLICT (delivery_id) DO UPDATE
+                 SET waits_until = GREATEST(expedited_waiters.waits_until, EXCLUDED.waits_until)",
+        )
+        .bind(delivery_id)
+        .bind(unix_millis(now))
+        .bind(unix_millis(domain::waiting_until(now, fleet)))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 }
 
@@ -288,11 +351,21 @@ impl DroneStore for PostgresDroneStore {
             return Ok(earlier(&row));
         }
         let now_ms = unix_millis(now);
+        // Read without locks: two requests deciding at once may both see the same waiters, so
+        // the rule holds as of each one's look, which is all fairness needs (the drone itself is
+        // still claimed exactly once below).
+        let (waiting, is_waiting) = self.waiters(&request.delivery_id, now_ms).await?;
+        if !request.expedited && waiting > 0 {
+            let idle = self.idle_capable(now_ms, request.weight, waiting + 1).await?;
+            if !domain::may_take_drone(false, waiting, idle) {
+                return Ok(Assigned::NoneFree);
+            }
+        }
         // Each failed claim means another assignment committed in between, so the loop ends.
         loop {
             let candidates = self.candidates(now_ms, request.weight).await?;
             let Some(plan) = domain::choose_drone(&candidates, request, now, fleet) else {
-                return self.refusal(request.weight).await;
+                return self.refusal(request, now, fleet).await;
             };
             let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
             // Waits for any transaction holding the drone and re-checks it against the committed
@@ -340,6 +413,12 @@ impl DroneStore for PostgresDroneStore {
                 }
             }
             insert_flight(&mut tx, &request.delivery_id, &plan.path).await?;
+            if is_waiting {
+                sqlx::query("DELETE FROM expedited_waiters WHERE delivery_id = $1")
+                    .bind(&request.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             return Ok(Assigned::Drone(DroneAssignment {
                 drone_id: plan.drone_id,
@@ -358,6 +437,7 @@ impl DroneStore for PostgresDroneStore {
     async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let now_ms = unix_millis(now);
         let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
+        sqlx::query("DELETE FROM expedited_waiters WHERE delivery_id = $1").bind(delivery_id).execute(&mut *tx).await?;
         // Cancelled before any drone was assigned: a fence, so a late assignment is refused. The
         // insert waits for a concurrent assignment of the delivery and yields to it if it commits.
         let fenced = sqlx::query(
@@ -380,7 +460,7 @@ impl DroneStore for PostgresDroneStore {
                 .await?;
             let Some((Some(drone_id), false)) = row.map(|r| (r.get::<Option<String>, _>(0), r.get::<bool, _>(1)))
             else {
-                return Ok(());
+                return tx.commit().await;
             };
             sqlx::query("UPDATE assignments SET released = TRUE, released_at = $1 WHERE delivery_id = $2")
                 .bind(now_ms)
@@ -390,6 +470,24 @@ impl DroneStore for PostgresDroneStore {
             release_flight(&mut tx, delivery_id, &drone_id, now).await?;
         }
         tx.commit().await
+    }
+
+    async fn expedited_waiting(&self, now: DateTime<Utc>) -> Result<Vec<ExpeditedWaiter>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT delivery_id, since, waits_until FROM expedited_waiters WHERE waits_until > $1
+             ORDER BY since, delivery_id",
+        )
+        .bind(unix_millis(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivery_id, since, until)| ExpeditedWaiter {
+                delivery_id,
+                since: from_unix_millis(since),
+                until: from_unix_millis(until),
+            })
+            .collect())
     }
 
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {

@@ -12,7 +12,8 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    Assigned, ClaimedFlight, DroneStore, FlightProgress, StoreError, read_claim, read_flight, replan_on_release,
+    Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress, StoreError, read_claim, read_flight,
+    replan_on_release,
 };
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
 use crate::flight::FlightPath;
@@ -84,8 +85,8 @@ async fn insert_flight(conn: &mut SqliteConnection, delivery_id: &str, f: &Fligh
     sqlx::query(
         "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
              pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
-             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?13)",
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?13, ?17)",
     )
     .bind(delivery_id)
     .bind(&f.drone_id)
@@ -103,6 +104,7 @@ async fn insert_flight(conn: &mut SqliteConnection, delivery_id: &str, f: &Fligh
     .bind(unix_millis(f.pickup_at))
     .bind(unix_millis(f.dropoff_at))
     .bind(unix_millis(f.back_at))
+    .bind(f.position_every_ms)
     .execute(conn)
     .await?;
     Ok(())
@@ -177,6 +179,69 @@ async fn release_flight(
     Ok(())
 }
 
+/// The live expedited waiters other than `delivery_id`, and whether `delivery_id` is one.
+async fn waiters(
+    conn: &mut SqliteConnection,
+    delivery_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(usize, bool), StoreError> {
+    let (others, mine): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(delivery_id <> ?1), 0), COALESCE(SUM(delivery_id = ?1), 0)
+         FROM expedited_waiters WHERE waits_until > ?2",
+    )
+    .bind(delivery_id)
+    .bind(unix_millis(now))
+    .fetch_one(conn)
+    .await?;
+    Ok((usize::try_from(others).unwrap_or(usize::MAX), mine > 0))
+}
+
+/// Free drones able to carry `weight`, counted up to `limit` (all the rule needs to know).
+async fn idle_capable(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    weight: f64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM drones WHERE busy_until <= ?1 AND max_payload >= ?2 LIMIT ?3)",
+    )
+    .bind(unix_millis(now))
+    .bind(weight)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_one(conn)
+    .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// Records (or extends) an expedited request's wait, and sweeps the waits that lapsed.
+async fn wait(
+    conn: &mut SqliteConnection,
+    delivery_id: &str,
+    now: DateTime<Utc>,
+    fleet: &FleetConfig,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM expedited_waiters WHERE waits_until <= ?1")
+        .bind(unix_millis(now))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO expedited_waiters (delivery_id, since, waits_until) VALUES (?1, ?2, ?3)
+         ON CONFLICT (delivery_id) DO UPDATE SET waits_until = MAX(waits_until, excluded.waits_until)",
+    )
+    .bind(delivery_id)
+    .bind(unix_millis(now))
+    .bind(unix_millis(domain::waiting_until(now, fleet)))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn stop_waiting(conn: &mut SqliteConnection, delivery_id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM expedited_waiters WHERE delivery_id = ?1").bind(delivery_id).execute(conn).await?;
+    Ok(())
+}
+
 async fn existing(conn: &mut SqliteConnection, delivery_id: &str) -> Result<Option<SqliteRow>, StoreError> {
     sqlx::query(
         "SELECT delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles, assigned_hours, busy_until,
@@ -237,6 +302,13 @@ impl DroneStore for SqliteDroneStore {
         if let Some(row) = existing(&mut tx, &request.delivery_id).await? {
             return Ok(earlier(&row));
         }
+        let (waiting, is_waiting) = waiters(&mut tx, &request.delivery_id, now).await?;
+        if !request.expedited && waiting > 0 {
+            let idle = idle_capable(&mut tx, now, request.weight, waiting + 1).await?;
+            if !domain::may_take_drone(false, waiting, idle) {
+                return Ok(Assigned::NoneFree);
+            }
+        }
         // Each depot's first free drone (by id) able to carry the package; the domain picks the
         // nearest of them. One indexed lookup per depot, so the cost does not grow with the fleet.
         let candidates: Vec<DroneRecord> = sqlx::query(
@@ -258,8 +330,18 @@ impl DroneStore for SqliteDroneStore {
             let heaviest: Option<f64> =
                 sqlx::query_scalar("SELECT MAX(max_payload) FROM drones").fetch_one(&mut *tx).await?;
             let heaviest = heaviest.unwrap_or(0.0);
-            return Ok(if heaviest < request.weight { Assigned::TooHeavy(heaviest) } else { Assigned::NoneFree });
+            if heaviest < request.weight {
+                return Ok(Assigned::TooHeavy(heaviest));
+            }
+            if request.expedited {
+                wait(&mut tx, &request.delivery_id, now, fleet).await?;
+                tx.commit().await?;
+            }
+            return Ok(Assigned::NoneFree);
         };
+        if is_waiting {
+            stop_waiting(&mut tx, &request.delivery_id).await?;
+        }
         sqlx::query("UPDATE drones SET busy_until = ?1, current_delivery_id = ?2 WHERE id = ?3")
             .bind(unix_millis(plan.busy_until))
             .bind(&request.delivery_id)
@@ -299,6 +381,7 @@ impl DroneStore for SqliteDroneStore {
     async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let _one = self.writer.lock().await;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        stop_waiting(&mut tx, delivery_id).await?;
         match existing(&mut tx, delivery_id).await?.as_ref().map(|row| (assignment(row), row.get::<i64, _>(8))) {
             None => {
                 // Cancelled before any drone was assigned: a fence, so a late assignment is refused.
@@ -320,9 +403,27 @@ impl DroneStore for SqliteDroneStore {
                     .await?;
                 release_flight(&mut tx, delivery_id, &a.drone_id, now).await?;
             }
-            Some(_) => return Ok(()),
+            Some(_) => {}
         }
         tx.commit().await
+    }
+
+    async fn expedited_waiting(&self, now: DateTime<Utc>) -> Result<Vec<ExpeditedWaiter>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT delivery_id, since, waits_until FROM expedited_waiters WHERE waits_until > ?1
+             ORDER BY since, delivery_id",
+        )
+        .bind(unix_millis(now))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivery_id, since, until)| ExpeditedWaiter {
+                delivery_id,
+                since: from_unix_millis(since),
+                until: from_unix_millis(until),
+            })
+            .collect())
     }
 
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
