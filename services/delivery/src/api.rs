@@ -50,7 +50,7 @@ fn not_found(id: &str) -> Problem {
 }
 
 fn traced(id: &str) {
-    tracing::Span::current().record("delivery_id", id);
+    platform::telemetry::record_delivery_id(id);
 }
 
 /// `PUT /api/deliveries/{id}`: 201 with the delivery when new, 204 when it existed. Either way

@@ -69,7 +69,7 @@ pub fn flight_events(delivery_id: &str, flight: &FlightPath) -> Vec<DueEvent> {
                 message_id: message_id(delivery_id, event.kind()),
                 delivery_id: delivery_id.to_owned(),
                 occurred_at: due_at,
-                // Tracing is not wired yet (issue: OpenTelemetry); the field is in the contract.
+                // Set by the flight clock as it publishes, from its publish span.
                 traceparent: None,
                 event,
             },
