@@ -63,6 +63,7 @@ async fn upsert(
 ) -> Result<Response, Problem> {
     traced(&id);
     let delivery = domain::validate_delivery(&id, delivery)?;
+    platform::telemetry::record_owner_id(&delivery.owner.user_id);
     let now = state.clock.now();
     match state.store.upsert(delivery, now).await? {
         Upserted::Created(delivery) => {

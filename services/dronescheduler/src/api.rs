@@ -39,6 +39,7 @@ async fn assign(
     JsonBody(body): JsonBody<DroneDeliveryRequest>,
 ) -> Result<Json<DroneAssignment>, Problem> {
     platform::telemetry::record_delivery_id(delivery_id.as_str());
+    platform::telemetry::record_owner_id(&body.owner_id);
     let request = domain::validate(&delivery_id, body, &state.fleet)?;
     match state.store.assign(&request, state.clock.now(), &state.fleet).await? {
         Assigned::Drone(assignment) => {
