@@ -81,8 +81,9 @@ BACKEND_OF_SECRET_KEY = {
 }
 BACKEND_PORT = {"nats": 4222, "postgres": 5432, "redis": 6379}
 BACKEND_SCHEME = {"nats": "nats://", "postgres": "postgres://", "redis": "redis://"}
-# Variables read outside clap (tracing's filter).
-EXTRA_ENV = {"RUST_LOG"}
+# Read by the libraries, not flags: the log filter and OpenTelemetry's standard variables.
+EXTRA_ENV = {"RUST_LOG", "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER",
+             "OTEL_TRACES_SAMPLER_ARG", "OTEL_RESOURCE_ATTRIBUTES"}
 
 
 @dataclass

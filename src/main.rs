@@ -88,23 +88,23 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     match service {
         Service::Gateway(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("gateway", c.common.log_format);
             gateway::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
         Service::Ingestion(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("ingestion", c.common.log_format);
             ingestion::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
         }
         Service::Workflow(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("workflow", c.common.log_format);
             workflow::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
         Service::Supervisor(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("workflow-supervisor", c.common.log_format);
             workflow::run_supervisor(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
         Service::Deliveryhistory(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("deliveryhistory", c.common.log_format);
             deliveryhistory::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
         Service::Deadletters(args) => {
@@ -116,15 +116,15 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
             Ok(())
         }
         Service::Package(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("package", c.common.log_format);
             package::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
         }
         Service::Dronescheduler(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("dronescheduler", c.common.log_format);
             dronescheduler::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
         }
         Service::Delivery(c) => {
-            platform::telemetry::init(c.common.log_format);
+            platform::telemetry::init("delivery", c.common.log_format);
             delivery::run(c.clone(), TcpListener::bind(c.listen).await?, clock, shutdown).await
         }
     }
@@ -134,9 +134,11 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if let Some(service) = cli.service.take() {
-        return run_alone(service).await;
+        let result = run_alone(service).await;
+        platform::telemetry::shutdown();
+        return result;
     }
-    platform::telemetry::init(cli.common.log_format);
+    platform::telemetry::init("fabrikam", cli.common.log_format);
     let options = SystemOptions {
         listen: cli.listen,
         data_dir: cli.data_dir.clone(),
@@ -169,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
         "Fabrikam Drone Delivery is up"
     );
     eprintln!("Fabrikam Drone Delivery is listening on http://{gateway} (data in {})", cli.data_dir.display());
-    system.wait().await
+    let result = system.wait().await;
+    // The last spans reach the collector, or are given up after a short wait.
+    platform::telemetry::shutdown();
+    result
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn start(data: &Path, tune: impl FnOnce(&mut SystemOptions)) -> System {
-    platform::telemetry::init(platform::telemetry::LogFormat::Pretty);
+    platform::telemetry::init("fabrikam", platform::telemetry::LogFormat::Pretty);
     let mut options = SystemOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), data);
     options.workflow.backoff_base_ms = 50;
     options.workflow.backoff_max_secs = 1;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode, header};
+use tracing::Instrument;
 
 /// A client with keep-alive, a connect timeout and an overall per-request timeout.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
@@ -15,6 +16,32 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .tcp_nodelay(true)
         .build()
         .expect("reqwest client builds with static settings")
+}
+
+/// Sends `request` inside a client span, with the current trace context in its `traceparent`
+/// and `tracestate` headers (replacing any the request had), so the callee's span joins the
+/// caller's trace. Every call between services goes through here.
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+    let (client, request) = request.build_split();
+    let mut request = request?;
+    let span = crate::telemetry::spans::http_client(request.method().as_str(), request.url());
+    crate::telemetry::propagation::inject(
+        &tracing_opentelemetry::OpenTelemetrySpanExt::context(&span),
+        request.headers_mut(),
+    );
+    let result = client.execute(request).instrument(span.clone()).await;
+    match &result {
+        Ok(response) => {
+            span.record("http.response.status_code", response.status().as_u16());
+            if response.status().is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
+        Err(_) => {
+            span.record("otel.status_code", "error");
+        }
+    }
+    result
 }
 
 /// Why a downstream call failed, and whether trying again may help.

@@ -50,7 +50,7 @@ fn not_found(id: &str) -> Problem {
 }
 
 fn traced(id: &str) {
-    tracing::Span::current().record("delivery_id", id);
+    platform::telemetry::record_delivery_id(id);
 }
 
 /// `PUT /api/deliveries/{id}`: 201 with the delivery when new, 204 when it existed. Either way
@@ -63,6 +63,7 @@ async fn upsert(
 ) -> Result<Response, Problem> {
     traced(&id);
     let delivery = domain::validate_delivery(&id, delivery)?;
+    platform::telemetry::record_owner_id(&delivery.owner.user_id);
     let now = state.clock.now();
     match state.store.upsert(delivery, now).await? {
         Upserted::Created(delivery) => {

@@ -34,6 +34,8 @@ use contracts::events::{DeliveryEvent, EventEnvelope, FinishedDelivery};
 use platform::Problem;
 use platform::bus::stream::EventStream;
 use platform::bus::{BusError, OutgoingMessage};
+use platform::telemetry::spans;
+use tracing::Instrument;
 
 use crate::store::{DeliveryStore, StoreError};
 
@@ -158,16 +160,24 @@ async fn publish(
     event: DeliveryEvent,
 ) -> Result<(), PublishError> {
     let kind = event.kind();
-    let envelope = EventEnvelope {
-        message_id: message_id.clone(),
-        delivery_id: delivery_id.to_owned(),
-        occurred_at,
-        traceparent: None,
-        event,
-    };
-    let payload = serde_json::to_vec(&envelope)?;
-    let published = stream.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await?;
-    tracing::debug!(delivery_id, event = kind, ?published, "delivery event published");
+    let span = spans::message_publish(crate::SERVICE, stream.system(), stream.name(), &message_id, delivery_id);
+    async {
+        let envelope = EventEnvelope {
+            message_id: message_id.clone(),
+            delivery_id: delivery_id.to_owned(),
+            occurred_at,
+            // The consumers' spans continue this one: the event is part of the trace of the
+            // request or drone event that produced it.
+            traceparent: platform::telemetry::current_traceparent(),
+            event,
+        };
+        let payload = serde_json::to_vec(&envelope)?;
+        let published = stream.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await?;
+        tracing::debug!(event = kind, ?published, "delivery event published");
+        Ok::<_, PublishError>(())
+    }
+    .instrument(span)
+    .await?;
     Ok(())
 }
 

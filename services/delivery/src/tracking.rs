@@ -21,12 +21,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::events::{DroneEvent, EventEnvelope};
+use contracts::events::{DRONE_EVENTS_STREAM, DroneEvent, EventEnvelope};
 use platform::backoff::Backoff;
 use platform::bus::consume::ConsumeOptions;
 use platform::bus::stream::{EventStream, StartAt, Subscription};
 use platform::bus::{BusError, QueueOptions, ReceivedMessage, Retried};
 use platform::clock::SharedClock;
+use platform::telemetry::spans::{self, MessageOrigin};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -137,14 +138,12 @@ async fn handle(message: ReceivedMessage, context: &Context) {
         return dead_letter(message, "a drone event without a delivery id".to_owned()).await;
     }
     let kind = envelope.event.kind();
-    let span = tracing::info_span!(
-        "drone_event",
-        service = crate::SERVICE,
-        delivery_id = %envelope.delivery_id,
-        event = kind,
-        attempt = message.attempt,
-        traceparent = envelope.traceparent.as_deref().unwrap_or(""),
-    );
+    let origin = MessageOrigin {
+        system: message.system(),
+        destination: DRONE_EVENTS_STREAM,
+        traceparent: envelope.traceparent.as_deref(),
+    };
+    let span = spans::message_process(crate::SERVICE, origin, &message.id, message.attempt, &envelope.delivery_id);
     async {
         let (id, occurred_at) = (envelope.delivery_id.clone(), envelope.occurred_at);
         let settled = match apply(envelope, context).await {

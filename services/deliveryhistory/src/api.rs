@@ -33,7 +33,7 @@ pub fn routes(store: Store) -> Router {
 
 /// `GET /api/deliveryhistory/{deliveryId}`: the finished delivery, or 404.
 async fn fetch(State(store): State<Store>, Path(delivery_id): Path<String>) -> Result<Json<FinishedDelivery>, Problem> {
-    tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    platform::telemetry::record_delivery_id(delivery_id.as_str());
     store
         .get(&delivery_id)
         .await?

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::events::{DeliveryEvent, EventEnvelope};
+use contracts::events::{DELIVERY_EVENTS_STREAM, DeliveryEvent, EventEnvelope};
 use platform::backoff::Backoff;
 use platform::bus::consume::ConsumeOptions;
 use platform::bus::stream::Subscription;
 use platform::bus::{BusError, ReceivedMessage, Retried};
+use platform::telemetry::spans::{self, MessageOrigin};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -64,14 +65,12 @@ async fn handle(message: ReceivedMessage, store: &dyn HistoryStore, backoff: &Ba
         Err(err) => return dead_letter(message, "unknown", format!("unreadable event: {err}")).await,
     };
     let kind = envelope.event.kind();
-    let span = tracing::info_span!(
-        "delivery_event",
-        service = crate::SERVICE,
-        delivery_id = %envelope.delivery_id,
-        event_type = kind,
-        attempt = message.attempt,
-        traceparent = envelope.traceparent.as_deref().unwrap_or(""),
-    );
+    let origin = MessageOrigin {
+        system: message.system(),
+        destination: DELIVERY_EVENTS_STREAM,
+        traceparent: envelope.traceparent.as_deref(),
+    };
+    let span = spans::message_process(crate::SERVICE, origin, &message.id, message.attempt, &envelope.delivery_id);
     async {
         match domain::handling(envelope) {
             Handling::Ignore => settled(kind, "ignored", message.ack().await),

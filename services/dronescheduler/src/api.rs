@@ -38,7 +38,8 @@ async fn assign(
     Path(delivery_id): Path<String>,
     JsonBody(body): JsonBody<DroneDeliveryRequest>,
 ) -> Result<Json<DroneAssignment>, Problem> {
-    tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    platform::telemetry::record_delivery_id(delivery_id.as_str());
+    platform::telemetry::record_owner_id(&body.owner_id);
     let request = domain::validate(&delivery_id, body, &state.fleet)?;
     match state.store.assign(&request, state.clock.now(), &state.fleet).await? {
         Assigned::Drone(assignment) => {
@@ -64,7 +65,7 @@ async fn assign(
 
 /// `DELETE /api/dronedeliveries/{deliveryId}`: releases the drone; idempotent.
 async fn release(State(state): State<AppState>, Path(delivery_id): Path<String>) -> Result<StatusCode, Problem> {
-    tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    platform::telemetry::record_delivery_id(delivery_id.as_str());
     state.store.release(&delivery_id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -111,7 +111,7 @@ pub fn event(delivery_id: &str, flight: &FlightPath, due_at: DateTime<Utc>, slot
             message_id,
             delivery_id: delivery_id.to_owned(),
             occurred_at: due_at,
-            // Tracing is not wired yet (issue: OpenTelemetry); the field is in the contract.
+            // Set by the flight clock as it publishes, from its publish span.
             traceparent: None,
             event,
         },

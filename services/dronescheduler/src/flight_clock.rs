@@ -24,7 +24,9 @@ use futures::StreamExt;
 use platform::bus::OutgoingMessage;
 use platform::bus::stream::EventStream;
 use platform::clock::SharedClock;
+use platform::telemetry::spans;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::events::{self, DueEvent};
 use crate::store::{ClaimedFlight, DroneStore, FlightProgress, StoreError};
@@ -151,10 +153,17 @@ impl FlightClock {
         (progress, published, failed)
     }
 
+    /// Each event starts a trace of its own (the clock, not a request, publishes it; the request's
+    /// context is not stored with the flight), with `delivery.id` to find it by; the consumers'
+    /// spans continue it.
     async fn publish(&self, event: &DueEvent) -> Result<(), String> {
-        let payload = serde_json::to_vec(&event.envelope).map_err(|e| e.to_string())?;
-        let message = OutgoingMessage { id: event.message_id().to_owned(), payload: payload.into() };
-        self.stream.publish(message).await.map_err(|e| e.to_string())?;
+        let (id, delivery_id) = (event.message_id(), event.envelope.delivery_id.as_str());
+        let span = spans::message_publish(crate::SERVICE, self.stream.system(), self.stream.name(), id, delivery_id);
+        let mut envelope = event.envelope.clone();
+        envelope.traceparent = span.in_scope(platform::telemetry::current_traceparent);
+        let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
+        let message = OutgoingMessage { id: id.to_owned(), payload: payload.into() };
+        self.stream.publish(message).instrument(span).await.map_err(|e| e.to_string())?;
         let kind = event.envelope.event.kind();
         metrics::counter!("drone_events_published_total", "service" => crate::SERVICE, "type" => kind).increment(1);
         Ok(())

@@ -6,7 +6,11 @@ use platform::clock::SystemClock;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = dronescheduler::Config::parse();
-    platform::telemetry::init(config.common.log_format);
+    platform::telemetry::init("dronescheduler", config.common.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    dronescheduler::run(config, listener, Arc::new(SystemClock), platform::shutdown::token_on_signal()).await
+    let result =
+        dronescheduler::run(config, listener, Arc::new(SystemClock), platform::shutdown::token_on_signal()).await;
+    // The last spans reach the collector, or are given up after a short wait.
+    platform::telemetry::shutdown();
+    result
 }

@@ -8,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 use platform::Problem;
 
 /// Request headers passed to the upstream.
-static FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
+/// (`traceparent`/`tracestate` are not copied: [`platform::client::send`] writes the gateway's
+/// own span there, a child of the caller's.)
+static FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
     HeaderName::from_static("idempotency-key"),
-    HeaderName::from_static("traceparent"),
-    HeaderName::from_static("tracestate"),
     HeaderName::from_static("x-request-id"),
 ];
 
@@ -44,7 +44,7 @@ pub async fn forward(
     if !bytes.is_empty() {
         outgoing = outgoing.body(bytes);
     }
-    let upstream = outgoing.send().await.map_err(|err| upstream_failure(upstream_name, &err))?;
+    let upstream = platform::client::send(outgoing).await.map_err(|err| upstream_failure(upstream_name, &err))?;
     let status = upstream.status();
     let mut headers = Vec::new();
     for name in &FORWARDED_RESPONSE_HEADERS {

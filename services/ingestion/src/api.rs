@@ -12,7 +12,9 @@ use contracts::messages::{CancelRequest, DeliveryCommand};
 use platform::Problem;
 use platform::bus::{OutgoingMessage, Queue};
 use platform::clock::SharedClock;
+use platform::telemetry::spans;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::domain::{self, Limits};
 use crate::store::{IngestionStore, SavedResponse};
@@ -51,6 +53,7 @@ async fn schedule(State(state): State<AppState>, request: Request) -> Result<Res
     let delivery_id = domain::new_delivery_id(key.as_deref().map(|k| (scope.as_str(), k)));
     delivery.delivery_id = Some(delivery_id.clone());
     let owner_id = delivery.owner_id.clone();
+    platform::telemetry::record_owner_id(&owner_id);
     let body = serde_json::to_string(&delivery).map_err(Problem::internal)?;
 
     state.store.record_accepted(&delivery_id, &owner_id, state.clock.now()).await?;
@@ -124,7 +127,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 }
 
 async fn ensure_known(state: &AppState, delivery_id: &str) -> Result<(), Problem> {
-    tracing::Span::current().record("delivery_id", delivery_id);
+    platform::telemetry::record_delivery_id(delivery_id);
     if state.store.is_accepted(delivery_id).await? {
         Ok(())
     } else {
@@ -160,21 +163,24 @@ async fn enqueue(
     key: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), Problem> {
-    tracing::Span::current().record("delivery_id", delivery_id);
-    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    platform::telemetry::record_delivery_id(delivery_id);
     let message_id = domain::message_id(delivery_id, &command, key);
-    let envelope = domain::envelope(
-        delivery_id,
-        command,
-        message_id.clone(),
-        state.clock.now(),
-        Some(domain::traceparent(incoming)),
-    );
-    let payload = serde_json::to_vec(&envelope).map_err(Problem::internal)?;
-    state.queue.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await.map_err(|err| {
-        tracing::error!(error = %err, delivery_id, "queue refused the message; answering 503");
-        Problem::unavailable("the request could not be queued; nothing was accepted, retry it", 1)
-    })?;
+    let span =
+        spans::message_publish(crate::SERVICE, state.queue.system(), state.queue.name(), &message_id, delivery_id);
+    async {
+        // The message carries the publish span's context, so the workflow's work joins this
+        // request's trace; without a tracer (tests) the caller's or a new one.
+        let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        let traceparent = platform::telemetry::current_traceparent().unwrap_or_else(|| domain::traceparent(incoming));
+        let envelope = domain::envelope(delivery_id, command, message_id.clone(), state.clock.now(), Some(traceparent));
+        let payload = serde_json::to_vec(&envelope).map_err(Problem::internal)?;
+        state.queue.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await.map_err(|err| {
+            tracing::error!(error = %err, "queue refused the message; answering 503");
+            Problem::unavailable("the request could not be queued; nothing was accepted, retry it", 1)
+        })
+    }
+    .instrument(span)
+    .await?;
     Ok(())
 }
 

@@ -6,7 +6,10 @@ use platform::clock::SystemClock;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ingestion::Config::parse();
-    platform::telemetry::init(config.common.log_format);
+    platform::telemetry::init("ingestion", config.common.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    ingestion::run(config, listener, Arc::new(SystemClock), platform::shutdown::token_on_signal()).await
+    let result = ingestion::run(config, listener, Arc::new(SystemClock), platform::shutdown::token_on_signal()).await;
+    // The last spans reach the collector, or are given up after a short wait.
+    platform::telemetry::shutdown();
+    result
 }

@@ -31,6 +31,9 @@ async fn upsert(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PackageUpsert>,
 ) -> Result<Response, Problem> {
+    if let Some(owner) = &body.owner_id {
+        platform::telemetry::record_owner_id(owner);
+    }
     let package = domain::validate_upsert(&id, body)?;
     let stored = stored_view(&package);
     match store.upsert(package).await? {

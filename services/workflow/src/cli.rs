@@ -71,9 +71,7 @@ pub async fn run(args: DeadLettersArgs) -> anyhow::Result<()> {
         }
     };
     let client = platform::client::http_client(std::time::Duration::from_secs(30));
-    let response = client
-        .request(method, format!("{base}{path}"))
-        .send()
+    let response = platform::client::send(client.request(method, format!("{base}{path}")))
         .await
         .with_context(|| format!("reaching the workflow at {base} (is it running? see --url)"))?;
     let status = response.status();

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::messages::DeliveryRequestEnvelope;
+use contracts::messages::{DELIVERY_REQUESTS_QUEUE, DeliveryCommand, DeliveryRequestEnvelope};
 use platform::backoff::Backoff;
 use platform::bus::{Queue, ReceivedMessage, Retried};
+use platform::telemetry::spans::{self, MessageOrigin};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,14 +97,15 @@ async fn handle(message: ReceivedMessage, processor: &Processor, locks: &KeyedLo
         }
     };
     let kind = envelope.command.kind();
-    let span = tracing::info_span!(
-        "workflow_message",
-        service = crate::SERVICE,
-        delivery_id = %envelope.delivery_id,
-        message_type = kind,
-        attempt = message.attempt,
-        traceparent = envelope.traceparent.as_deref().unwrap_or(""),
-    );
+    let origin = MessageOrigin {
+        system: message.system(),
+        destination: DELIVERY_REQUESTS_QUEUE,
+        traceparent: envelope.traceparent.as_deref(),
+    };
+    let span = spans::message_process(crate::SERVICE, origin, &message.id, message.attempt, &envelope.delivery_id);
+    if let DeliveryCommand::Delivery(request) = &envelope.command {
+        span.record("owner.id", request.owner_id.as_str());
+    }
     async {
         let lateness = (chrono::Utc::now() - message.enqueued_at).to_std().unwrap_or_default();
         metrics::histogram!("workflow_message_lateness_seconds", "type" => kind).record(lateness.as_secs_f64());

@@ -193,7 +193,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let result = request.send().await;
+        let result = platform::client::send(request).await;
         let outcome = match &result {
             Ok(r) => r.status().as_u16().to_string(),
             Err(_) => "transport_error".to_owned(),

@@ -3,7 +3,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = workflow::Config::parse();
-    platform::telemetry::init(config.common.log_format);
+    platform::telemetry::init("workflow", config.common.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    workflow::run(config, listener, platform::shutdown::token_on_signal()).await
+    let result = workflow::run(config, listener, platform::shutdown::token_on_signal()).await;
+    // The last spans reach the collector, or are given up after a short wait.
+    platform::telemetry::shutdown();
+    result
 }

@@ -83,6 +83,11 @@ pub enum Retried {
     DeadLettered,
 }
 
+/// `messaging.system` of the embedded (SQLite) bus.
+pub const EMBEDDED_SYSTEM: &str = "sqlite";
+/// `messaging.system` of NATS JetStream.
+pub const NATS_SYSTEM: &str = "nats";
+
 /// A message handed to a consumer. Dropping it unsettled means it comes back after the lease.
 pub struct ReceivedMessage {
     pub id: String,
@@ -90,6 +95,8 @@ pub struct ReceivedMessage {
     /// 1 on the first delivery.
     pub attempt: u32,
     pub enqueued_at: DateTime<Utc>,
+    /// The backend it came from (`messaging.system` in traces).
+    system: &'static str,
     settlement: Box<dyn Settlement>,
 }
 
@@ -111,7 +118,18 @@ impl ReceivedMessage {
         enqueued_at: DateTime<Utc>,
         settlement: Box<dyn Settlement>,
     ) -> Self {
-        Self { id, payload, attempt, enqueued_at, settlement }
+        Self { id, payload, attempt, enqueued_at, system: EMBEDDED_SYSTEM, settlement }
+    }
+
+    /// Marks the message as received from the backend `system`.
+    pub fn from_system(mut self, system: &'static str) -> Self {
+        self.system = system;
+        self
+    }
+
+    /// The backend it came from (`sqlite` for the embedded bus, `nats`).
+    pub fn system(&self) -> &'static str {
+        self.system
     }
 
     pub async fn ack(self) -> Result<(), BusError> {
@@ -148,6 +166,11 @@ pub struct DeadLetter {
 pub trait Queue: Send + Sync + 'static {
     /// The queue's name, e.g. `delivery-requests`.
     fn name(&self) -> &str;
+
+    /// The backend (`messaging.system` in traces).
+    fn system(&self) -> &'static str {
+        EMBEDDED_SYSTEM
+    }
 
     /// Stores `message` durably before returning `Ok`.
     async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError>;

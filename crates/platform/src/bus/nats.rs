@@ -241,7 +241,7 @@ where
         match setup().await {
             Ok(value) => return Ok(value),
             Err(BusError::Unavailable(error)) if Instant::now() < give_up => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "{what}: NATS not ready yet");
+                tracing::warn!(%error, what, retry_in_ms = delay.as_millis() as u64, "NATS not ready yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(3));
             }
@@ -644,7 +644,10 @@ impl Inner {
             attempt,
             enqueued_nanos: enqueued_at.timestamp_nanos_opt().unwrap_or_default() as i128,
         };
-        Some(ReceivedMessage::new(id, payload, attempt, enqueued_at, Box::new(settlement)))
+        Some(
+            ReceivedMessage::new(id, payload, attempt, enqueued_at, Box::new(settlement))
+                .from_system(super::NATS_SYSTEM),
+        )
     }
 
     /// The durable consumer, created or updated on first use; the advisory listener starts with it.
@@ -689,6 +692,10 @@ impl Inner {
 impl Queue for NatsQueue {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn system(&self) -> &'static str {
+        super::NATS_SYSTEM
     }
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError> {
@@ -837,6 +844,10 @@ impl NatsEventStream {
 impl super::stream::EventStream for NatsEventStream {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn system(&self) -> &'static str {
+        super::NATS_SYSTEM
     }
 
     async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError> {

@@ -36,6 +36,11 @@ pub trait EventStream: Send + Sync + 'static {
     /// The stream's name, e.g. `drone-events`.
     fn name(&self) -> &str;
 
+    /// The backend (`messaging.system` in traces).
+    fn system(&self) -> &'static str {
+        super::EMBEDDED_SYSTEM
+    }
+
     /// Stores `event` durably before returning `Ok`.
     async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError>;
 

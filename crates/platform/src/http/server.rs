@@ -115,24 +115,19 @@ impl ServiceRouter {
             )
             .route("/metrics", get(|| async { crate::metrics::render() }));
 
+        // One span per request, a child of the caller's (W3C traceparent), with the
+        // OpenTelemetry HTTP attributes and the delivery id when the route has one.
         let trace = TraceLayer::new_for_http()
-            .make_span_with(move |req: &Request| {
-                let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!(
-                    "http_request",
-                    service,
-                    http.method = %req.method(),
-                    url.path = %req.uri().path(),
-                    request_id,
-                    delivery_id = tracing::field::Empty,
-                )
-            })
+            .make_span_with(move |req: &Request| crate::telemetry::spans::http_server(service, req))
             .on_request(())
-            .on_response(
-                tower_http::trace::DefaultOnResponse::new()
-                    .level(tracing::Level::DEBUG)
-                    .latency_unit(tower_http::LatencyUnit::Micros),
-            );
+            .on_response(|response: &axum::http::Response<_>, latency: Duration, span: &tracing::Span| {
+                crate::telemetry::spans::http_server_response(response, span);
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    latency_us = latency.as_micros() as u64,
+                    "finished"
+                );
+            });
 
         self.api
             .merge(health)

@@ -12,12 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use contracts::events::{DeliveryEvent, EventEnvelope};
+use contracts::events::{DELIVERY_EVENTS_STREAM, DeliveryEvent, EventEnvelope};
 use platform::backoff::Backoff;
 use platform::bus::consume::ConsumeOptions;
 use platform::bus::stream::Subscription;
 use platform::bus::{ReceivedMessage, Retried};
 use platform::clock::SharedClock;
+use platform::telemetry::spans::{self, MessageOrigin};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -100,14 +101,12 @@ async fn handle(message: ReceivedMessage, context: &Context) {
     let Some((finish, finished_at)) = Finish::of(&envelope.event) else {
         return settled(message.ack().await);
     };
-    let span = tracing::info_span!(
-        "notify",
-        service = crate::SERVICE,
-        delivery_id = %envelope.delivery_id,
-        event_type = finish.event_type(),
-        attempt = message.attempt,
-        traceparent = envelope.traceparent.as_deref().unwrap_or(""),
-    );
+    let origin = MessageOrigin {
+        system: message.system(),
+        destination: DELIVERY_EVENTS_STREAM,
+        traceparent: envelope.traceparent.as_deref(),
+    };
+    let span = spans::message_process(crate::SERVICE, origin, &message.id, message.attempt, &envelope.delivery_id);
     async {
         match notify(&envelope.delivery_id, &finish, finished_at, context).await {
             None => settled(message.ack().await),

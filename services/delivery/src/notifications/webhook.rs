@@ -119,13 +119,12 @@ impl WebhookNotifier {
 impl Notifier for WebhookNotifier {
     async fn deliver(&self, notification: &Notification) -> Result<(), SendError> {
         let who = &self.recipient;
-        let sent = self
+        let request = self
             .client
             .post(self.url.clone())
             .header(IDEMPOTENCY_KEY, idempotency_key(&notification.id))
-            .json(&WebhookBody::of(notification))
-            .send()
-            .await;
+            .json(&WebhookBody::of(notification));
+        let sent = platform::client::send(request).await;
         let response = match sent {
             Ok(response) => response,
             // Without the URL: the configured one may carry a token in its query.

@@ -1,0 +1,140 @@
+//! Logs and traces.
+//!
+//! Every process calls [`init`] once from `main` (the all-in-one process once for all its
+//! services) and [`shutdown`] before it exits. Logs are JSON lines on stdout (or human-readable
+//! lines), level per module through `RUST_LOG`. Spans are OpenTelemetry spans through
+//! `tracing-opentelemetry`; they are exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set ([`otel`]). Every span the services open
+//! carries a `service` attribute: in the all-in-one process, one process with one OpenTelemetry
+//! resource (`service.name` = `fabrikam`), that attribute says which service a span belongs to.
+
+pub mod json;
+pub mod otel;
+pub mod propagation;
+pub mod spans;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Level, Metadata};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub use propagation::current_traceparent;
+pub use spans::{record_delivery_id, record_owner_id};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    #[default]
+    Json,
+    /// Human-readable lines (for a terminal).
+    Pretty,
+}
+
+/// How long [`shutdown`] waits for the last spans to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The provider [`init`] installed, kept to flush it at [`shutdown`].
+static PROVIDER: OnceLock<Mutex<Option<SdkTracerProvider>>> = OnceLock::new();
+
+/// What [`init_with`] installs.
+pub struct Setup {
+    /// The process's name: the default `service.name` of its spans.
+    pub service: String,
+    pub format: LogFormat,
+    /// Where log lines go.
+    pub writer: BoxMakeWriter,
+    /// The tracer provider; `None` builds one from the `OTEL_*` environment.
+    pub provider: Option<SdkTracerProvider>,
+}
+
+impl Setup {
+    /// Logs to stdout, spans per the environment.
+    pub fn new(service: &str, format: LogFormat) -> Self {
+        Self { service: service.to_owned(), format, writer: BoxMakeWriter::new(std::io::stdout), provider: None }
+    }
+
+    pub fn writer<W: for<'w> MakeWriter<'w> + Send + Sync + 'static>(mut self, writer: W) -> Self {
+        self.writer = BoxMakeWriter::new(writer);
+        self
+    }
+
+    pub fn provider(mut self, provider: SdkTracerProvider) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+}
+
+/// Installs logging and tracing for the process `service` from the environment. Safe to call
+/// twice (the second call does nothing), which keeps tests that start several services simple.
+/// Must run inside a Tokio runtime when OTLP export is configured.
+pub fn init(service: &str, format: LogFormat) {
+    init_with(Setup::new(service, format));
+}
+
+/// Installs `setup`; `false` when a subscriber was installed already (nothing changes then).
+pub fn init_with(setup: Setup) -> bool {
+    let env = |name: &str| std::env::var(name).ok();
+    let provider = match setup.provider {
+        Some(provider) => provider,
+        None => {
+            let export = otel::export_from(env);
+            match otel::provider(&export, otel::resource(&setup.service, env)) {
+                Ok(provider) => provider,
+                Err(err) => {
+                    // Tracing is an aid: a bad collector setting must not keep the service down.
+                    eprintln!("tracing export disabled: {err}");
+                    otel::provider(&otel::Export::Off, otel::resource(&setup.service, env))
+                        .expect("a provider without export always builds")
+                }
+            }
+        }
+    };
+    let tracer = provider.tracer("fabrikam");
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(exported));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match setup.format {
+        LogFormat::Json => json::JsonLayer::new(setup.writer).with_filter(filter).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(setup.writer).with_filter(filter).boxed(),
+    };
+    let installed = tracing_subscriber::registry().with(spans).with(logs).try_init().is_ok();
+    if installed {
+        *PROVIDER.get_or_init(|| Mutex::new(None)).lock().expect("provider lock") = Some(provider);
+    }
+    installed
+}
+
+/// What becomes part of a trace: spans at info and above, and warnings and errors as span
+/// events (an error also marks its span). Libraries' own spans (HTTP/2, gRPC, the exporter)
+/// stay out, so exporting never traces itself.
+fn exported(meta: &Metadata<'_>) -> bool {
+    let ours = !["h2", "hyper", "tonic", "tower", "opentelemetry", "reqwest", "sqlx", "async_nats"]
+        .iter()
+        .any(|prefix| meta.target().starts_with(prefix));
+    let level = if meta.is_span() { Level::INFO } else { Level::WARN };
+    ours && *meta.level() <= level
+}
+
+/// Flushes the spans still queued (waiting at most a couple of seconds for a collector) and
+/// stops the exporter. Call once, as the process ends.
+pub fn shutdown() {
+    let Some(provider) = PROVIDER.get().and_then(|slot| slot.lock().ok()?.take()) else { return };
+    // The SDK's shutdown blocks; off the async worker it cannot hold up other tasks.
+    let done = std::thread::spawn(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT));
+    let _ = done.join();
+}
