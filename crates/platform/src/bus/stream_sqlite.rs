@@ -232,6 +232,14 @@ impl SqliteSubscription {
 
 #[async_trait]
 impl Subscription for SqliteSubscription {
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    fn group(&self) -> &str {
+        &self.group
+    }
+
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
