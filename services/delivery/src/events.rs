@@ -29,7 +29,7 @@ use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent};
 use contracts::events::{DeliveryEvent, EventEnvelope, FinishedDelivery};
 use platform::Problem;
 use platform::bus::stream::EventStream;
-use platform::bus::{BusError, OutgoingMessage};
+use platform::bus::{BusError, OutgoingMessage, Published};
 
 use crate::store::{DeliveryStore, StoreError};
 
@@ -63,7 +63,8 @@ impl From<PublishError> for Problem {
 /// `DeliveryCreated`, with the delivery as stored.
 pub async fn created(stream: &dyn EventStream, delivery: &Delivery, now: DateTime<Utc>) -> Result<(), PublishError> {
     let id = &delivery.id;
-    publish(stream, id, format!("{id}:DeliveryCreated"), now, DeliveryEvent::DeliveryCreated(delivery.clone())).await
+    publish(stream, id, format!("{id}:DeliveryCreated"), now, DeliveryEvent::DeliveryCreated(delivery.clone())).await?;
+    Ok(())
 }
 
 /// `DeliveryRescheduled` for the latest reschedule of `id`; nothing when the delivery is gone.
@@ -78,7 +79,8 @@ pub async fn rescheduled(
     let n = reschedules(&store.tracking(id).await?);
     let Some(delivery) = store.get(id).await? else { return Ok(()) };
     let message_id = format!("{id}:DeliveryRescheduled:{n}");
-    publish(stream, id, message_id, now, DeliveryEvent::DeliveryRescheduled(delivery)).await
+    publish(stream, id, message_id, now, DeliveryEvent::DeliveryRescheduled(delivery)).await?;
+    Ok(())
 }
 
 /// `DeliveryCompleted`, `DeliveryCancelled` or `DeliveryFailed`, by the stage `id` is in, with
@@ -96,7 +98,17 @@ pub async fn finished(
     };
     let tracking = store.tracking(id).await?;
     let Some((event, finished_at)) = finished_event(delivery, tracking, confirmation, now) else { return Ok(()) };
-    publish(stream, id, format!("{id}:{}", event.kind()), finished_at, event).await
+    let counter = match &event {
+        DeliveryEvent::DeliveryCompleted(_) => "deliveries_completed_total",
+        DeliveryEvent::DeliveryCancelled(_) => "deliveries_cancelled_total",
+        _ => "deliveries_failed_total",
+    };
+    // The stream keeps one finished event per delivery, so counting what it stored counts each
+    // delivery once, however often a retried request or message publishes it again.
+    if publish(stream, id, format!("{id}:{}", event.kind()), finished_at, event).await? == Published::Stored {
+        metrics::counter!(counter, "service" => crate::SERVICE).increment(1);
+    }
+    Ok(())
 }
 
 /// The finished event of a delivery in a final stage, and when it finished (its final-stage
@@ -130,7 +142,7 @@ async fn publish(
     message_id: String,
     occurred_at: DateTime<Utc>,
     event: DeliveryEvent,
-) -> Result<(), PublishError> {
+) -> Result<Published, PublishError> {
     let kind = event.kind();
     let envelope = EventEnvelope {
         message_id: message_id.clone(),
@@ -142,7 +154,7 @@ async fn publish(
     let payload = serde_json::to_vec(&envelope)?;
     let published = stream.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await?;
     tracing::debug!(delivery_id, event = kind, ?published, "delivery event published");
-    Ok(())
+    Ok(published)
 }
 
 #[cfg(test)]

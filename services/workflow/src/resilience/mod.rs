@@ -62,7 +62,7 @@ fn is_unwell(err: &CallError) -> bool {
 
 impl Guard {
     pub fn new(name: &'static str, settings: GuardSettings) -> Self {
-        metrics::gauge!("workflow_downstream_breaker_state", "downstream" => name).set(0.0);
+        metrics::gauge!("downstream_breaker_state", "service" => crate::SERVICE, "downstream" => name).set(0.0);
         Self {
             name,
             breaker: Mutex::new(CircuitBreaker::new(settings.breaker)),
@@ -103,7 +103,8 @@ impl Guard {
             }
         };
         let in_flight = self.settings.max_in_flight.max(1) - self.bulkhead.available_permits();
-        metrics::gauge!("workflow_downstream_in_flight", "downstream" => self.name).set(in_flight as f64);
+        metrics::gauge!("downstream_in_flight", "service" => crate::SERVICE, "downstream" => self.name)
+            .set(in_flight as f64);
         self.budget.lock().expect("budget lock").record_call(Instant::now());
         let mut retry = 0;
         loop {
@@ -117,12 +118,17 @@ impl Guard {
                 return Err(err);
             }
             if !self.budget.lock().expect("budget lock").try_retry(Instant::now()) {
-                metrics::counter!("workflow_downstream_retry_budget_exhausted_total", "downstream" => self.name)
-                    .increment(1);
+                metrics::counter!(
+                    "downstream_retry_budget_exhausted_total",
+                    "service" => crate::SERVICE,
+                    "downstream" => self.name
+                )
+                .increment(1);
                 return Err(err);
             }
             retry += 1;
-            metrics::counter!("workflow_downstream_retries_total", "downstream" => self.name).increment(1);
+            metrics::counter!("downstream_retries_total", "service" => crate::SERVICE, "downstream" => self.name)
+                .increment(1);
             tokio::time::sleep(self.settings.retry_backoff.delay(retry)).await;
         }
     }
@@ -150,8 +156,13 @@ impl Guard {
     }
 
     fn count(&self, outcome: &'static str) {
-        metrics::counter!("workflow_downstream_calls_total", "downstream" => self.name, "outcome" => outcome)
-            .increment(1);
+        metrics::counter!(
+            "downstream_calls_total",
+            "service" => crate::SERVICE,
+            "downstream" => self.name,
+            "outcome" => outcome
+        )
+        .increment(1);
     }
 }
 
@@ -168,7 +179,8 @@ impl ProbeSlot<'_> {
         breaker.record(healthy, now);
         let state = breaker.state(now);
         drop(breaker);
-        metrics::gauge!("workflow_downstream_breaker_state", "downstream" => self.guard.name).set(state.gauge());
+        metrics::gauge!("downstream_breaker_state", "service" => crate::SERVICE, "downstream" => self.guard.name)
+            .set(state.gauge());
     }
 }
 
