@@ -63,8 +63,8 @@ impl Starting {
 pub fn while_starting(path: &str) -> Response {
     let unavailable = |status: &str| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": status })));
     match path {
-        "/healthz/live" => axum::Json(json!({ "status": "live" })).into_response(),
-        "/healthz/startup" | "/healthz" => unavailable("starting").into_response(),
+        "/healthz/live" | "/healthz" => axum::Json(json!({ "status": "live" })).into_response(),
+        "/healthz/startup" => unavailable("starting").into_response(),
         "/healthz/ready" => unavailable("not ready").into_response(),
         "/metrics" => crate::metrics::render().into_response(),
         _ => Problem::unavailable("the service is starting", 1).into_response(),
