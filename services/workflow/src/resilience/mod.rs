@@ -102,9 +102,9 @@ impl Guard {
                 });
             }
         };
-        let in_flight = self.settings.max_in_flight.max(1) - self.bulkhead.available_permits();
-        metrics::gauge!("downstream_in_flight", "service" => crate::SERVICE, "downstream" => self.name)
-            .set(in_flight as f64);
+        self.report_in_flight();
+        // Reported again once the slot is free, so the gauge falls back when calls end.
+        let _report = InFlightReport(self);
         self.budget.lock().expect("budget lock").record_call(Instant::now());
         let mut retry = 0;
         loop {
@@ -155,6 +155,12 @@ impl Guard {
         result
     }
 
+    fn report_in_flight(&self) {
+        let in_flight = self.settings.max_in_flight.max(1) - self.bulkhead.available_permits();
+        metrics::gauge!("downstream_in_flight", "service" => crate::SERVICE, "downstream" => self.name)
+            .set(in_flight as f64);
+    }
+
     fn count(&self, outcome: &'static str) {
         metrics::counter!(
             "downstream_calls_total",
@@ -163,6 +169,19 @@ impl Guard {
             "outcome" => outcome
         )
         .increment(1);
+    }
+}
+
+/// Declared after the bulkhead slot, so dropped before it: reports the calls in flight without
+/// this one.
+struct InFlightReport<'a>(&'a Guard);
+
+impl Drop for InFlightReport<'_> {
+    fn drop(&mut self) {
+        let guard = self.0;
+        let held = guard.settings.max_in_flight.max(1) - guard.bulkhead.available_permits();
+        metrics::gauge!("downstream_in_flight", "service" => crate::SERVICE, "downstream" => guard.name)
+            .set(held.saturating_sub(1) as f64);
     }
 }
 
