@@ -86,10 +86,15 @@ async fn one_delivery_moves_the_business_counters_by_one_and_every_scrape_is_val
         let now = scrape(system.addresses.gateway).await;
         let sent = now.sum("delivery_notifications_total", &[("channel", "email")])
             - before.sum("delivery_notifications_total", &[("channel", "email")]);
-        if sent >= 1.0 && now.has_family("bus_consumer_lag_messages") && now.has_family("drones") {
+        // Events are counted consumed when received and acked once handled: wait for the last ack.
+        let settled = [("drone-events", "delivery"), ("delivery-events", "deliveryhistory")].iter().all(|(q, g)| {
+            let labels = [("queue", *q), ("group", *g)];
+            now.sum("bus_messages_acked_total", &labels) == now.sum("bus_messages_consumed_total", &labels)
+        });
+        if sent >= 1.0 && settled && now.has_family("bus_consumer_lag_messages") && now.has_family("drones") {
             break now;
         }
-        assert!(std::time::Instant::now() < deadline, "the notification or the gauges never showed");
+        assert!(std::time::Instant::now() < deadline, "the notification, the last acks or the gauges never showed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let moved = |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
