@@ -8,7 +8,8 @@
 #   2. lints the YAML (yamllint --strict), the Dockerfile (hadolint), the new shell scripts
 #      (shellcheck), the workflows and compose.yaml against their JSON schemas (check-jsonschema);
 #   3. runs the scripts the workflows call in their dry-run or self-test modes;
-#   4. runs scripts/deploy_checks.py: probes, limits, non-root, network policies against the
+#   4. checks deploy/observability/ (scripts/check-observability.sh: promtool, the dashboard);
+#   5. runs scripts/deploy_checks.py: probes, limits, non-root, network policies against the
 #      architecture, quotas, secrets, and the environment variables the manifests, compose.yaml
 #      and the Dockerfile set against what the service binaries accept (their --help), then
 #      proves that those checks catch broken manifests (--mutation-test).
@@ -82,7 +83,11 @@ echo "== deploy: hadolint Dockerfile"
 hadolint --config deploy/hadolint.yaml Dockerfile
 
 echo "== deploy: shellcheck"
-shellcheck scripts/check-deploy.sh scripts/build-service.sh scripts/build-images.sh scripts/deploy.sh scripts/ci-*.sh
+shellcheck scripts/check-deploy.sh scripts/check-observability.sh scripts/build-service.sh scripts/build-images.sh \
+  scripts/deploy.sh scripts/ci-*.sh
+
+echo "== deploy: dashboards, alert rules and scrape config (scripts/check-observability.sh)"
+scripts/check-observability.sh
 
 echo "== deploy: workflows and compose.yaml against their schemas"
 check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml

@@ -372,7 +372,7 @@ def check_workloads(r: Report, k: Rendered, health_routes: set[str], svc: dict[s
         r.check(port is not None, f"{where}: needs a container port named http")
         r.check(listen == f"0.0.0.0:{port}", f"{where}: FABRIKAM_{w.name.upper()}_LISTEN={listen!r} must be 0.0.0.0:{port}")
         for probe, path in (("livenessProbe", "/healthz/live"), ("readinessProbe", "/healthz/ready"),
-                            ("startupProbe", "/healthz/live")):
+                            ("startupProbe", "/healthz/startup")):
             get = (c.get(probe) or {}).get("httpGet") or {}
             r.check(get.get("path") == path, f"{where}: {probe} must GET {path}, has {get.get('path')!r}")
             r.check(get.get("path") in health_routes, f"{where}: {probe} path {get.get('path')!r} is not a route of the platform's server")
@@ -865,7 +865,7 @@ def run_checks(rendered: list[Rendered], bin_dir: Path) -> Report:
     stages = parse_dockerfile((ROOT / "Dockerfile").read_text())
 
     r.section("inputs")
-    r.check({"/healthz/live", "/healthz/ready"} <= health_routes, f"the platform's health routes are {sorted(health_routes)}")
+    r.check({"/healthz/live", "/healthz/ready", "/healthz/startup"} <= health_routes, f"the platform's health routes are {sorted(health_routes)}")
     r.check({"dev", "prod"} <= {k.name for k in rendered}, "both overlays, dev and prod, must be given")
     for k in rendered:
         in_cluster = k.workload("postgres") is not None

@@ -93,11 +93,11 @@ impl System {
         let mut ingestion_settings = options.ingestion.clone();
         ingestion_settings.max_package_weight = ingestion_settings.max_package_weight.min(options.fleet.max_payload());
 
-        let queue: Arc<dyn Queue> = Arc::new(
+        let queue: Arc<dyn Queue> = platform::bus::meter::metered_queue(Arc::new(
             SqliteQueue::open(&data.join("bus.db"), DELIVERY_REQUESTS_QUEUE, options.workflow.queue_options())
                 .await
                 .with_context(|| format!("opening the bus in {}", data.display()))?,
-        );
+        ));
         let package_store = package::open_store(&url("package.db"), clock.clone()).await?;
         let delivery_store = delivery::open_store(&url("delivery.db")).await?;
         let drone_store = dronescheduler::open_store(&url("dronescheduler.db"), &options.fleet).await?;
@@ -148,6 +148,12 @@ impl System {
             FLIGHT_CLOCK_TICK,
             shutdown.clone(),
         );
+        let fleet_gauge = dronescheduler::fleet_gauge::run(
+            drone_store.clone(),
+            clock.clone(),
+            dronescheduler::fleet_gauge::REFRESH_EVERY,
+            shutdown.clone(),
+        );
         serve(
             drones_l,
             dronescheduler::router_with_stream(drone_store, drone_events, &options.fleet, clock.clone(), common),
@@ -174,6 +180,10 @@ impl System {
         };
         tasks.spawn(async move {
             flight_clock.await;
+            Ok(())
+        });
+        tasks.spawn(async move {
+            fleet_gauge.await;
             Ok(())
         });
         let webhook = options

@@ -13,6 +13,8 @@ pub mod json;
 pub mod metrics;
 pub mod postgres;
 pub mod problem;
+pub mod process;
+pub mod prom_text;
 pub mod query;
 pub mod shutdown;
 pub mod sqlite;

@@ -1,7 +1,7 @@
 //! Prometheus metrics: one recorder per process, rendered by every service's `/metrics`.
 //!
 //! In the all-in-one process the services share the recorder; each series carries a
-//! `service` label so they stay apart.
+//! `service` label so they stay apart. Every family is listed in docs/metrics.md.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -17,12 +17,27 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Buckets for waits that last longer than a request: message lateness, accept → scheduled.
+/// Up to 10 minutes, since a message that waited out retries or a paused consumer is late by that much.
+const LATENESS_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// The histograms measured in [`LATENESS_BUCKETS`].
+const LATENESS_FAMILIES: &[&str] =
+    &["bus_message_lateness_seconds", "workflow_message_lateness_seconds", "delivery_accept_to_scheduled_seconds"];
+
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
+        let mut builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
             .expect("bucket list is not empty");
+        // Full names: the exporter tries full-name matchers before suffix ones.
+        for name in LATENESS_FAMILIES {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full((*name).to_owned()), LATENESS_BUCKETS)
+                .expect("bucket list is not empty");
+        }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may exist (a test harness); then ours only renders what it sees.
@@ -41,22 +56,58 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Prometheus text for `/metrics`.
+/// Prometheus text for `/metrics`: what the recorder holds, then the process collector's
+/// families, read afresh for every scrape.
 pub fn render() -> String {
-    handle().render()
+    let mut text = handle().render();
+    text.push_str(&crate::process::render());
+    text
 }
 
-/// Middleware recording `http_server_requests_total` and `http_server_request_duration_seconds`
-/// per service, method, route template and status.
+/// `2xx`, `4xx`, …: the status class that error-ratio alerts group by.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Middleware recording `http_server_requests_total` (per service, method, route template,
+/// status and status class) and `http_server_request_duration_seconds` (per status class only,
+/// so the histogram's series stay few). Unmatched paths count as route `unmatched`: a raw path
+/// would let any client mint new series.
 pub async fn track_requests(service: &'static str, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("service", service.to_owned()), ("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_server_requests_total", &labels).increment(1);
-    metrics::histogram!("http_server_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    let code = response.status().as_u16();
+    let class = status_class(code);
+    let timing =
+        [("service", service.to_owned()), ("method", method), ("route", route), ("status_class", class.into())];
+    metrics::histogram!("http_server_request_duration_seconds", &timing).record(start.elapsed().as_secs_f64());
+    let [service, method, route, class] = timing;
+    let counting = [service, method, route, ("status", code.to_string()), class];
+    metrics::counter!("http_server_requests_total", &counting).increment(1);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(308), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(499), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
 }

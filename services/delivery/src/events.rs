@@ -33,7 +33,7 @@ use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent};
 use contracts::events::{DeliveryEvent, EventEnvelope, FinishedDelivery};
 use platform::Problem;
 use platform::bus::stream::EventStream;
-use platform::bus::{BusError, OutgoingMessage};
+use platform::bus::{BusError, OutgoingMessage, Published};
 use platform::telemetry::spans;
 use tracing::Instrument;
 
@@ -75,7 +75,8 @@ pub async fn created(
 ) -> Result<(), PublishError> {
     let id = &delivery.id;
     let message_id = fact_id(id, "DeliveryCreated", incarnation);
-    publish(stream, id, message_id, now, DeliveryEvent::DeliveryCreated(delivery.clone())).await
+    publish(stream, id, message_id, now, DeliveryEvent::DeliveryCreated(delivery.clone())).await?;
+    Ok(())
 }
 
 /// `DeliveryRescheduled` for the latest reschedule of `id`; nothing when the delivery is gone.
@@ -90,7 +91,8 @@ pub async fn rescheduled(
     let n = reschedules(&store.tracking(id).await?);
     let Some(delivery) = store.get(id).await? else { return Ok(()) };
     let message_id = format!("{id}:DeliveryRescheduled:{n}");
-    publish(stream, id, message_id, now, DeliveryEvent::DeliveryRescheduled(delivery)).await
+    publish(stream, id, message_id, now, DeliveryEvent::DeliveryRescheduled(delivery)).await?;
+    Ok(())
 }
 
 /// `DeliveryCompleted`, `DeliveryCancelled` or `DeliveryFailed`, by the stage `id` is in, with
@@ -109,7 +111,17 @@ pub async fn finished(
     let tracking = store.tracking(id).await?;
     let incarnation = incarnation(&tracking);
     let Some((event, finished_at)) = finished_event(delivery, tracking, confirmation, now) else { return Ok(()) };
-    publish(stream, id, fact_id(id, event.kind(), incarnation), finished_at, event).await
+    let counter = match &event {
+        DeliveryEvent::DeliveryCompleted(_) => "deliveries_completed_total",
+        DeliveryEvent::DeliveryCancelled(_) => "deliveries_cancelled_total",
+        _ => "deliveries_failed_total",
+    };
+    // The stream keeps one finished event per delivery (per incarnation), so counting what it
+    // stored counts each delivery once, however often a retried request or message publishes it.
+    if publish(stream, id, fact_id(id, event.kind(), incarnation), finished_at, event).await? == Published::Stored {
+        metrics::counter!(counter, "service" => crate::SERVICE).increment(1);
+    }
+    Ok(())
 }
 
 /// How many times the delivery was reopened: a reopen starts its history again with a `Created`
@@ -158,7 +170,7 @@ async fn publish(
     message_id: String,
     occurred_at: DateTime<Utc>,
     event: DeliveryEvent,
-) -> Result<(), PublishError> {
+) -> Result<Published, PublishError> {
     let kind = event.kind();
     let span = spans::message_publish(crate::SERVICE, stream.system(), stream.name(), &message_id, delivery_id);
     async {
@@ -174,11 +186,10 @@ async fn publish(
         let payload = serde_json::to_vec(&envelope)?;
         let published = stream.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await?;
         tracing::debug!(event = kind, ?published, "delivery event published");
-        Ok::<_, PublishError>(())
+        Ok::<_, PublishError>(published)
     }
     .instrument(span)
-    .await?;
-    Ok(())
+    .await
 }
 
 #[cfg(test)]

@@ -242,6 +242,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let notifiers = config.notifiers()?;
     let store = open_store_with_ttl(&config.database_url, Duration::from_secs(config.completed_ttl_secs)).await?;
     let bus = redacted(&config.bus_url);
@@ -278,8 +279,8 @@ pub async fn run(
         config.notification_options(),
         consumer_shutdown.clone(),
     ));
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
-    let served = platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), "listening");
+    let served = starting.finish(app).await;
     consumer_shutdown.cancel();
     consumer.await.context("the tracking consumer panicked")?;
     dispatcher.await.context("the notifications dispatcher panicked")?;

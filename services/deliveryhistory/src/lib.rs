@@ -204,6 +204,7 @@ fn service_router(store: Arc<dyn HistoryStore>, common: &CommonArgs) -> ServiceR
 
 /// Runs the consumer and the HTTP endpoint on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let store = open_store(&config.database_url).await?;
     let stream = open_events(&config.bus_url).await?;
     let subscription = subscribe(stream.as_ref(), &config.settings).await?;
@@ -212,8 +213,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let consuming = shutdown.child_token();
     let consumer = tokio::spawn(consumer::run(subscription, store.clone(), options, consuming.clone()));
     let app = router_with_stream(store, stream, &config.common);
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, group = %config.settings.group, "listening");
-    let served = platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), group = %config.settings.group, "listening");
+    let served = starting.finish(app).await;
     consuming.cancel();
     consumer.await?;
     served?;

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod domain;
 pub mod events;
+pub mod fleet_gauge;
 pub mod flight;
 pub mod flight_clock;
 pub mod store;
@@ -190,6 +191,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let fleet = FleetConfig::from(config.fleet.clone());
     let store = open_store(&config.database_url, &fleet).await?;
     let stream = open_events(&config.bus_url).await?;
@@ -197,11 +199,14 @@ pub async fn run(
     let ticking = shutdown.child_token();
     let tick = Duration::from_millis(config.tick_ms);
     let clocked = tokio::spawn(flight_clock(store.clone(), stream.clone(), clock.clone(), tick, ticking.clone()));
+    let gauged =
+        tokio::spawn(fleet_gauge::run(store.clone(), clock.clone(), fleet_gauge::REFRESH_EVERY, ticking.clone()));
     let app = router_with_stream(store, stream, &fleet, clock, &config.common);
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, drones = fleet.size, "listening");
-    let served = platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), drones = fleet.size, "listening");
+    let served = starting.finish(app).await;
     ticking.cancel();
     clocked.await?;
+    gauged.await?;
     served?;
     Ok(())
 }

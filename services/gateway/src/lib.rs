@@ -88,6 +88,7 @@ struct Gateway {
     upstreams: Arc<UpstreamUrls>,
     body_limit: usize,
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
     queue_wait: Duration,
 }
 
@@ -112,6 +113,7 @@ pub fn router(upstreams: UpstreamUrls, options: &GatewayOptions, common: &Common
         upstreams: Arc::new(upstreams),
         body_limit: common.body_limit,
         in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+        max_in_flight: options.max_in_flight.max(1),
         queue_wait: Duration::from_millis(options.queue_wait_ms),
     };
     let mut api = Router::new();
@@ -157,14 +159,49 @@ async fn forward(
         metrics::counter!("gateway_requests_shed_total", "service" => SERVICE).increment(1);
         return Err(Problem::unavailable("the system is at capacity; retry shortly", 1));
     };
-    proxy::forward(&gateway.client, name, url, request, gateway.body_limit, prefix).await
+    let in_flight = gateway.max_in_flight - gateway.in_flight.available_permits();
+    metrics::gauge!("downstream_in_flight", "service" => SERVICE, "downstream" => "all").set(in_flight as f64);
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let forwarded = proxy::forward(&gateway.client, name, url, request, gateway.body_limit, prefix).await;
+    record_call(name, method, &forwarded, started.elapsed());
+    forwarded
+}
+
+/// The caller's view of one forwarded call, in the same families as the workflow's calls. An
+/// error is what says the upstream is unwell: no answer, or a 5xx.
+fn record_call(upstream: &'static str, method: String, result: &Result<Response, Problem>, took: Duration) {
+    let status = match result {
+        Ok(response) => Some(response.status().as_u16()),
+        // A body over the limit never left the gateway; anything else is a failed hop.
+        Err(problem) if problem.status == 413 => return,
+        Err(_) => None,
+    };
+    let outcome = status.map_or("transport_error", platform::metrics::status_class);
+    let unwell = status.is_none_or(|code| code >= 500);
+    metrics::counter!(
+        "downstream_calls_total",
+        "service" => SERVICE,
+        "downstream" => upstream,
+        "outcome" => if unwell { "error" } else { "ok" }
+    )
+    .increment(1);
+    metrics::histogram!(
+        "downstream_call_duration_seconds",
+        "service" => SERVICE,
+        "downstream" => upstream,
+        "method" => method,
+        "outcome" => outcome
+    )
+    .record(took.as_secs_f64());
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let app = router(config.upstreams, &config.options, &config.common);
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), "listening");
+    starting.finish(app).await?;
     Ok(())
 }
 

@@ -125,13 +125,14 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let queue = platform::bus::open_queue(&config.bus_url, DELIVERY_REQUESTS_QUEUE, QueueOptions::default())
         .await
         .with_context(|| format!("opening the bus at {}", config.bus_url))?;
     let store = open_store(&config.database_url).await?;
     let app = router(queue, store, clock, &config.settings, &config.common, shutdown.clone());
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), "listening");
+    starting.finish(app).await?;
     Ok(())
 }
 

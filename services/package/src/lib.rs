@@ -74,10 +74,11 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let store = open_store(&config.database_url, clock).await?;
     let app = router(store, &config.common);
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), "listening");
+    starting.finish(app).await?;
     Ok(())
 }
 

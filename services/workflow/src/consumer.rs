@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use contracts::messages::{DELIVERY_REQUESTS_QUEUE, DeliveryCommand, DeliveryRequestEnvelope};
 use platform::backoff::Backoff;
+use platform::bus::consume;
+use platform::bus::meter::BusMeter;
 use platform::bus::{Queue, ReceivedMessage, Retried};
 use platform::telemetry::spans::{self, MessageOrigin};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::Instrument;
 
 use crate::domain::{self, Settle};
@@ -35,6 +37,12 @@ pub async fn run(queue: Arc<dyn Queue>, processor: Processor, options: ConsumerO
     let tasks = TaskTracker::new();
     let locks = KeyedLocks::default();
     tracing::info!(service = crate::SERVICE, concurrency = options.concurrency, queue = queue.name(), "consuming");
+    let meter = BusMeter::for_queue(queue.name());
+    let _backlog = AbortOnDropHandle::new(tokio::spawn(consume::track_backlog(
+        queue.clone(),
+        meter.clone(),
+        consume::BACKLOG_EVERY,
+    )));
     loop {
         if let Some(open_for) = processor.downstreams.open_for() {
             // A downstream's breaker is open: messages taken now would only fail and use up
@@ -68,6 +76,7 @@ pub async fn run(queue: Arc<dyn Queue>, processor: Processor, options: ConsumerO
                 Some(permit) => permit,
                 None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
             };
+            let message = meter.received(message);
             let processor = processor.clone();
             let locks = locks.clone();
             let options = options.clone();

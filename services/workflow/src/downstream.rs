@@ -195,12 +195,16 @@ impl Api {
         }
         let result = platform::client::send(request).await;
         let outcome = match &result {
-            Ok(r) => r.status().as_u16().to_string(),
-            Err(_) => "transport_error".to_owned(),
+            Ok(r) => platform::metrics::status_class(r.status().as_u16()),
+            Err(_) => "transport_error",
         };
-        let labels = [("downstream", self.name.to_owned()), ("method", method.to_string()), ("outcome", outcome)];
-        metrics::histogram!("workflow_downstream_call_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
+        let labels = [
+            ("service", crate::SERVICE.to_owned()),
+            ("downstream", self.name.to_owned()),
+            ("method", method.to_string()),
+            ("outcome", outcome.to_owned()),
+        ];
+        metrics::histogram!("downstream_call_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
         result.map_err(|e| CallError::from_transport(self.name, &e))
     }
 }

@@ -276,6 +276,7 @@ pub fn router(queue: Arc<dyn Queue>, store: Arc<dyn WorkflowStore>, common: &Com
 
 /// Runs the consumer, the supervisor (unless disabled) and the HTTP endpoint until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let queue = platform::bus::open_queue(&config.bus_url, DELIVERY_REQUESTS_QUEUE, config.settings.queue_options())
         .await
         .with_context(|| format!("opening the bus at {}", config.bus_url))?;
@@ -297,8 +298,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tasks.spawn(consumer::run(queue.clone(), processor, options, shutdown.clone()));
     }
     let app = router(queue, store, &config.common);
-    tracing::info!(service = SERVICE, addr = %listener.local_addr()?, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    tracing::info!(service = SERVICE, addr = ?starting.addr(), "listening");
+    starting.finish(app).await?;
     tasks.join_all().await;
     Ok(())
 }
@@ -349,6 +350,7 @@ pub async fn run_supervisor(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let store = open_store(&config.store_url).await?;
     let endpoints = Endpoints {
         package: config.package_url.clone(),
@@ -366,8 +368,8 @@ pub async fn run_supervisor(
         }))
         .options(config.common.http_options())
         .build();
-    tracing::info!(service = "supervisor", addr = %listener.local_addr()?, "listening");
-    platform::http::serve(listener, app, shutdown, config.common.shutdown_grace()).await?;
+    tracing::info!(service = "supervisor", addr = ?starting.addr(), "listening");
+    starting.finish(app).await?;
     task.await?;
     Ok(())
 }

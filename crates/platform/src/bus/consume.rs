@@ -9,14 +9,22 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::meter::BusMeter;
 use super::stream::Subscription;
 use super::{BusError, Queue, ReceivedMessage};
 use crate::backoff::Backoff;
+
+/// How often a consumer refreshes its backlog gauge.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Where messages come from: a queue or a stream's consumer group.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError>;
+    /// Messages waiting or in flight: a queue's depth, a group's lag.
+    async fn backlog(&self) -> Result<u64, BusError>;
+    /// The series this source's messages are counted in.
+    fn meter(&self) -> BusMeter;
 }
 
 #[async_trait::async_trait]
@@ -24,12 +32,24 @@ impl Source for Arc<dyn Subscription> {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
         Subscription::receive(&**self, max, wait).await
     }
+    async fn backlog(&self) -> Result<u64, BusError> {
+        self.pending().await
+    }
+    fn meter(&self) -> BusMeter {
+        BusMeter::new(self.stream(), self.group())
+    }
 }
 
 #[async_trait::async_trait]
 impl Source for Arc<dyn Queue> {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
         Queue::receive(&**self, max, wait).await
+    }
+    async fn backlog(&self) -> Result<u64, BusError> {
+        self.depth().await
+    }
+    fn meter(&self) -> BusMeter {
+        BusMeter::for_queue(self.name())
     }
 }
 
@@ -49,7 +69,7 @@ pub struct ConsumeOptions {
 /// Receives until `shutdown`, handing each message to `handle` on its own task.
 pub async fn run<S, H, F>(source: S, options: ConsumeOptions, shutdown: CancellationToken, handle: H)
 where
-    S: Source,
+    S: Source + Clone + 'static,
     H: Fn(ReceivedMessage) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -59,6 +79,12 @@ where
     let mut tasks = JoinSet::new();
     let mut failed_receives = 0;
     tracing::info!(concurrency = options.concurrency, what = options.what, "consuming");
+    let meter = source.meter();
+    let _backlog = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(track_backlog(
+        source.clone(),
+        meter.clone(),
+        BACKLOG_EVERY,
+    )));
     loop {
         while let Some(joined) = tasks.try_join_next() {
             report_panic(joined, options.what);
@@ -94,7 +120,7 @@ where
                 Some(permit) => permit,
                 None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
             };
-            let work = handle(message);
+            let work = handle(meter.received(message));
             tasks.spawn(async move {
                 work.await;
                 drop(permit);
@@ -109,6 +135,19 @@ where
     if drained.await.is_err() {
         tracing::warn!(what = options.what, "messages in hand did not finish in time; they will be redelivered");
         tasks.abort_all();
+    }
+}
+
+/// Keeps `meter`'s backlog gauge current, every `every`, until dropped. A failed reading leaves
+/// the last value: the receive loop already reports the backend being away.
+pub async fn track_backlog<S: Source>(source: S, meter: BusMeter, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Ok(backlog) = source.backlog().await {
+            meter.backlog(backlog);
+        }
     }
 }
 

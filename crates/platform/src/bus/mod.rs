@@ -14,6 +14,7 @@
 
 pub mod conformance;
 pub mod consume;
+pub mod meter;
 mod nats;
 mod sqlite;
 pub mod stream;
@@ -232,10 +233,10 @@ impl Default for QueueOptions {
 pub async fn open_queue(url: &str, name: &str, options: QueueOptions) -> Result<Arc<dyn Queue>, BusError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let queue = SqliteQueue::open(std::path::Path::new(path), name, options).await?;
-        return Ok(Arc::new(queue));
+        return Ok(meter::metered_queue(Arc::new(queue)));
     }
     if url.starts_with("nats://") {
-        return Ok(Arc::new(NatsQueue::open(url, name, options).await?));
+        return Ok(meter::metered_queue(Arc::new(NatsQueue::open(url, name, options).await?)));
     }
     Err(BusError::Config(format!("unsupported bus URL {url:?}: expected sqlite://PATH or nats://HOST:PORT")))
 }

@@ -883,7 +883,12 @@ impl super::stream::EventStream for NatsEventStream {
             Inner::new(format!("{}#{group}", self.name), self.context.clone(), streams, consumer_config, options);
         // Create the consumer now, so a group starting at new events starts at subscription time.
         inner.consumer().await?;
-        Ok(Arc::new(NatsSubscription { inner, _listener: listener }))
+        Ok(Arc::new(NatsSubscription {
+            stream: self.name.clone(),
+            group: group.to_owned(),
+            inner,
+            _listener: listener,
+        }))
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -893,12 +898,22 @@ impl super::stream::EventStream for NatsEventStream {
 
 /// One member of a consumer group on a NATS event stream.
 struct NatsSubscription {
+    stream: String,
+    group: String,
     inner: Arc<Inner>,
     _listener: DropGuard,
 }
 
 #[async_trait]
 impl super::stream::Subscription for NatsSubscription {
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    fn group(&self) -> &str {
+        &self.group
+    }
+
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
         self.inner.receive(max, wait).await
     }

@@ -60,6 +60,12 @@ pub trait EventStream: Send + Sync + 'static {
 /// One member's handle on a consumer group.
 #[async_trait]
 pub trait Subscription: Send + Sync {
+    /// The stream's name.
+    fn stream(&self) -> &str;
+
+    /// The consumer group's name.
+    fn group(&self) -> &str;
+
     /// Up to `max` events, waiting up to `wait` for the first one. Empty when none came.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError>;
 
@@ -73,10 +79,12 @@ pub trait Subscription: Send + Sync {
 /// Opens the stream `name` on the backend named by `url` (`sqlite://PATH` or `nats://…`).
 pub async fn open_stream(url: &str, name: &str, dedup_window: Duration) -> Result<Arc<dyn EventStream>, BusError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(SqliteEventStream::open(std::path::Path::new(path), name).await?));
+        let stream = SqliteEventStream::open(std::path::Path::new(path), name).await?;
+        return Ok(super::meter::metered_stream(Arc::new(stream)));
     }
     if url.starts_with("nats://") {
-        return Ok(Arc::new(NatsEventStream::open(url, name, dedup_window).await?));
+        let stream = NatsEventStream::open(url, name, dedup_window).await?;
+        return Ok(super::meter::metered_stream(Arc::new(stream)));
     }
     Err(BusError::Config(format!("unsupported bus URL {url:?}: expected sqlite://PATH or nats://HOST:PORT")))
 }

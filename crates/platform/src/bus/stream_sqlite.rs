@@ -208,6 +208,14 @@ struct SqliteSubscription {
 
 #[async_trait]
 impl Subscription for SqliteSubscription {
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    fn group(&self) -> &str {
+        &self.group
+    }
+
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
         self.queue.receive(max, wait).await
     }

@@ -2,5 +2,7 @@
 //! request spans, body limits, problem+json for errors, and graceful shutdown.
 
 mod server;
+mod startup;
 
 pub use server::{HttpOptions, ReadinessProbe, ServiceRouter, probe, serve};
+pub use startup::Starting;

@@ -106,6 +106,8 @@ impl ServiceRouter {
         let health = Router::new()
             .route("/healthz", get(|| async { axum::Json(json!({ "status": "OK" })) }))
             .route("/healthz/live", get(|| async { axum::Json(json!({ "status": "live" })) }))
+            // Built once start-up work is done (see `Starting` for the answer before that).
+            .route("/healthz/startup", get(|| async { axum::Json(json!({ "status": "started" })) }))
             .route(
                 "/healthz/ready",
                 get(move || {

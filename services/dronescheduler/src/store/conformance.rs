@@ -49,6 +49,7 @@ macro_rules! dronescheduler_store_conformance_tests {
             concurrent_assignments_of_one_delivery_give_one_drone,
             too_heavy_and_none_free_are_told_apart,
             release_frees_the_drone,
+            fleet_counts_follow_flights,
             release_before_assignment_fences_the_delivery,
             utilization_sums_flown_assignments_per_owner_and_month,
             assignment_records_the_flight,
@@ -409,6 +410,16 @@ pub async fn release_frees_the_drone(h: &dyn DroneStoreHarness) {
     assert!((miles - (turned.miles() + d2.traveled_miles)).abs() < 1e-9, "{miles}");
     assert!((hours - (turned.hours() + d2.assigned_hours)).abs() < 1e-9, "{hours}");
     assert!(turned.miles() < d1.traveled_miles / 4.0, "only a minute out and back: {}", turned.miles());
+}
+
+pub async fn fleet_counts_follow_flights(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(2);
+    let store = seeded(h, &config).await;
+    assert_eq!(store.fleet_counts(now()).await.unwrap(), (2, 0));
+    let (d1, _) = planned(store.as_ref(), &request("d1", "contoso", 1.0, downtown()), now(), &config).await;
+    assert_eq!(store.fleet_counts(now()).await.unwrap(), (2, 1));
+    assert_eq!(store.fleet_counts(d1.busy_until - Duration::milliseconds(1)).await.unwrap(), (2, 1));
+    assert_eq!(store.fleet_counts(d1.busy_until).await.unwrap(), (2, 0), "free once its flight ends");
 }
 
 pub async fn release_before_assignment_fences_the_delivery(h: &dyn DroneStoreHarness) {

@@ -122,6 +122,9 @@ pub trait DroneStore: Send + Sync {
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError>;
     /// Every drone, by id, each with its latest flight.
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError>;
+    /// How many drones there are, and how many are busy at `now` (their latest flight has not
+    /// ended): counted by the store, for the `drones` gauge.
+    async fn fleet_counts(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError>;
     async fn drone(&self, id: &str) -> Result<Option<DroneRecord>, StoreError>;
     /// Claims up to `limit` flights with an event due at `now` (earliest first) for `claimer`,
     /// until `now + lease`. A flight held by another claimer whose claim has not expired is not

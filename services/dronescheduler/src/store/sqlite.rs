@@ -445,6 +445,15 @@ impl DroneStore for SqliteDroneStore {
         Ok((count > 0).then(|| (row.get(1), row.get(2))))
     }
 
+    async fn fleet_counts(&self, now: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let (total, busy): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE busy_until > ?1) FROM drones")
+                .bind(now.timestamp_millis())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((u64::try_from(total).unwrap_or(0), u64::try_from(busy).unwrap_or(0)))
+    }
+
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,

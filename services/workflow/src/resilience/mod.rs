@@ -62,7 +62,7 @@ fn is_unwell(err: &CallError) -> bool {
 
 impl Guard {
     pub fn new(name: &'static str, settings: GuardSettings) -> Self {
-        metrics::gauge!("workflow_downstream_breaker_state", "downstream" => name).set(0.0);
+        metrics::gauge!("downstream_breaker_state", "service" => crate::SERVICE, "downstream" => name).set(0.0);
         Self {
             name,
             breaker: Mutex::new(CircuitBreaker::new(settings.breaker)),
@@ -102,8 +102,9 @@ impl Guard {
                 });
             }
         };
-        let in_flight = self.settings.max_in_flight.max(1) - self.bulkhead.available_permits();
-        metrics::gauge!("workflow_downstream_in_flight", "downstream" => self.name).set(in_flight as f64);
+        self.report_in_flight();
+        // Reported again once the slot is free, so the gauge falls back when calls end.
+        let _report = InFlightReport(self);
         self.budget.lock().expect("budget lock").record_call(Instant::now());
         let mut retry = 0;
         loop {
@@ -117,12 +118,17 @@ impl Guard {
                 return Err(err);
             }
             if !self.budget.lock().expect("budget lock").try_retry(Instant::now()) {
-                metrics::counter!("workflow_downstream_retry_budget_exhausted_total", "downstream" => self.name)
-                    .increment(1);
+                metrics::counter!(
+                    "downstream_retry_budget_exhausted_total",
+                    "service" => crate::SERVICE,
+                    "downstream" => self.name
+                )
+                .increment(1);
                 return Err(err);
             }
             retry += 1;
-            metrics::counter!("workflow_downstream_retries_total", "downstream" => self.name).increment(1);
+            metrics::counter!("downstream_retries_total", "service" => crate::SERVICE, "downstream" => self.name)
+                .increment(1);
             tokio::time::sleep(self.settings.retry_backoff.delay(retry)).await;
         }
     }
@@ -149,9 +155,33 @@ impl Guard {
         result
     }
 
+    fn report_in_flight(&self) {
+        let in_flight = self.settings.max_in_flight.max(1) - self.bulkhead.available_permits();
+        metrics::gauge!("downstream_in_flight", "service" => crate::SERVICE, "downstream" => self.name)
+            .set(in_flight as f64);
+    }
+
     fn count(&self, outcome: &'static str) {
-        metrics::counter!("workflow_downstream_calls_total", "downstream" => self.name, "outcome" => outcome)
-            .increment(1);
+        metrics::counter!(
+            "downstream_calls_total",
+            "service" => crate::SERVICE,
+            "downstream" => self.name,
+            "outcome" => outcome
+        )
+        .increment(1);
+    }
+}
+
+/// Declared after the bulkhead slot, so dropped before it: reports the calls in flight without
+/// this one.
+struct InFlightReport<'a>(&'a Guard);
+
+impl Drop for InFlightReport<'_> {
+    fn drop(&mut self) {
+        let guard = self.0;
+        let held = guard.settings.max_in_flight.max(1) - guard.bulkhead.available_permits();
+        metrics::gauge!("downstream_in_flight", "service" => crate::SERVICE, "downstream" => guard.name)
+            .set(held.saturating_sub(1) as f64);
     }
 }
 
@@ -168,7 +198,8 @@ impl ProbeSlot<'_> {
         breaker.record(healthy, now);
         let state = breaker.state(now);
         drop(breaker);
-        metrics::gauge!("workflow_downstream_breaker_state", "downstream" => self.guard.name).set(state.gauge());
+        metrics::gauge!("downstream_breaker_state", "service" => crate::SERVICE, "downstream" => self.guard.name)
+            .set(state.gauge());
     }
 }
 
