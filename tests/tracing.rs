@@ -210,6 +210,25 @@ async fn one_delivery_request_is_one_trace_across_every_service_and_the_bus() {
     assert_eq!(publisher.span_kind, SpanKind::Producer);
     assert_eq!(publisher.span_context.trace_id(), history.span_context.trace_id());
 
+    // The flight clock publishes the drone's events later, outside the request, yet they
+    // continue the request's trace: the assignment's context is kept with the flight.
+    let is_drone_event = |s: &SpanData| {
+        s.span_kind == SpanKind::Consumer
+            && attribute(s, "messaging.destination.name").as_deref() == Some("drone-events")
+            && attribute(s, "delivery.id").as_deref() == Some(id.as_str())
+    };
+    let flown = spans_until(&telemetry.spans, |spans| spans.iter().any(is_drone_event)).await;
+    let tracked = flown.iter().find(|s| is_drone_event(s)).unwrap();
+    assert_eq!(tracked.span_context.trace_id(), trace, "drone events join the request's trace: {tracked:?}");
+    let clock = flown
+        .iter()
+        .find(|s| s.span_context.span_id() == tracked.parent_span_id)
+        .expect("the tracking consumer's parent is the flight clock's publish span");
+    assert_eq!(
+        (clock.span_kind.clone(), attribute(clock, "service").as_deref()),
+        (SpanKind::Producer, Some("dronescheduler"))
+    );
+
     // The log lines are JSON, and those written inside the request's spans carry its ids.
     let logs = telemetry.logs.text();
     let lines: Vec<Value> =

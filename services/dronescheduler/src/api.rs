@@ -40,7 +40,8 @@ async fn assign(
 ) -> Result<Json<DroneAssignment>, Problem> {
     platform::telemetry::record_delivery_id(delivery_id.as_str());
     platform::telemetry::record_owner_id(&body.owner_id);
-    let request = domain::validate(&delivery_id, body, &state.fleet)?;
+    let mut request = domain::validate(&delivery_id, body, &state.fleet)?;
+    request.traceparent = platform::telemetry::current_traceparent();
     match state.store.assign(&request, state.clock.now(), &state.fleet).await? {
         Assigned::Drone(assignment) => {
             metrics::counter!("drone_assignments_total", "service" => crate::SERVICE).increment(1);

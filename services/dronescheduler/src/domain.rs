@@ -160,6 +160,9 @@ pub struct AssignmentRequest {
     pub dropoff: Point,
     pub weight: f64,
     pub expedited: bool,
+    /// W3C trace context of the assignment, kept with the flight so that the events the flight
+    /// clock publishes later continue the request's trace.
+    pub traceparent: Option<String>,
 }
 
 /// Checks a PUT body against the path and the fleet; every bad field is named.
@@ -190,6 +193,7 @@ pub fn validate(path_id: &str, body: DroneDeliveryRequest, fleet: &FleetConfig) 
         dropoff,
         weight,
         expedited: body.expedited,
+        traceparent: None,
     })
 }
 
@@ -285,6 +289,7 @@ mod tests {
             dropoff: Point::new(47.62, -122.35),
             weight,
             expedited: false,
+            traceparent: None,
         }
     }
 

@@ -131,7 +131,7 @@ impl FlightClock {
                 continue;
             }
             let event = events::event(&claimed.delivery_id, &claimed.flight, due_at, slot);
-            match self.publish(&event).await {
+            match self.publish(&event, claimed.traceparent.as_deref()).await {
                 Ok(()) => {
                     done += 1;
                     published += 1;
@@ -153,12 +153,13 @@ impl FlightClock {
         (progress, published, failed)
     }
 
-    /// Each event starts a trace of its own (the clock, not a request, publishes it; the request's
-    /// context is not stored with the flight), with `delivery.id` to find it by; the consumers'
-    /// spans continue it.
-    async fn publish(&self, event: &DueEvent) -> Result<(), String> {
+    /// Each event continues the trace of the request that assigned the drone (`assignment`, kept
+    /// with the flight), so one delivery's drone events and their consumers' spans join its trace;
+    /// a flight stored before trace contexts were kept starts a trace per event.
+    async fn publish(&self, event: &DueEvent, assignment: Option<&str>) -> Result<(), String> {
         let (id, delivery_id) = (event.message_id(), event.envelope.delivery_id.as_str());
         let span = spans::message_publish(crate::SERVICE, self.stream.system(), self.stream.name(), id, delivery_id);
+        platform::telemetry::continue_from(&span, assignment);
         let mut envelope = event.envelope.clone();
         envelope.traceparent = span.in_scope(platform::telemetry::current_traceparent);
         let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;

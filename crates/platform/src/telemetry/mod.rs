@@ -27,7 +27,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use propagation::current_traceparent;
+pub use propagation::{continue_from, current_traceparent};
 pub use spans::{record_delivery_id, record_owner_id};
 
 /// How log lines are written.

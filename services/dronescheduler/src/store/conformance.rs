@@ -102,6 +102,7 @@ fn request(delivery_id: &str, owner_id: &str, weight: f64, pickup: Point) -> Ass
         dropoff: Point::new(47.62, -122.35),
         weight,
         expedited: false,
+        traceparent: None,
     }
 }
 

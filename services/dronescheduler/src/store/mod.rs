@@ -164,6 +164,8 @@ pub struct ClaimedFlight {
     pub events_published: usize,
     /// The plan this claim saw; a re-plan changes it.
     pub plan_version: i64,
+    /// The assignment's W3C trace context: the flight's events continue that trace.
+    pub traceparent: Option<String>,
 }
 
 /// What a flight clock did with a claimed flight.
@@ -236,12 +238,14 @@ where
     f64: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(ClaimedFlight {
         delivery_id: row.try_get("delivery_id")?,
         flight: read_flight(row)?.ok_or_else(|| sqlx::Error::ColumnNotFound("f_departed_at".into()))?,
         events_published: usize::try_from(row.try_get::<i64, _>("events_published")?).unwrap_or(0),
         plan_version: row.try_get("plan_version")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 

@@ -100,12 +100,17 @@ fn flying_drone(row: &PgRow) -> Result<DroneRecord, StoreError> {
 }
 
 /// Records a new assignment's flight, its first events due at departure.
-async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPath) -> Result<(), StoreError> {
+async fn insert_flight(
+    conn: &mut PgConnection,
+    delivery_id: &str,
+    f: &FlightPath,
+    traceparent: Option<&str>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
              pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
-             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13, $17)",
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $13, $17, $18)",
     )
     .bind(delivery_id)
     .bind(&f.drone_id)
@@ -124,6 +129,7 @@ async fn insert_flight(conn: &mut PgConnection, delivery_id: &str, f: &FlightPat
     .bind(unix_millis(f.dropoff_at))
     .bind(unix_millis(f.back_at))
     .bind(f.position_every_ms)
+    .bind(traceparent)
     .execute(conn)
     .await?;
     Ok(())
@@ -412,7 +418,7 @@ impl DroneStore for PostgresDroneStore {
                     None => continue,
                 }
             }
-            insert_flight(&mut tx, &request.delivery_id, &plan.path).await?;
+            insert_flight(&mut tx, &request.delivery_id, &plan.path, request.traceparent.as_deref()).await?;
             if is_waiting {
                 sqlx::query("DELETE FROM expedited_waiters WHERE delivery_id = $1")
                     .bind(&request.delivery_id)
@@ -567,7 +573,7 @@ impl DroneStore for PostgresDroneStore {
                      AND (claim_expires_at IS NULL OR claim_expires_at <= $3 OR claim_token = $1)
                  ORDER BY next_event_at LIMIT $4
                  FOR UPDATE SKIP LOCKED)
-             RETURNING delivery_id, events_published, plan_version, next_event_at, ",
+             RETURNING delivery_id, events_published, plan_version, next_event_at, traceparent, ",
             flight_columns!("")
         ))
         .bind(claimer)

@@ -81,12 +81,17 @@ fn flying_drone(row: &SqliteRow) -> Result<DroneRecord, StoreError> {
 }
 
 /// Records a new assignment's flight, its first events due at departure.
-async fn insert_flight(conn: &mut SqliteConnection, delivery_id: &str, f: &FlightPath) -> Result<(), StoreError> {
+async fn insert_flight(
+    conn: &mut SqliteConnection,
+    delivery_id: &str,
+    f: &FlightPath,
+    traceparent: Option<&str>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO flights (delivery_id, drone_id, depot_latitude, depot_longitude, pickup_latitude,
              pickup_longitude, pickup_altitude, dropoff_latitude, dropoff_longitude, dropoff_altitude, speed_mph,
-             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?13, ?17)",
+             time_scale, departed_at, pickup_at, dropoff_at, back_at, next_event_at, position_every_ms, traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?13, ?17, ?18)",
     )
     .bind(delivery_id)
     .bind(&f.drone_id)
@@ -105,6 +110,7 @@ async fn insert_flight(conn: &mut SqliteConnection, delivery_id: &str, f: &Fligh
     .bind(unix_millis(f.dropoff_at))
     .bind(unix_millis(f.back_at))
     .bind(f.position_every_ms)
+    .bind(traceparent)
     .execute(conn)
     .await?;
     Ok(())
@@ -363,7 +369,7 @@ impl DroneStore for SqliteDroneStore {
         .bind(unix_millis(plan.busy_until))
         .execute(&mut *tx)
         .await?;
-        insert_flight(&mut tx, &request.delivery_id, &plan.path).await?;
+        insert_flight(&mut tx, &request.delivery_id, &plan.path, request.traceparent.as_deref()).await?;
         tx.commit().await?;
         Ok(Assigned::Drone(DroneAssignment {
             drone_id: plan.drone_id,
@@ -502,7 +508,7 @@ impl DroneStore for SqliteDroneStore {
                  WHERE next_event_at IS NOT NULL AND next_event_at <= ?3
                      AND (claim_expires_at IS NULL OR claim_expires_at <= ?3 OR claim_token = ?1)
                  ORDER BY next_event_at LIMIT ?4)
-             RETURNING delivery_id, events_published, plan_version, next_event_at, ",
+             RETURNING delivery_id, events_published, plan_version, next_event_at, traceparent, ",
             flight_columns!("")
         ))
         .bind(claimer)
