@@ -19,11 +19,22 @@ pub struct CommonArgs {
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "FABRIKAM_SHUTDOWN_GRACE", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+
+    /// Secret shared by the gateway and the services to sign and verify the caller's identity
+    /// (at least 16 bytes). Unset on a service: public routes are neither authenticated nor
+    /// scoped to an account, which is only for running a service alone.
+    #[arg(long, env = "FABRIKAM_IDENTITY_SECRET", hide_env_values = true)]
+    pub identity_secret: Option<String>,
 }
 
 impl CommonArgs {
     pub fn http_options(&self) -> crate::http::HttpOptions {
         crate::http::HttpOptions { body_limit_bytes: self.body_limit }
+    }
+
+    /// How this service treats the gateway's identity headers.
+    pub fn identity_policy(&self) -> anyhow::Result<crate::identity::IdentityPolicy> {
+        crate::identity::IdentityPolicy::from_secret(self.identity_secret.as_deref()).map_err(anyhow::Error::msg)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -33,7 +44,7 @@ impl CommonArgs {
 
 impl Default for CommonArgs {
     fn default() -> Self {
-        Self { log_format: LogFormat::Json, body_limit: 64 * 1024, shutdown_grace_secs: 20 }
+        Self { log_format: LogFormat::Json, body_limit: 64 * 1024, shutdown_grace_secs: 20, identity_secret: None }
     }
 }
 

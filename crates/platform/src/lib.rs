@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod geo;
 pub mod http;
+pub mod identity;
 pub mod json;
 pub mod metrics;
 pub mod postgres;
