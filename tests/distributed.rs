@@ -409,7 +409,10 @@ async fn chaos_under_load() {
     )
     .await
     .unwrap();
-    let settle_deadline = Instant::now() + Duration::from_secs(180);
+    // A slow machine (a debug build beside other work) drains slowly: what fails the test is a
+    // backlog that stops shrinking, not one that takes long.
+    let stuck_after = Duration::from_secs(180);
+    let (mut least_left, mut last_progress) = (u64::MAX, Instant::now());
     loop {
         let depth = queue.depth().await.unwrap();
         let (_, summary) = workflow.get("/api/workflows/summary").await;
@@ -417,9 +420,13 @@ async fn chaos_under_load() {
         if depth == 0 && busy == 0 {
             break;
         }
-        assert!(Instant::now() < settle_deadline, "not settled: depth {depth}, workflows {summary}");
+        if depth + busy < least_left {
+            (least_left, last_progress) = (depth + busy, Instant::now());
+        }
+        assert!(last_progress.elapsed() < stuck_after, "not settling: depth {depth}, workflows {summary}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    eprintln!("chaos: settled {:.0} s after the load stopped", started.elapsed().as_secs_f64() - seconds as f64);
 
     let dead = queue.dead_letters(1000).await.unwrap();
     let mut tally = Tally::default();
