@@ -64,6 +64,15 @@ pub struct RescheduledDelivery {
     pub pickup_time: Option<String>,
 }
 
+/// `POST /api/deliveries/{id}/refusals` (internal, for the workflow): a change another service
+/// refused for the delivery, to be shown on its status. `action` is `reschedule`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRefusal {
+    pub action: String,
+    pub reason: String,
+}
+
 /// `POST /api/deliveries/{id}/notifymerequests`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -18,6 +18,17 @@ pub struct DroneDeliveryRequest {
     pub expedited: bool,
 }
 
+/// `PATCH /api/dronedeliveries/{deliveryId}` body: the delivery's new places (absent: as
+/// planned). The answer is the flight the drone now flies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DroneReroute {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropoff: Option<Location>,
+}
+
 /// What the drone must carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -37,6 +37,14 @@ pub struct EventEnvelope<E> {
 pub struct Flight {
     pub drone_id: String,
     pub depot: Location,
+    /// Where the drone starts this plan: absent for the plan made at assignment (it starts at its
+    /// depot); where the drone was when the plan was re-made for a rescheduled delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Location>,
+    /// The package was already on board when this plan was made: the drone flies origin →
+    /// drop-off → depot, and `pickupAt` is the plan's start (its pickup leg is empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carrying: bool,
     pub pickup: Location,
     pub dropoff: Location,
     /// Simulated miles per hour.
@@ -56,6 +64,9 @@ pub struct Flight {
 pub enum DroneEvent {
     /// A drone was assigned and leaves its depot for the pickup.
     DroneAssigned(Flight),
+    /// The delivery was rescheduled while its drone flew: this plan replaces the one before,
+    /// from where the drone was then.
+    FlightReplanned(Flight),
     /// Flying to the pickup (sent with the assignment's departure).
     HeadedToPickup(DronePosition),
     /// Package picked up, flying to the drop-off.
@@ -81,6 +92,7 @@ impl DroneEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::DroneAssigned(_) => "DroneAssigned",
+            Self::FlightReplanned(_) => "FlightReplanned",
             Self::HeadedToPickup(_) => "HeadedToPickup",
             Self::HeadedToDropoff(_) => "HeadedToDropoff",
             Self::DroneArrived(_) => "DroneArrived",

@@ -11,7 +11,8 @@ use axum::{Json, Router};
 use contracts::DeliveryStage;
 use contracts::UserAccount;
 use contracts::delivery::{
-    Confirmation, DeliveriesSummary, Delivery, DeliveryClosure, DeliveryStatus, NotifyMeRequest, RescheduledDelivery,
+    Confirmation, DeliveriesSummary, Delivery, DeliveryClosure, DeliveryRefusal, DeliveryStatus, NotifyMeRequest,
+    RescheduledDelivery,
 };
 use platform::Problem;
 use platform::bus::stream::EventStream;
@@ -42,6 +43,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/deliveries/{id}/notifications", get(notifications))
         .route("/api/deliveries/{id}/confirmations", post(confirm))
         .route("/api/deliveries/{id}/closure", put(close))
+        .route("/api/deliveries/{id}/refusals", post(refused))
         .with_state(state)
 }
 
@@ -128,11 +130,28 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result
     let now = state.clock.now();
     let outcome = state.store.cancel(&id, now).await?;
     if matches!(outcome, Changed::Refused(_)) {
-        state.store.record_refusal(&id, Action::Cancel, now).await?;
+        state.store.record_refusal(&id, Action::Cancel, None, now).await?;
     }
     let delivery = changed(&id, outcome, DeliveryStage::Cancelled)?;
     events::finished(&*state.events, &*state.store, &id, now).await?;
     Ok(delivery)
+}
+
+/// `POST /api/deliveries/{id}/refusals` (internal, for the workflow): a reschedule the drone
+/// scheduler could not fly is recorded on the delivery, once, so its status says why. 204, or
+/// 404 for an unknown delivery.
+async fn refused(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(refusal): JsonBody<DeliveryRefusal>,
+) -> Result<StatusCode, Problem> {
+    traced(&id);
+    let reason = domain::validate_refusal(&refusal)?;
+    if state.store.get(&id).await?.is_none() {
+        return Err(not_found(&id));
+    }
+    state.store.record_refusal(&id, Action::Reschedule, Some(&reason), state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/deliveries/{id}/confirmations`: the package was handed over; `DeliveryCompleted`
@@ -179,7 +198,7 @@ async fn close(
         Closed::Refused(refusal) => {
             // A closing cancel is refused, and shown, like a DELETE.
             let action = if stage == DeliveryStage::Failed { Action::Fail } else { Action::Cancel };
-            state.store.record_refusal(&id, action, now).await?;
+            state.store.record_refusal(&id, action, None, now).await?;
             return Err(Problem::conflict(refusal));
         }
     };

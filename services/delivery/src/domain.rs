@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use contracts::DeliveryStage;
 use contracts::Location;
 use contracts::delivery::{
-    Confirmation, Delivery, DeliveryClosure, DeliveryStatus, DeliveryTrackingEvent, NotifyMeRequest,
+    Confirmation, Delivery, DeliveryClosure, DeliveryRefusal, DeliveryStatus, DeliveryTrackingEvent, NotifyMeRequest,
     RescheduledDelivery,
 };
 use contracts::events::{DroneEvent, DronePosition, Flight};
@@ -123,9 +123,14 @@ pub fn tracked_stage(current: DeliveryStage, history: &[DeliveryStage]) -> Deliv
 /// The note to record on a delivery (a tracking event in its current stage) when `action` is
 /// refused in `current` (its [`tracked_stage`]), for the refusals a customer should see in the
 /// status; `None` for the rest (a cancel of a finished delivery says nothing new about it).
-pub fn refusal_note(current: DeliveryStage, action: Action) -> Option<String> {
-    match (action, current) {
-        (Action::Cancel, DeliveryStage::HeadedToDropoff) => Some(format!("cancel refused: {PICKED_UP}")),
+///
+/// `reason` is why another service refused the action for the delivery: a reschedule whose new
+/// places the drone scheduler could not re-plan the flight for (the package is on board, the
+/// drone is at the drop-off). Such a refusal is shown while the delivery is not finished.
+pub fn refusal_note(current: DeliveryStage, action: Action, reason: Option<&str>) -> Option<String> {
+    match (action, current, reason) {
+        (Action::Cancel, DeliveryStage::HeadedToDropoff, _) => Some(format!("cancel refused: {PICKED_UP}")),
+        (Action::Reschedule, stage, Some(reason)) if !is_final(stage) => Some(format!("reschedule refused: {reason}")),
         _ => None,
     }
 }
@@ -158,7 +163,8 @@ pub enum DroneStep {
 /// The step a drone event asks for.
 pub fn drone_step(event: DroneEvent) -> DroneStep {
     match event {
-        DroneEvent::DroneAssigned(flight) => DroneStep::RecordFlight(flight),
+        // A re-plan departs later than the plan it replaces, so the store keeps it as the newer.
+        DroneEvent::DroneAssigned(flight) | DroneEvent::FlightReplanned(flight) => DroneStep::RecordFlight(flight),
         DroneEvent::HeadedToPickup(p) => {
             DroneStep::Advance { action: Action::HeadToPickup, location: p.location, at: p.at }
         }
@@ -333,6 +339,20 @@ pub fn validate_reschedule(change: &RescheduledDelivery) -> Result<(), Problem> 
         errors.insert("/".to_owned(), "give at least one of pickup, dropoff, deadline, pickupTime".to_owned());
     }
     if errors.is_empty() { Ok(()) } else { Err(Problem::invalid_fields(errors)) }
+}
+
+/// Checks a refusal sent by the workflow: a reschedule, with a reason. Returns the reason,
+/// trimmed and cut to 500 characters.
+pub fn validate_refusal(refusal: &DeliveryRefusal) -> Result<String, Problem> {
+    let mut errors = Errors::new();
+    if refusal.action != "reschedule" {
+        errors.insert("/action".to_owned(), "must be \"reschedule\"".to_owned());
+    }
+    let reason: String = refusal.reason.trim().chars().take(500).collect();
+    if reason.is_empty() {
+        errors.insert("/reason".to_owned(), "required".to_owned());
+    }
+    if errors.is_empty() { Ok(reason) } else { Err(Problem::invalid_fields(errors)) }
 }
 
 /// Applies a reschedule to a delivery document.
@@ -805,7 +825,7 @@ mod tests {
     #[test]
     fn only_a_cancel_after_pickup_is_noted_and_only_once() {
         use DeliveryStage::*;
-        let note = refusal_note(HeadedToDropoff, Action::Cancel).unwrap();
+        let note = refusal_note(HeadedToDropoff, Action::Cancel, None).unwrap();
         assert_eq!(note, format!("cancel refused: {PICKED_UP}"));
         let Transition::Refused(reason) = transition(HeadedToDropoff, Action::Cancel) else { panic!("allowed") };
         assert!(note.ends_with(&reason), "the note quotes the refusal: {note}");
@@ -816,8 +836,11 @@ mod tests {
             (HeadedToDropoff, Action::Reschedule),
             (Cancelled, Action::Complete),
         ] {
-            assert_eq!(refusal_note(stage, action), None, "{action:?} on {stage}");
+            assert_eq!(refusal_note(stage, action, None), None, "{action:?} on {stage}");
         }
+        let moved = refusal_note(HeadedToDropoff, Action::Reschedule, Some("the pickup can no longer move"));
+        assert_eq!(moved.as_deref(), Some("reschedule refused: the pickup can no longer move"));
+        assert_eq!(refusal_note(Completed, Action::Reschedule, Some("too late")), None, "finished: nothing new");
         let history = [tracked(Created, None), tracked(HeadedToDropoff, None)];
         assert!(!already_noted(&history, &note));
         let noted = [tracked(Created, None), tracked(HeadedToDropoff, None), tracked(HeadedToDropoff, Some(&note))];
@@ -846,6 +869,8 @@ mod tests {
         let flight = Flight {
             drone_id: "drone-1".into(),
             depot: location,
+            origin: None,
+            carrying: false,
             pickup: location,
             dropoff: location,
             speed_mph: 40.0,
@@ -890,6 +915,8 @@ mod tests {
         Flight {
             drone_id: "drone-1".into(),
             depot: Location::new(47.60, -122.33, 0.0),
+            origin: None,
+            carrying: false,
             pickup: Location::new(47.62, -122.33, 0.0),
             dropoff: Location::new(47.64, -122.33, 0.0),
             speed_mph: 40.0,

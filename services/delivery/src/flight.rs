@@ -1,6 +1,8 @@
 //! Where a delivery's drone is and when it reaches the pickup and the drop-off, from its flight
 //! plan ([`Flight`]: depot → pickup → drop-off → depot on great circles, with the real times it
-//! is planned to reach each point). Pure: no I/O, `now` is an argument.
+//! is planned to reach each point). Pure: no I/O, `now` is an argument. A plan re-made for a
+//! reschedule starts where the drone was (`origin`), and with the package on board its pickup
+//! leg is empty: origin → drop-off → depot.
 //!
 //! **Position.** The leg the plan has the drone on at `now`, and the fraction of that leg's
 //! planned time gone by, placed on the leg's great circle ([`platform::geo::intermediate`]).
@@ -37,10 +39,11 @@ pub struct Etas {
 /// drop-off → depot by the flight's times, at its depot once back. At a waypoint's time it is
 /// at that waypoint, even when the plan gives the next leg no time at all.
 pub fn position(flight: &Flight, now: DateTime<Utc>) -> Location {
+    let (start, pickup_leg_end) = (origin(flight), dropoff_leg_start(flight));
     if now <= flight.pickup_at {
-        along(flight.depot, flight.pickup, flight.departed_at, flight.pickup_at, now)
+        along(start, pickup_leg_end, flight.departed_at, flight.pickup_at, now)
     } else if now <= flight.dropoff_at {
-        along(flight.pickup, flight.dropoff, flight.pickup_at, flight.dropoff_at, now)
+        along(pickup_leg_end, flight.dropoff, flight.pickup_at, flight.dropoff_at, now)
     } else {
         along(flight.dropoff, flight.depot, flight.dropoff_at, flight.back_at, now)
     }
@@ -64,8 +67,9 @@ pub fn delivery_position(flight: &Flight, now: DateTime<Utc>) -> Option<Location
 pub fn etas(flight: &Flight, now: DateTime<Utc>) -> Etas {
     let planned = Etas { pickup: flight.pickup_at, dropoff: flight.dropoff_at };
     let Some(ms_per_mile) = real_ms_per_mile(flight) else { return planned };
-    let to_pickup = Leg::new(flight.departed_at, flight.pickup_at, flight.depot, flight.pickup, ms_per_mile);
-    let to_dropoff = Leg::new(flight.pickup_at, flight.dropoff_at, flight.pickup, flight.dropoff, ms_per_mile);
+    let (start, pickup_leg_end) = (origin(flight), dropoff_leg_start(flight));
+    let to_pickup = Leg::new(flight.departed_at, flight.pickup_at, start, pickup_leg_end, ms_per_mile);
+    let to_dropoff = Leg::new(flight.pickup_at, flight.dropoff_at, pickup_leg_end, flight.dropoff, ms_per_mile);
     let now_ms = now.timestamp_millis();
     let (pickup_late, dropoff_late) = if now_ms < to_pickup.end_ms {
         let late = to_pickup.delay_at(now_ms);
@@ -74,6 +78,17 @@ pub fn etas(flight: &Flight, now: DateTime<Utc>) -> Etas {
         (0.0, to_dropoff.delay_at(now_ms))
     };
     Etas { pickup: later_by(planned.pickup, pickup_late), dropoff: later_by(planned.dropoff, dropoff_late) }
+}
+
+/// Where the plan starts: the depot, or where the drone was when the plan was re-made.
+fn origin(flight: &Flight) -> Location {
+    flight.origin.unwrap_or(flight.depot)
+}
+
+/// Where the leg to the drop-off starts: the pickup, or the plan's origin when the package was
+/// already on board (the pickup leg is then empty).
+fn dropoff_leg_start(flight: &Flight) -> Location {
+    if flight.carrying { origin(flight) } else { flight.pickup }
 }
 
 /// Real milliseconds a mile takes: `speedMph` simulated miles per simulated hour, and
@@ -180,6 +195,8 @@ mod tests {
         Flight {
             drone_id: "drone-0001".to_owned(),
             depot,
+            origin: None,
+            carrying: false,
             pickup,
             dropoff,
             speed_mph,

@@ -248,6 +248,8 @@ fn flight(departed_at: DateTime<Utc>) -> Flight {
     Flight {
         drone_id: "drone-0001".to_owned(),
         depot: Location::new(47.55, -122.30, 0.0),
+        origin: None,
+        carrying: false,
         pickup: Location::new(47.60, -122.33, 0.0),
         dropoff: Location::new(47.62, -122.35, 0.0),
         speed_mph: 40.0,

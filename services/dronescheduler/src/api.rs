@@ -7,14 +7,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use contracts::drone::{Drone, DroneAssignment, DroneDeliveryRequest, DroneUtilization};
+use contracts::drone::{Drone, DroneAssignment, DroneDeliveryRequest, DroneReroute, DroneUtilization};
+use contracts::events::Flight;
 use platform::Problem;
 use platform::clock::SharedClock;
 use platform::json::JsonBody;
 
 use crate::domain::{self, DroneRecord, FleetConfig};
 use crate::flight::{Phase, location as location_of};
-use crate::store::{Assigned, DroneStore};
+use crate::store::{Assigned, DroneStore, Rerouted};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,7 +27,7 @@ pub struct AppState {
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/dronedeliveries/utilization", get(utilization))
-        .route("/api/dronedeliveries/{delivery_id}", put(assign).delete(release))
+        .route("/api/dronedeliveries/{delivery_id}", put(assign).patch(reroute).delete(release))
         .route("/api/drones", get(list_drones))
         .route("/api/drones/{drone_id}", get(get_drone))
         .with_state(state)
@@ -61,6 +62,32 @@ async fn assign(
                 state.fleet.retry_after_secs,
             ))
         }
+    }
+}
+
+/// `PATCH /api/dronedeliveries/{deliveryId}`: the delivery was rescheduled to new places; the
+/// drone's flight is re-planned from where it is. 200 with the flight it now flies (also when
+/// nothing changed), 404 without an assignment, 409 when it is too late (with the reason), 503
+/// while the flight's due events are still going out.
+async fn reroute(
+    State(state): State<AppState>,
+    Path(delivery_id): Path<String>,
+    JsonBody(body): JsonBody<DroneReroute>,
+) -> Result<Json<Flight>, Problem> {
+    platform::telemetry::record_delivery_id(delivery_id.as_str());
+    let (pickup, dropoff) = domain::validate_reroute(&body)?;
+    match state.store.reroute(&delivery_id, pickup, dropoff, state.clock.now()).await? {
+        Rerouted::Flying { flight, changed } => {
+            if changed {
+                metrics::counter!("drone_reroutes_total", "service" => crate::SERVICE).increment(1);
+            }
+            Ok(Json(flight.contract()))
+        }
+        Rerouted::NotAssigned => Err(Problem::not_found(format!("no drone is assigned to delivery {delivery_id}"))),
+        Rerouted::Refused(reason) => {
+            Err(Problem::conflict(format!("delivery {delivery_id} cannot be re-routed: {reason}")))
+        }
+        Rerouted::Pending => Err(Problem::unavailable("the flight's latest events are still being published", 1)),
     }
 }
 

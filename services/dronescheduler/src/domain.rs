@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use contracts::Location;
-use contracts::drone::DroneDeliveryRequest;
+use contracts::drone::{DroneDeliveryRequest, DroneReroute};
 use platform::Problem;
 use platform::geo::{Point, distance_miles};
 
@@ -166,6 +166,17 @@ pub struct AssignmentRequest {
 }
 
 /// Checks a PUT body against the path and the fleet; every bad field is named.
+/// Checks a reroute's places: each given one well formed, at least one given.
+pub fn validate_reroute(body: &DroneReroute) -> Result<(Option<Point>, Option<Point>), Problem> {
+    let mut errors = BTreeMap::new();
+    if body.pickup.is_none() && body.dropoff.is_none() {
+        errors.insert("/".to_owned(), "give the new pickup, the new dropoff, or both".to_owned());
+    }
+    let pickup = body.pickup.as_ref().map(|p| point(p, "/pickup", &mut errors));
+    let dropoff = body.dropoff.as_ref().map(|d| point(d, "/dropoff", &mut errors));
+    if errors.is_empty() { Ok((pickup, dropoff)) } else { Err(Problem::invalid_fields(errors)) }
+}
+
 pub fn validate(path_id: &str, body: DroneDeliveryRequest, fleet: &FleetConfig) -> Result<AssignmentRequest, Problem> {
     let mut errors = BTreeMap::new();
     if body.delivery_id != path_id {

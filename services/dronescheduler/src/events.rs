@@ -19,7 +19,14 @@
 //! A turn-back only happens while nothing after the turn has been announced, so the events
 //! already published are always a prefix of the current list.
 //!
-//! Message ids are `{deliveryId}:{type}` (each happens once per delivery) and
+//! A flight re-planned for a reschedule ([`FlightPath::rerouted_at`]) has a list of its own,
+//! published from the start again: `FlightReplanned` (the new plan) at the re-plan, its
+//! positions, `HeadedToDropoff` unless the package was already on board, `DroneArrived` and
+//! `DroneReleased`. A re-plan only happens once every event due before it is out, so nothing of
+//! the plan before is lost, and it never moves what was announced.
+//!
+//! Message ids are `{deliveryId}:{type}` (each happens once per delivery),
+//! `{deliveryId}:FlightReplanned:{n}` for the n-th re-plan, and
 //! `{deliveryId}:DronePosition:{unix ms}` for positions, so a re-publish is dropped by the stream.
 
 use chrono::{DateTime, Utc};
@@ -48,6 +55,7 @@ impl DueEvent {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Slot {
     Assigned,
+    Replanned,
     HeadedToPickup,
     Position,
     HeadedToDropoff,
@@ -69,14 +77,20 @@ pub fn position_message_id(delivery_id: &str, at: DateTime<Utc>) -> String {
 /// When each of `flight`'s events is due, in the order they are published.
 pub fn schedule(flight: &FlightPath) -> Vec<(DateTime<Utc>, Slot)> {
     let departure = flight.departed_at;
-    let mut milestones = vec![(departure, Slot::Assigned), (departure, Slot::HeadedToPickup)];
+    let mut milestones = if flight.replans == 0 {
+        vec![(departure, Slot::Assigned), (departure, Slot::HeadedToPickup)]
+    } else {
+        vec![(departure, Slot::Replanned)]
+    };
     match flight.turned_back {
         Some(turn) => milestones.push((turn.at, Slot::Released(turn.from))),
-        None => milestones.extend([
-            (flight.pickup_at, Slot::HeadedToDropoff),
-            (flight.dropoff_at, Slot::Arrived),
-            (flight.dropoff_at, Slot::Released(flight.dropoff)),
-        ]),
+        None => {
+            if !flight.carrying {
+                milestones.push((flight.pickup_at, Slot::HeadedToDropoff));
+            }
+            milestones
+                .extend([(flight.dropoff_at, Slot::Arrived), (flight.dropoff_at, Slot::Released(flight.dropoff))]);
+        }
     }
     let mut positions = flight.position_times().peekable();
     let mut all = Vec::with_capacity(milestones.len());
@@ -95,6 +109,7 @@ pub fn event(delivery_id: &str, flight: &FlightPath, due_at: DateTime<Utc>, slot
     let at = |place: Point| DronePosition { drone_id: flight.drone_id.clone(), location: location(place), at: due_at };
     let event = match slot {
         Slot::Assigned => DroneEvent::DroneAssigned(flight.contract()),
+        Slot::Replanned => DroneEvent::FlightReplanned(flight.contract()),
         Slot::HeadedToPickup => DroneEvent::HeadedToPickup(at(flight.depot)),
         Slot::Position => DroneEvent::DronePosition(at(flight.position_at(due_at))),
         Slot::HeadedToDropoff => DroneEvent::HeadedToDropoff(at(flight.pickup)),
@@ -103,6 +118,7 @@ pub fn event(delivery_id: &str, flight: &FlightPath, due_at: DateTime<Utc>, slot
     };
     let message_id = match slot {
         Slot::Position => position_message_id(delivery_id, due_at),
+        Slot::Replanned => format!("{}:{}", message_id(delivery_id, event.kind()), flight.replans),
         _ => message_id(delivery_id, event.kind()),
     };
     DueEvent {

@@ -2,7 +2,10 @@
 //! doing, and how a release before the pickup turns it back home. No I/O, no clock of its own.
 //!
 //! A flight leaves the depot at the assignment time and flies depot → pickup → drop-off → depot
-//! along great circles at the drone's speed. Its times are real (wall-clock) times: simulated
+//! along great circles at the drone's speed. A reschedule that moves the pickup or the drop-off
+//! re-plans it from where the drone then is ([`FlightPath::rerouted_at`]): the new plan starts at
+//! that point (its `origin`), and with the package already on board it flies straight to the
+//! drop-off. Its times are real (wall-clock) times: simulated
 //! hours divided by the fleet's time scale. Every waypoint time is rounded up to the millisecond
 //! from the departure, cumulatively (so rounding never adds up over the legs), because the stores
 //! keep milliseconds and a flight must read back exactly as it was planned.
@@ -54,6 +57,15 @@ pub struct TurnBack {
 pub struct FlightPath {
     pub drone_id: String,
     pub depot: Point,
+    /// Where this plan starts: the depot, or where the drone was when the plan was re-made.
+    pub origin: Point,
+    /// The package was on board when this plan was made: it flies origin → drop-off → depot, and
+    /// `pickup_at` is the plan's start.
+    pub carrying: bool,
+    /// Miles flown for the delivery before this plan began (0 for the plan made at assignment).
+    pub flown_before_miles: f64,
+    /// How many times the flight was re-planned for a reschedule (0: the assignment's plan).
+    pub replans: i64,
     pub pickup: Point,
     pub dropoff: Point,
     /// Simulated miles per hour.
@@ -127,6 +139,10 @@ impl FlightPath {
         FlightPath {
             drone_id: drone_id.to_owned(),
             depot,
+            origin: depot,
+            carrying: false,
+            flown_before_miles: 0.0,
+            replans: 0,
             pickup,
             dropoff,
             speed_mph,
@@ -169,17 +185,24 @@ impl FlightPath {
         self.turned_back.map_or(self.back_at, |turn| turn.home_at)
     }
 
-    /// Miles the flight covers: the whole plan, or after a turn-back the way out to where it
-    /// turned plus the way home (what utilization counts).
+    /// Miles the flight covers: what was flown before this plan, then the whole plan, or after a
+    /// turn-back the way out to where it turned plus the way home (what utilization counts).
     pub fn miles(&self) -> f64 {
-        match self.turned_back {
-            Some(turn) => distance_miles(self.depot, turn.from) + distance_miles(turn.from, self.depot),
+        let this_plan = match self.turned_back {
+            Some(turn) => distance_miles(self.origin, turn.from) + distance_miles(turn.from, self.depot),
             None => {
-                distance_miles(self.depot, self.pickup)
-                    + distance_miles(self.pickup, self.dropoff)
+                distance_miles(self.origin, self.dropoff_leg_start())
+                    + distance_miles(self.dropoff_leg_start(), self.dropoff)
                     + distance_miles(self.dropoff, self.depot)
             }
-        }
+        };
+        self.flown_before_miles + this_plan
+    }
+
+    /// Where the leg to the drop-off starts: the pickup, or the plan's origin when the package was
+    /// already on board.
+    fn dropoff_leg_start(&self) -> Point {
+        if self.carrying { self.origin } else { self.pickup }
     }
 
     /// Simulated hours of flying for [`FlightPath::miles`].
@@ -231,8 +254,9 @@ impl FlightPath {
         let leg = |from, to, start, end| Some(Leg { from, to, start, end });
         match (phase, self.turned_back) {
             // Before a turn-back the drone was on its planned way out.
-            (Phase::ToPickup, _) => leg(self.depot, self.pickup, self.departed_at, self.pickup_at),
-            (Phase::ToDropoff, _) => leg(self.pickup, self.dropoff, self.pickup_at, self.dropoff_at),
+            (Phase::ToPickup, _) if self.carrying => leg(self.origin, self.origin, self.departed_at, self.pickup_at),
+            (Phase::ToPickup, _) => leg(self.origin, self.pickup, self.departed_at, self.pickup_at),
+            (Phase::ToDropoff, _) => leg(self.dropoff_leg_start(), self.dropoff, self.pickup_at, self.dropoff_at),
             (Phase::Returning, Some(turn)) => leg(turn.from, self.depot, turn.at, turn.home_at),
             (Phase::Returning, None) => leg(self.dropoff, self.depot, self.dropoff_at, self.back_at),
             (Phase::Done, _) => None,
@@ -254,11 +278,62 @@ impl FlightPath {
         Some(FlightPath { turned_back: Some(TurnBack { at, from, home_at }), ..self.clone() })
     }
 
-    /// The plan as `drone-events` carries it (in `DroneAssigned`).
+    /// The flight re-planned at `at` for a delivery whose places are now `pickup` and `dropoff`:
+    /// from where the drone is then, to the (new) pickup and on, or, with the package already on
+    /// board, straight to the (new) drop-off. `Ok(None)` when the places are the ones planned (a
+    /// retried reschedule changes nothing). Refused, with the reason, once the drone is at the
+    /// drop-off, after a release turned it back, and for a new pickup once the package is on
+    /// board.
+    pub fn rerouted_at(&self, at: DateTime<Utc>, pickup: Point, dropoff: Point) -> Result<Option<FlightPath>, String> {
+        if self.turned_back.is_some() {
+            return Err("the delivery was cancelled and its drone turned back".to_owned());
+        }
+        let at = from_unix_millis(unix_millis(at.max(self.departed_at)));
+        if at >= self.dropoff_at {
+            return Err("the drone has already reached the drop-off".to_owned());
+        }
+        let same = |a: Point, b: Point| distance_miles(a, b) < 1e-6 && (a.altitude - b.altitude).abs() < 1e-6;
+        if same(pickup, self.pickup) && same(dropoff, self.dropoff) {
+            return Ok(None);
+        }
+        let carrying = self.carrying || at >= self.pickup_at;
+        if carrying && !same(pickup, self.pickup) {
+            return Err("the package has been picked up; the pickup can no longer move".to_owned());
+        }
+        let origin = self.position_at(at);
+        let flown_this_plan = match self.phase_at(at) {
+            Phase::ToPickup => distance_miles(self.origin, origin),
+            _ => {
+                distance_miles(self.origin, self.dropoff_leg_start()) + distance_miles(self.dropoff_leg_start(), origin)
+            }
+        };
+        let start = unix_millis(at);
+        let after = |miles: f64| from_unix_millis(start + real_millis(miles, self.speed_mph, self.time_scale));
+        let to_pickup = if carrying { 0.0 } else { distance_miles(origin, pickup) };
+        let to_dropoff = to_pickup + distance_miles(if carrying { origin } else { pickup }, dropoff);
+        Ok(Some(FlightPath {
+            origin,
+            carrying,
+            flown_before_miles: self.flown_before_miles + flown_this_plan,
+            replans: self.replans + 1,
+            pickup,
+            dropoff,
+            departed_at: at,
+            pickup_at: after(to_pickup),
+            dropoff_at: after(to_dropoff),
+            back_at: after(to_dropoff + distance_miles(dropoff, self.depot)),
+            turned_back: None,
+            ..self.clone()
+        }))
+    }
+
+    /// The plan as `drone-events` carries it (in `DroneAssigned` and `FlightReplanned`).
     pub fn contract(&self) -> contracts::events::Flight {
         contracts::events::Flight {
             drone_id: self.drone_id.clone(),
             depot: location(self.depot),
+            origin: (self.replans > 0).then(|| location(self.origin)),
+            carrying: self.carrying,
             pickup: location(self.pickup),
             dropoff: location(self.dropoff),
             speed_mph: self.speed_mph,
@@ -493,5 +568,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn capitol_hill() -> Point {
+        Point::new(47.6253, -122.3222)
+    }
+
+    #[test]
+    fn a_reroute_before_the_pickup_flies_on_from_where_the_drone_is() {
+        let f = flight();
+        let at = f.departed_at + Duration::milliseconds((f.pickup_at - f.departed_at).num_milliseconds() / 2);
+        let rerouted = f.rerouted_at(at, f.pickup, capitol_hill()).unwrap().expect("new drop-off: a new plan");
+        assert!(close(rerouted.origin, f.position_at(at)), "it starts where the drone is");
+        assert!(close(rerouted.position_at(at), f.position_at(at)), "no jump at the re-plan");
+        assert_eq!((rerouted.departed_at, rerouted.replans, rerouted.carrying), (at, 1, false));
+        assert_eq!(rerouted.phase_at(at), Phase::ToPickup);
+        assert_eq!(rerouted.position_at(rerouted.pickup_at), f.pickup);
+        assert_eq!(rerouted.position_at(rerouted.dropoff_at), capitol_hill());
+        assert!(rerouted.pickup_at <= f.pickup_at + Duration::milliseconds(1), "the pickup is where it was");
+        let flown = distance_miles(f.depot, f.position_at(at));
+        assert!((rerouted.flown_before_miles - flown).abs() < 1e-9);
+        let ahead = distance_miles(rerouted.origin, f.pickup)
+            + distance_miles(f.pickup, capitol_hill())
+            + distance_miles(capitol_hill(), f.depot);
+        assert!((rerouted.miles() - (flown + ahead)).abs() < 1e-9, "utilization counts what it flies");
+        let planned = real_millis(ahead, f.speed_mph, f.time_scale);
+        assert_eq!((rerouted.back_at - at).num_milliseconds(), planned);
+    }
+
+    #[test]
+    fn with_the_package_on_board_only_the_drop_off_can_move() {
+        let f = flight();
+        let at = f.pickup_at + Duration::milliseconds((f.dropoff_at - f.pickup_at).num_milliseconds() / 3);
+        let moved_pickup = f.rerouted_at(at, capitol_hill(), f.dropoff);
+        assert_eq!(moved_pickup, Err("the package has been picked up; the pickup can no longer move".to_owned()));
+        let rerouted = f.rerouted_at(at, f.pickup, capitol_hill()).unwrap().unwrap();
+        assert!(rerouted.carrying);
+        assert_eq!(rerouted.pickup_at, at, "nothing left to pick up");
+        assert_eq!(rerouted.phase_at(at), Phase::ToDropoff);
+        assert!(close(rerouted.position_at(at), f.position_at(at)));
+        assert_eq!(rerouted.position_at(rerouted.dropoff_at), capitol_hill());
+        let flown = distance_miles(f.depot, f.pickup) + distance_miles(f.pickup, f.position_at(at));
+        assert!((rerouted.flown_before_miles - flown).abs() < 1e-9);
+        assert_eq!(rerouted.released_at(at + Duration::seconds(1)), None, "a cancel cannot turn it back");
+        // Re-planned again, still carrying: the second plan starts on the first one's way.
+        let later = at + (rerouted.dropoff_at - at) / 2;
+        let again = rerouted.rerouted_at(later, f.pickup, f.dropoff).unwrap().unwrap();
+        assert!(again.carrying && again.replans == 2);
+        assert!(close(again.origin, rerouted.position_at(later)));
+        assert!(again.flown_before_miles > rerouted.flown_before_miles);
+    }
+
+    #[test]
+    fn the_same_places_change_nothing_and_late_or_cancelled_flights_refuse() {
+        let f = flight();
+        assert_eq!(f.rerouted_at(f.departed_at, f.pickup, f.dropoff), Ok(None));
+        assert!(f.rerouted_at(f.dropoff_at, f.pickup, capitol_hill()).is_err(), "at the drop-off");
+        let turned = f.released_at(f.departed_at + Duration::seconds(1)).unwrap();
+        assert!(turned.rerouted_at(f.departed_at + Duration::seconds(2), f.pickup, capitol_hill()).is_err());
+    }
+
+    #[test]
+    fn a_rerouted_flight_released_before_its_pickup_turns_back_from_its_new_way() {
+        let f = flight();
+        let at = f.departed_at + (f.pickup_at - f.departed_at) / 2;
+        let rerouted = f.rerouted_at(at, capitol_hill(), f.dropoff).unwrap().unwrap();
+        let release = at + (rerouted.pickup_at - at) / 2;
+        let turned = rerouted.released_at(release).unwrap();
+        let turn = turned.turned_back.unwrap();
+        assert!(close(turn.from, rerouted.position_at(release)));
+        let expected = rerouted.flown_before_miles
+            + distance_miles(rerouted.origin, turn.from)
+            + distance_miles(turn.from, f.depot);
+        assert!((turned.miles() - expected).abs() < 1e-9);
     }
 }

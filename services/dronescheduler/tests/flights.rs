@@ -195,7 +195,7 @@ fn position(event: &EventEnvelope<DroneEvent>) -> (contracts::Location, DateTime
         | DroneEvent::DroneArrived(p)
         | DroneEvent::DroneReleased(p)
         | DroneEvent::DronePosition(p) => (p.location, p.at),
-        DroneEvent::DroneAssigned(_) => panic!("no position in {event:?}"),
+        DroneEvent::DroneAssigned(_) | DroneEvent::FlightReplanned(_) => panic!("no position in {event:?}"),
     }
 }
 

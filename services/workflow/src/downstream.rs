@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contracts::DeliveryStage;
-use contracts::delivery::{Delivery, DeliveryClosure, RescheduledDelivery};
-use contracts::drone::{DroneAssignment, DroneDeliveryRequest};
+use contracts::delivery::{Delivery, DeliveryClosure, DeliveryRefusal, RescheduledDelivery};
+use contracts::drone::{DroneAssignment, DroneDeliveryRequest, DroneReroute};
 use contracts::package::PackageUpsert;
 use http::StatusCode;
 use platform::client::{CallError, encode_segment as encode, http_client};
@@ -47,6 +47,17 @@ pub enum Assigned {
     Drone(DroneAssignment),
     /// The delivery was cancelled and its drone released before this assignment: do not schedule.
     Cancelled,
+}
+
+/// What the drone scheduler said to a reroute.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rerouted {
+    /// The drone flies to the new places (re-planned now, or earlier by a retry).
+    Flying,
+    /// No drone is assigned yet.
+    NotAssigned,
+    /// Too late for these places, and why (the package is on board, the drone is at the drop-off).
+    Refused(String),
 }
 
 /// What the delivery service said to a change.
@@ -119,6 +130,37 @@ impl Downstreams {
             })
             .await
             .map(drop)
+    }
+
+    /// `PATCH /api/dronedeliveries/{deliveryId}`: re-plans the drone's flight for the delivery's
+    /// new places; the same places again change nothing.
+    pub async fn reroute_drone(&self, delivery_id: &str, places: &DroneReroute) -> Result<Rerouted, CallError> {
+        let path = format!("/api/dronedeliveries/{}", encode(delivery_id));
+        self.drones
+            .run(Method::PATCH, &path, Some(places), |response| async move {
+                match response.status() {
+                    StatusCode::OK => Ok(Rerouted::Flying),
+                    StatusCode::NOT_FOUND => Ok(Rerouted::NotAssigned),
+                    StatusCode::CONFLICT => Ok(Rerouted::Refused(problem_detail(response).await)),
+                    _ => Err(error(response, "dronescheduler").await),
+                }
+            })
+            .await
+    }
+
+    /// `POST /api/deliveries/{id}/refusals`: shows on the delivery why its reschedule was refused.
+    pub async fn refuse_reschedule(&self, delivery_id: &str, reason: &str) -> Result<Changed, CallError> {
+        let path = format!("/api/deliveries/{}/refusals", encode(delivery_id));
+        let body = DeliveryRefusal { action: "reschedule".to_owned(), reason: reason.to_owned() };
+        self.deliveries
+            .run(Method::POST, &path, Some(&body), |response| async move {
+                match response.status() {
+                    StatusCode::NO_CONTENT | StatusCode::OK => Ok(Changed::Applied),
+                    StatusCode::NOT_FOUND => Ok(Changed::NotFound),
+                    _ => Err(error(response, "delivery").await),
+                }
+            })
+            .await
     }
 
     /// `PUT /api/deliveries/{id}`: 201 or 204 are both success.
@@ -221,6 +263,18 @@ async fn error(response: Response, service: &str) -> CallError {
     let headers = response.headers().clone();
     let body = response.text().await.unwrap_or_default();
     CallError::from_response(service, status, &headers, &body)
+}
+
+/// The `detail` of a problem+json answer, or its body as text when it is not one.
+async fn problem_detail(response: Response) -> String {
+    let body = response.text().await.unwrap_or_default();
+    serde_json::from_str::<platform::Problem>(&body)
+        .ok()
+        .and_then(|problem| problem.detail)
+        .unwrap_or(body)
+        .chars()
+        .take(500)
+        .collect()
 }
 
 async fn change_outcome(response: Response) -> Result<Changed, CallError> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use contracts::drone::DroneReroute;
 use contracts::messages::{DeliveryCommand, DeliveryRequestEnvelope};
 use contracts::requests::{DeliveryRequest, RescheduleRequest};
 use contracts::{DeliveryStage, Location};
@@ -20,7 +21,7 @@ use platform::clock::SharedClock;
 use platform::geo::Geocoder;
 
 use crate::domain::{self, Failure};
-use crate::downstream::{Assigned, Changed, Downstreams};
+use crate::downstream::{Assigned, Changed, Downstreams, Rerouted};
 use crate::state::{Step, WorkflowRecord, WorkflowStatus};
 use crate::store::{Saved, StoreError, WorkflowStore};
 
@@ -312,6 +313,25 @@ impl Processor {
             return Ok(Pass::Finished(Done::TooLate));
         }
         let change = domain::rescheduled(&*self.geocoder, change).map_err(|e| Failure::Permanent(e.to_string()))?;
+        // New places re-plan the drone's flight first: the scheduler knows whether the package is
+        // already on board, and the delivery record must not promise a route the drone does not
+        // fly. A refusal is shown on the delivery instead of the change.
+        if change.pickup.is_some() || change.dropoff.is_some() {
+            let places = DroneReroute { pickup: change.pickup, dropoff: change.dropoff };
+            let rerouted = self.downstreams.reroute_drone(id, &places).await.map_err(Failure::from);
+            match self.by_deadline(rerouted, deadline)? {
+                Rerouted::Flying => {}
+                Rerouted::NotAssigned => return Err(self.past_deadline(not_created_yet(id), deadline)),
+                Rerouted::Refused(reason) => {
+                    tracing::info!(delivery_id = id, %reason, "reschedule refused by the drone scheduler");
+                    let shown = self.downstreams.refuse_reschedule(id, &reason).await.map_err(Failure::from);
+                    return match self.by_deadline(shown, deadline)? {
+                        Changed::NotFound => Err(self.past_deadline(not_created_yet(id), deadline)),
+                        Changed::Applied | Changed::Final => Ok(Pass::Finished(Done::TooLate)),
+                    };
+                }
+            }
+        }
         let outcome = self.downstreams.reschedule_delivery(id, &change).await.map_err(Failure::from);
         match self.by_deadline(outcome, deadline)? {
             Changed::Applied => Ok(Pass::Finished(Done::Rescheduled)),

@@ -865,6 +865,8 @@ fn flight(departed_ms: i64, drone: &str) -> Flight {
     Flight {
         drone_id: drone.to_owned(),
         depot: Location::new(47.55, -122.30, 0.0),
+        origin: None,
+        carrying: false,
         pickup: Location::new(47.60, -122.33, 0.0),
         dropoff: Location::new(47.62, -122.35, 10.0),
         speed_mph: 40.0,
@@ -981,11 +983,11 @@ pub async fn cancel_after_pickup_is_refused_and_noted_once(h: &dyn DeliveryStore
     create(&*store, delivery("d1", "u1"), at(0)).await;
     let on_board = done(store.advance("d1", Action::HeadToDropoff, spot(1), at(1)).await.unwrap());
     assert_eq!(refused(store.cancel("d1", at(2)).await.unwrap()), domain::PICKED_UP);
-    assert!(store.record_refusal("d1", Action::Cancel, at(2)).await.unwrap());
+    assert!(store.record_refusal("d1", Action::Cancel, None, at(2)).await.unwrap());
     assert_eq!(refused(store.cancel("d1", at(3)).await.unwrap()), domain::PICKED_UP);
-    assert!(!store.record_refusal("d1", Action::Cancel, at(3)).await.unwrap(), "once per kind");
+    assert!(!store.record_refusal("d1", Action::Cancel, None, at(3)).await.unwrap(), "once per kind");
     assert_eq!(store.get("d1").await.unwrap(), Some(on_board), "the note changes neither stage nor fields");
-    let note = domain::refusal_note(DeliveryStage::HeadedToDropoff, Action::Cancel);
+    let note = domain::refusal_note(DeliveryStage::HeadedToDropoff, Action::Cancel, None);
     let events = store.tracking("d1").await.unwrap();
     let seen: Vec<_> = events.iter().map(|e| (e.stage, e.location, e.at, e.reason.clone())).collect();
     assert_eq!(
@@ -998,12 +1000,12 @@ pub async fn cancel_after_pickup_is_refused_and_noted_once(h: &dyn DeliveryStore
 
     // Nothing to note: a cancel that was not refused, or refused for another reason, or no delivery.
     create(&*store, delivery("d2", "u1"), at(0)).await;
-    assert!(!store.record_refusal("d2", Action::Cancel, at(1)).await.unwrap());
+    assert!(!store.record_refusal("d2", Action::Cancel, None, at(1)).await.unwrap());
     done(store.confirm("d2", &confirmation(), at(2)).await.unwrap());
     refused(store.cancel("d2", at(3)).await.unwrap());
-    assert!(!store.record_refusal("d2", Action::Cancel, at(3)).await.unwrap());
-    assert!(!store.record_refusal("d1", Action::Reschedule, at(3)).await.unwrap());
-    assert!(!store.record_refusal("nope", Action::Cancel, at(3)).await.unwrap());
+    assert!(!store.record_refusal("d2", Action::Cancel, None, at(3)).await.unwrap());
+    assert!(!store.record_refusal("d1", Action::Reschedule, None, at(3)).await.unwrap());
+    assert!(!store.record_refusal("nope", Action::Cancel, None, at(3)).await.unwrap());
     assert_eq!(stages(&*store, "d2").await, [DeliveryStage::Created, DeliveryStage::Completed]);
     assert_eq!(store.get("nope").await.unwrap(), None);
 }
@@ -1013,7 +1015,7 @@ pub async fn concurrent_refusals_are_noted_once(h: &dyn DeliveryStoreHarness) {
     create(&*store, delivery("d1", "u1"), at(0)).await;
     done(store.advance("d1", Action::HeadToDropoff, spot(1), at(1)).await.unwrap());
     let added = concurrently(12, &store, |s, i| async move {
-        s.record_refusal("d1", Action::Cancel, at(2 + i as i64)).await.unwrap()
+        s.record_refusal("d1", Action::Cancel, None, at(2 + i as i64)).await.unwrap()
     })
     .await;
     assert_eq!(added.iter().filter(|a| **a).count(), 1, "{added:?}");

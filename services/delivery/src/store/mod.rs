@@ -151,11 +151,17 @@ pub trait DeliveryStore: Send + Sync {
         location: Location,
         at: DateTime<Utc>,
     ) -> Result<Changed, StoreError>;
-    /// Records on the delivery that `action` was just refused, when the stage rules want such a
-    /// refusal shown ([`crate::domain::refusal_note`]): a tracking event in the current stage
+    /// Records on the delivery that `action` was just refused (`reason`: why another service
+    /// refused it), when the rules want such a refusal shown ([`crate::domain::refusal_note`]): a tracking event in the current stage
     /// carrying the note, once per note ([`crate::domain::already_noted`]). `true` when it added
     /// one; `false` when there is no such delivery, nothing to show, or it was already shown.
-    async fn record_refusal(&self, id: &str, action: Action, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn record_refusal(
+        &self,
+        id: &str,
+        action: Action,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// The confirmation stored when the delivery was completed.
     async fn confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError>;
     /// Stores the drone's flight for delivery `id`, whether or not the delivery exists yet (the

@@ -682,10 +682,18 @@ impl DeliveryStore for RedisDeliveryStore {
         self.change(id, action, at, |d| (d, Some(location)), None).await
     }
 
-    async fn record_refusal(&self, id: &str, action: Action, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn record_refusal(
+        &self,
+        id: &str,
+        action: Action,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
             let Some(stored) = self.load(id).await? else { return Ok(false) };
-            let Some(note) = domain::refusal_note(self.tracked(&stored).await?, action) else { return Ok(false) };
+            let Some(note) = domain::refusal_note(self.tracked(&stored).await?, action, reason) else {
+                return Ok(false);
+            };
             if domain::already_noted(&self.tracking(id).await?, &note) {
                 return Ok(false);
             }

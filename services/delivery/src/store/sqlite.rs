@@ -300,12 +300,20 @@ impl DeliveryStore for SqliteDeliveryStore {
         self.change(id, action, at, move |d| (d, Some(location)), None).await
     }
 
-    async fn record_refusal(&self, id: &str, action: Action, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn record_refusal(
+        &self,
+        id: &str,
+        action: Action,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let _one = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let Some(current) = load(&mut tx, id).await? else { return Ok(false) };
         let stage = current.stage.unwrap_or(DeliveryStage::Created);
-        let Some(note) = domain::refusal_note(tracked(&mut tx, id, stage).await?, action) else { return Ok(false) };
+        let Some(note) = domain::refusal_note(tracked(&mut tx, id, stage).await?, action, reason) else {
+            return Ok(false);
+        };
         if domain::already_noted(&load_tracking(&mut tx, id).await?, &note) {
             return Ok(false);
         }

@@ -26,6 +26,8 @@ pub fn flight(departed_at: DateTime<Utc>, pickup: Location, dropoff: Location, s
     Flight {
         drone_id: "drone-0007".to_owned(),
         depot,
+        origin: None,
+        carrying: false,
         pickup,
         dropoff,
         speed_mph,

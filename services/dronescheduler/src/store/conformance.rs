@@ -15,7 +15,7 @@ use contracts::drone::DroneAssignment;
 use platform::geo::Point;
 use platform::query::Month;
 
-use super::{Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress};
+use super::{Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress, Rerouted};
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
 use crate::flight::FlightPath;
 
@@ -57,6 +57,7 @@ macro_rules! dronescheduler_store_conformance_tests {
             due_flights_are_claimed_by_one_claimer_at_a_time,
             claims_are_bounded_earliest_first_and_never_overlap,
             a_release_is_never_placed_before_an_announced_pickup,
+            a_reroute_replans_the_flight_from_where_the_drone_is,
             a_waiting_expedited_request_gets_the_freed_drone_before_a_standard_one,
             standard_requests_go_on_while_idle_drones_outnumber_expedited_waiters,
             an_expedited_wait_ends_when_released_or_when_it_lapses,
@@ -636,6 +637,53 @@ pub async fn a_release_is_never_placed_before_an_announced_pickup(h: &dyn DroneS
     let d2 = again.iter().find(|c| c.delivery_id == "d2").expect("the release is due");
     assert_eq!(d2.events_published, 2);
     assert_eq!(d2.flight, p2.released_at(released_at).unwrap());
+}
+
+pub async fn a_reroute_replans_the_flight_from_where_the_drone_is(h: &dyn DroneStoreHarness) {
+    let config = slow_fleet(2);
+    let stores = h.open_shared(2).await;
+    stores[0].seed(&config.depots, &domain::initial_fleet(&config)).await.unwrap();
+    let store = stores[0].as_ref();
+    let elsewhere = Point::new(47.6253, -122.3222);
+    assert_eq!(store.reroute("nobody", None, Some(elsewhere), now()).await.unwrap(), Rerouted::NotAssigned);
+    let (a, p) = planned(store, &request("d1", "contoso", 1.0, downtown()), now(), &config).await;
+
+    // The departure's events are due and not yet out: the reroute waits for them.
+    let at = now() + (p.pickup_at - now()) / 2;
+    assert_eq!(store.reroute("d1", None, Some(elsewhere), at).await.unwrap(), Rerouted::Pending);
+    let claimed = claim(store, "clock", now()).await;
+    finish(store, "clock", "d1", 2, Some(p.pickup_at), claimed[0].plan_version).await;
+
+    let expected = p.rerouted_at(at, p.pickup, elsewhere).unwrap().unwrap();
+    let Rerouted::Flying { flight, changed: true } = store.reroute("d1", None, Some(elsewhere), at).await.unwrap()
+    else {
+        panic!("re-planned")
+    };
+    assert_eq!(flight, expected);
+    // Read back exactly by another process; the drone is busy until the new plan brings it home.
+    let drone = stores[1].drone(&a.drone_id).await.unwrap().unwrap();
+    assert_eq!((drone.busy_until, drone.flight.as_ref()), (expected.home_at(), Some(&expected)));
+    // The same places again: nothing changes.
+    let again = stores[1].reroute("d1", Some(p.pickup), Some(elsewhere), at + Duration::seconds(1)).await.unwrap();
+    assert_eq!(again, Rerouted::Flying { flight: expected.clone(), changed: false });
+    // The new plan's events start over from the re-plan, and a clock's stale progress is dropped.
+    finish(store, "clock", "d1", 4, None, claimed[0].plan_version).await;
+    let due = claim(store, "clock", at).await;
+    assert_eq!((due.len(), due[0].events_published, &due[0].flight), (1, 0, &expected));
+    finish(store, "clock", "d1", 1, Some(expected.pickup_at), due[0].plan_version).await;
+    // Utilization counts what the drone flies.
+    let (miles, _) = store.utilization("contoso", MARCH).await.unwrap().unwrap();
+    assert!((miles - expected.miles()).abs() < 1e-9, "{miles} vs {}", expected.miles());
+
+    // With the package on board the pickup cannot move; after a cancel nothing can.
+    let loaded = expected.pickup_at + Duration::seconds(1);
+    let moved = store.reroute("d1", Some(Point::new(47.61, -122.34)), None, loaded).await.unwrap();
+    assert!(matches!(moved, Rerouted::Refused(ref reason) if reason.contains("picked up")), "{moved:?}");
+    let (_, p2) = planned(store, &request("d2", "contoso", 1.0, downtown()), now(), &config).await;
+    store.release("d2", now() + Duration::seconds(1)).await.unwrap();
+    let cancelled = store.reroute("d2", None, Some(elsewhere), now() + Duration::seconds(2)).await.unwrap();
+    assert!(matches!(cancelled, Rerouted::Refused(_)), "{cancelled:?}");
+    assert_eq!(store.drone(&p2.drone_id).await.unwrap().unwrap().flight, p2.released_at(now() + Duration::seconds(1)));
 }
 
 fn expedited(delivery_id: &str, weight: f64) -> AssignmentRequest {

@@ -47,7 +47,19 @@ macro_rules! flight_columns {
             $t,
             "home_at AS f_home_at, ",
             $t,
-            "position_every_ms AS f_position_every_ms"
+            "position_every_ms AS f_position_every_ms, ",
+            $t,
+            "origin_latitude AS f_origin_latitude, ",
+            $t,
+            "origin_longitude AS f_origin_longitude, ",
+            $t,
+            "origin_altitude AS f_origin_altitude, ",
+            $t,
+            "carrying AS f_carrying, ",
+            $t,
+            "flown_before_miles AS f_flown_before_miles, ",
+            $t,
+            "replans AS f_replans"
         )
     };
 }
@@ -117,6 +129,18 @@ pub trait DroneStore: Send + Sync {
     /// any time a flight clock announced the flight through, so an announced pickup is never
     /// taken back. From the pickup on the flight goes on as planned.
     async fn release(&self, delivery_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Re-plans the delivery's flight at `now` for its new `pickup` and `dropoff` (`None`: the
+    /// one planned) ([`FlightPath::rerouted_at`]): the drone flies on from where it is, is busy until it is
+    /// home again, utilization counts what it flies, and the flight's events go on with a
+    /// `FlightReplanned`. The same places again change nothing, so a retry is harmless. Like a
+    /// release, the re-plan is placed no earlier than what a flight clock announced.
+    async fn reroute(
+        &self,
+        delivery_id: &str,
+        pickup: Option<Point>,
+        dropoff: Option<Point>,
+        now: DateTime<Utc>,
+    ) -> Result<Rerouted, StoreError>;
     /// Miles and hours of the owner's assignments in `month` as flown (a flight cut short by a
     /// release counts up to the turn and the way home); `None` if none.
     async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError>;
@@ -188,6 +212,7 @@ where
     &'static str: sqlx::ColumnIndex<R>,
     f64: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
     let Some(departed_at) = row.try_get::<Option<i64>, _>("f_departed_at")? else {
@@ -214,9 +239,18 @@ where
         }),
         None => None,
     };
+    let depot = point("f_depot_latitude", "f_depot_longitude", None)?;
+    let origin = match row.try_get::<Option<f64>, _>("f_origin_latitude")? {
+        Some(_) => point("f_origin_latitude", "f_origin_longitude", Some("f_origin_altitude"))?,
+        None => depot,
+    };
     Ok(Some(FlightPath {
         drone_id: row.try_get("f_drone_id")?,
-        depot: point("f_depot_latitude", "f_depot_longitude", None)?,
+        depot,
+        origin,
+        carrying: row.try_get("f_carrying")?,
+        flown_before_miles: row.try_get("f_flown_before_miles")?,
+        replans: row.try_get("f_replans")?,
         pickup: point("f_pickup_latitude", "f_pickup_longitude", Some("f_pickup_altitude"))?,
         dropoff: point("f_dropoff_latitude", "f_dropoff_longitude", Some("f_dropoff_altitude"))?,
         speed_mph: row.try_get("f_speed_mph")?,
@@ -237,6 +271,7 @@ where
     &'static str: sqlx::ColumnIndex<R>,
     f64: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     Option<String>: Decode<'r, R::Database> + Type<R::Database>,
 {
@@ -249,7 +284,50 @@ where
     })
 }
 
-/// A flight re-planned by a release: the turned-back flight and when its next event is due.
+/// What re-routing a delivery's flight came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rerouted {
+    /// The drone flies to the places asked for: re-planned now (`changed`), or it already did.
+    Flying { flight: FlightPath, changed: bool },
+    /// No drone is assigned to the delivery.
+    NotAssigned,
+    /// It cannot be done, and why.
+    Refused(String),
+    /// Events of the current plan due by now are still being published; ask again shortly.
+    Pending,
+}
+
+/// What re-routing `flight` to `pickup` and `dropoff` at `now` does (both backends apply it in
+/// one transaction with the flight locked). The re-plan is placed at `now` or at
+/// `announced_through`, whichever is later, as a release is. It waits ([`Rerouted::Pending`])
+/// while an event of the current plan due by then is unpublished (`next_event_at`), so the new
+/// plan's events, which start over, never drop one of the old plan's.
+fn plan_reroute(
+    flight: &FlightPath,
+    next_event_at: Option<DateTime<Utc>>,
+    announced_through: DateTime<Utc>,
+    now: DateTime<Utc>,
+    (pickup, dropoff): (Option<Point>, Option<Point>),
+) -> RerouteStep {
+    let at = now.max(announced_through);
+    match flight.rerouted_at(at, pickup.unwrap_or(flight.pickup), dropoff.unwrap_or(flight.dropoff)) {
+        Err(reason) => RerouteStep::Answer(Rerouted::Refused(reason)),
+        Ok(None) => RerouteStep::Answer(Rerouted::Flying { flight: flight.clone(), changed: false }),
+        Ok(Some(_)) if next_event_at.is_some_and(|next| next <= at) => RerouteStep::Answer(Rerouted::Pending),
+        Ok(Some(rerouted)) => {
+            let next_event_at = crate::events::next_due(&rerouted, 0);
+            RerouteStep::Apply(Replan { flight: rerouted, next_event_at })
+        }
+    }
+}
+
+/// What a backend does for a reroute: store the re-plan, or answer without writing.
+enum RerouteStep {
+    Apply(Replan),
+    Answer(Rerouted),
+}
+
+/// A flight re-planned by a release or a reschedule, and when its next event is due.
 struct Replan {
     flight: FlightPath,
     next_event_at: Option<DateTime<Utc>>,

@@ -12,8 +12,8 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress, StoreError, read_claim, read_flight,
-    replan_on_release,
+    Assigned, ClaimedFlight, DroneStore, ExpeditedWaiter, FlightProgress, Replan, RerouteStep, Rerouted, StoreError,
+    plan_reroute, read_claim, read_flight, replan_on_release,
 };
 use crate::domain::{self, AssignmentRequest, Depot, DroneRecord, FleetConfig};
 use crate::flight::FlightPath;
@@ -183,6 +183,84 @@ async fn release_flight(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Looks up the delivery's assignment and flight for a reroute and decides it
+/// ([`plan_reroute`]); stores the re-plan when there is one.
+async fn reroute_flight(
+    conn: &mut SqliteConnection,
+    delivery_id: &str,
+    places: (Option<Point>, Option<Point>),
+    now: DateTime<Utc>,
+) -> Result<Rerouted, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT a.drone_id AS a_drone_id, a.released <> 0 AS a_released, f.events_published, f.announced_through,
+             f.next_event_at, ",
+        flight_columns!("f."),
+        " FROM assignments a LEFT JOIN flights f ON f.delivery_id = a.delivery_id WHERE a.delivery_id = ?1"
+    ))
+    .bind(delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(Rerouted::NotAssigned) };
+    let drone_id: Option<String> = row.try_get("a_drone_id")?;
+    if row.try_get::<bool, _>("a_released")? || drone_id.is_none() {
+        return Ok(Rerouted::Refused("the delivery was cancelled and its drone released".to_owned()));
+    }
+    let Some(flight) = read_flight(&row)? else {
+        return Ok(Rerouted::Refused("its drone was assigned before flights were recorded".to_owned()));
+    };
+    let next_event_at = row.try_get::<Option<i64>, _>("next_event_at")?.map(from_unix_millis);
+    let announced = from_unix_millis(row.try_get("announced_through")?);
+    let Replan { flight, next_event_at } = match plan_reroute(&flight, next_event_at, announced, now, places) {
+        RerouteStep::Answer(answer) => return Ok(answer),
+        RerouteStep::Apply(replan) => replan,
+    };
+    sqlx::query(
+        "UPDATE flights SET origin_latitude = ?1, origin_longitude = ?2, origin_altitude = ?3, carrying = ?4,
+             flown_before_miles = ?5, replans = ?6, pickup_latitude = ?7, pickup_longitude = ?8,
+             pickup_altitude = ?9, dropoff_latitude = ?10, dropoff_longitude = ?11, dropoff_altitude = ?12,
+             departed_at = ?13, pickup_at = ?14, dropoff_at = ?15, back_at = ?16, events_published = 0,
+             next_event_at = ?17, plan_version = plan_version + 1
+         WHERE delivery_id = ?18",
+    )
+    .bind(flight.origin.latitude)
+    .bind(flight.origin.longitude)
+    .bind(flight.origin.altitude)
+    .bind(flight.carrying)
+    .bind(flight.flown_before_miles)
+    .bind(flight.replans)
+    .bind(flight.pickup.latitude)
+    .bind(flight.pickup.longitude)
+    .bind(flight.pickup.altitude)
+    .bind(flight.dropoff.latitude)
+    .bind(flight.dropoff.longitude)
+    .bind(flight.dropoff.altitude)
+    .bind(unix_millis(flight.departed_at))
+    .bind(unix_millis(flight.pickup_at))
+    .bind(unix_millis(flight.dropoff_at))
+    .bind(unix_millis(flight.back_at))
+    .bind(next_event_at.map(unix_millis))
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    let home = unix_millis(flight.home_at());
+    sqlx::query(
+        "UPDATE assignments SET traveled_miles = ?1, assigned_hours = ?2, busy_until = ?3 WHERE delivery_id = ?4",
+    )
+    .bind(flight.miles())
+    .bind(flight.hours())
+    .bind(home)
+    .bind(delivery_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE drones SET busy_until = ?1 WHERE id = ?2 AND current_delivery_id = ?3")
+        .bind(home)
+        .bind(&flight.drone_id)
+        .bind(delivery_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Rerouted::Flying { flight, changed: true })
 }
 
 /// The live expedited waiters other than `delivery_id`, and whether `delivery_id` is one.
@@ -412,6 +490,20 @@ impl DroneStore for SqliteDroneStore {
             Some(_) => {}
         }
         tx.commit().await
+    }
+
+    async fn reroute(
+        &self,
+        delivery_id: &str,
+        pickup: Option<Point>,
+        dropoff: Option<Point>,
+        now: DateTime<Utc>,
+    ) -> Result<Rerouted, StoreError> {
+        let _one = self.writer.lock().await;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let rerouted = reroute_flight(&mut tx, delivery_id, (pickup, dropoff), now).await?;
+        tx.commit().await?;
+        Ok(rerouted)
     }
 
     async fn expedited_waiting(&self, now: DateTime<Utc>) -> Result<Vec<ExpeditedWaiter>, StoreError> {
