@@ -290,6 +290,67 @@ async fn a_delivery_is_flown_tracked_to_completion_and_kept_in_history() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_in_flight_re_plans_the_drone_and_a_moved_pickup_after_pickup_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sixty times faster than life: each leg takes seconds, time enough to change course.
+    let system = start(dir.path(), |o| o.fleet.time_scale = 60.0).await;
+    let gateway = Client::new(system.addresses.gateway);
+    let post = |pickup: &'static str| {
+        let mut request = reference_request();
+        request["pickupLocation"] = json!(pickup);
+        request["dropOffLocation"] = json!("47.6205,-122.3493");
+        let gateway = &gateway;
+        async move {
+            let (status, accepted) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+            accepted["deliveryId"].as_str().unwrap().to_owned()
+        }
+    };
+    let patch = |id: String, change: Value| {
+        let gateway = &gateway;
+        async move {
+            let path = format!("/api/deliveryrequests/{id}");
+            assert_eq!(gateway.send(reqwest::Method::PATCH, &path, Some(change)).await.0, StatusCode::ACCEPTED);
+        }
+    };
+
+    // On its way to the pickup, the drop-off moves: the drone flies to the new one.
+    let moved = post("47.6097,-122.3331").await;
+    let status_path = format!("/api/deliveries/{moved}/status");
+    let before = gateway.eventually(&status_path, Duration::from_secs(10), |s| s["stage"] == "HeadedToPickup").await;
+    patch(moved.clone(), json!({ "dropOffLocation": "47.6553,-122.3035" })).await;
+    gateway
+        .eventually(&format!("/api/deliveries/{moved}"), Duration::from_secs(10), |d| {
+            d["dropoff"]["latitude"] == 47.6553
+        })
+        .await;
+    let done = gateway.eventually(&status_path, Duration::from_secs(90), |s| s["stage"] == "Completed").await;
+    assert_eq!(done["lastKnownLocation"]["latitude"], 47.6553, "delivered where it was moved to: {done}");
+    assert_eq!(done["lastKnownLocation"]["longitude"], -122.3035, "{done}");
+    assert!(before["deliveryETA"].is_string(), "{before}");
+    let history = gateway.eventually(&format!("/api/deliveryhistory/{moved}"), Duration::from_secs(10), |_| true).await;
+    let completed = history["tracking"].as_array().unwrap().iter().find(|e| e["stage"] == "Completed").cloned();
+    assert_eq!(completed.unwrap()["location"]["latitude"], 47.6553, "{history}");
+
+    // With the package on board, a new pickup is refused, and the delivery says why.
+    let loaded = post("47.6097,-122.3331").await;
+    let status_path = format!("/api/deliveries/{loaded}/status");
+    gateway.eventually(&status_path, Duration::from_secs(30), |s| s["stage"] == "HeadedToDropoff").await;
+    patch(loaded.clone(), json!({ "pickupLocation": "47.6150,-122.3400" })).await;
+    let refused = gateway
+        .eventually(&status_path, Duration::from_secs(10), |s| {
+            s["reason"].as_str().is_some_and(|r| r.starts_with("reschedule refused"))
+        })
+        .await;
+    assert!(refused["reason"].as_str().unwrap().contains("picked up"), "{refused}");
+    let (_, delivery) = gateway.get(&format!("/api/deliveries/{loaded}")).await;
+    assert_eq!(delivery["pickup"]["latitude"], 47.6097, "the refused change is not applied: {delivery}");
+    gateway.eventually(&status_path, Duration::from_secs(90), |s| s["stage"] == "Completed").await;
+    assert!(system.queue.dead_letters(10).await.unwrap().is_empty());
+    system.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_requests_than_drones_all_get_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let system = start(dir.path(), |o| {

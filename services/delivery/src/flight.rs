@@ -367,4 +367,26 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_replanned_flight_starts_where_the_drone_was() {
+        let origin = Location::new(47.62, -122.32, 0.0);
+        let first = seattle();
+        let mut replanned = planned(origin, first.pickup, first.dropoff, 40.0, 60.0);
+        replanned.depot = first.depot;
+        replanned.origin = Some(origin);
+        assert!(close_to(position(&replanned, replanned.departed_at), origin), "not at the depot");
+        assert!(close_to(position(&replanned, replanned.pickup_at), first.pickup));
+        assert_eq!(etas(&replanned, replanned.departed_at).pickup, replanned.pickup_at);
+
+        // With the package on board the pickup leg is empty: straight to the drop-off.
+        let mut carrying = planned(origin, origin, first.dropoff, 40.0, 60.0);
+        (carrying.depot, carrying.origin, carrying.carrying, carrying.pickup) =
+            (first.depot, Some(origin), true, first.pickup);
+        assert_eq!(carrying.pickup_at, carrying.departed_at);
+        let halfway = carrying.departed_at + (carrying.dropoff_at - carrying.departed_at) / 2;
+        let expected = location(geo::intermediate(point(origin), point(first.dropoff), 0.5));
+        assert!(close_to(position(&carrying, halfway), expected), "on origin → drop-off, not via the pickup");
+        assert_eq!(etas(&carrying, halfway).dropoff, carrying.dropoff_at);
+    }
 }

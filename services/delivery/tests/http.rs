@@ -206,6 +206,27 @@ async fn status_follows_the_tracking_events() {
 }
 
 #[tokio::test]
+async fn a_refused_reschedule_is_shown_once_on_the_status() {
+    let app = spawn_app().await;
+    let refusal = |reason: &str| Some(json!({ "action": "reschedule", "reason": reason }));
+    let (code, _, _) = app.call(Method::POST, "/api/deliveries/nope/refusals", refusal("too late")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    app.create("d1", "o").await;
+    let (code, problem, _) =
+        app.call(Method::POST, "/api/deliveries/d1/refusals", Some(json!({ "action": "cancel", "reason": " " }))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/action"].is_string() && problem["errors"]["/reason"].is_string(), "{problem}");
+    for _ in 0..2 {
+        let (code, _, _) =
+            app.call(Method::POST, "/api/deliveries/d1/refusals", refusal("the pickup can no longer move")).await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+    }
+    let (_, status, _) = app.call(Method::GET, "/api/deliveries/d1/status", None).await;
+    assert_eq!(status["stage"], "Created", "a refusal changes no stage: {status}");
+    assert_eq!(status["reason"], "reschedule refused: the pickup can no longer move");
+}
+
+#[tokio::test]
 async fn stage_rules_are_enforced() {
     let app = spawn_app().await;
     app.create("d1", "o").await;

@@ -204,6 +204,32 @@ mod tests {
     }
 
     #[test]
+    fn a_replanned_flight_announces_its_new_plan_then_the_rest() {
+        let f = flight();
+        let elsewhere = Point::new(47.6253, -122.3222);
+        let before_pickup = f.rerouted_at(f.departed_at + Duration::seconds(1), f.pickup, elsewhere).unwrap().unwrap();
+        let events = flight_events("d1", &before_pickup);
+        assert_eq!(kinds(&events), ["FlightReplanned", "HeadedToDropoff", "DroneArrived", "DroneReleased"]);
+        assert_eq!(events[0].message_id(), "d1:FlightReplanned:1");
+        assert_eq!(events[0].due_at, before_pickup.departed_at);
+        let DroneEvent::FlightReplanned(plan) = &events[0].envelope.event else { panic!("{events:?}") };
+        assert_eq!(plan.origin, Some(location(before_pickup.origin)));
+        assert!(!plan.carrying);
+        assert_eq!(events[1].message_id(), "d1:HeadedToDropoff", "still once per delivery");
+
+        let loaded_at = f.pickup_at + Duration::seconds(1);
+        let loaded = before_pickup.rerouted_at(loaded_at, f.pickup, f.dropoff).unwrap().unwrap();
+        let events = flight_events("d1", &loaded);
+        assert_eq!(kinds(&events), ["FlightReplanned", "DroneArrived", "DroneReleased"], "picked up already");
+        assert_eq!(events[0].message_id(), "d1:FlightReplanned:2");
+        let DroneEvent::FlightReplanned(plan) = &events[0].envelope.event else { panic!("{events:?}") };
+        assert!(plan.carrying);
+        // The assignment's plan says nothing of an origin: its consumers read it as before.
+        let json = serde_json::to_value(f.contract()).unwrap();
+        assert!(json.get("origin").is_none() && json.get("carrying").is_none(), "{json}");
+    }
+
+    #[test]
     fn a_flight_turned_back_is_released_where_it_turned() {
         let f = flight();
         let at = f.departed_at + Duration::seconds(1);

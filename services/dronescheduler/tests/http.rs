@@ -194,6 +194,36 @@ async fn release_frees_the_drone_and_fences_the_delivery() {
 }
 
 #[tokio::test]
+async fn a_reroute_names_bad_places_and_waits_for_the_flights_due_events() {
+    let app = spawn_app(small_fleet(1)).await;
+    let place = |lat: f64| json!({ "latitude": lat, "longitude": -122.33, "altitude": 0 });
+    let (status, problem, _) =
+        app.call(Method::PATCH, "/api/dronedeliveries/d1", Some(json!({ "dropoff": place(47.63) }))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no drone assigned yet: {problem}");
+    app.assign("d1", "o", 1.0, DOWNTOWN).await;
+    let (status, problem, _) = app.call(Method::PATCH, "/api/dronedeliveries/d1", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/"].is_string(), "{problem}");
+    let (status, problem, _) =
+        app.call(Method::PATCH, "/api/dronedeliveries/d1", Some(json!({ "pickup": place(123.0) }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem["errors"]["/pickup"].is_string(), "{problem}");
+    // No flight clock runs here, so the departure's events are never published: the re-plan
+    // waits for them rather than lose them.
+    let (status, problem, headers) =
+        app.call(Method::PATCH, "/api/dronedeliveries/d1", Some(json!({ "dropoff": place(47.63) }))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // The same places as planned need no re-plan.
+    let (status, flight, _) = app
+        .call(Method::PATCH, "/api/dronedeliveries/d1", Some(json!({ "dropoff": { "latitude": 47.62, "longitude": -122.35, "altitude": 0 }, "pickup": { "latitude": DOWNTOWN.0, "longitude": DOWNTOWN.1, "altitude": 0 } })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{flight}");
+    assert_eq!(flight["dropoff"]["latitude"], 47.62);
+    assert!(flight.get("origin").is_none(), "still the assignment's plan: {flight}");
+}
+
+#[tokio::test]
 async fn utilization_sums_the_owners_flights_per_month() {
     let app = spawn_app(FleetConfig::default()).await;
     let (_, a) = app.assign("d1", "contoso", 1.0, DOWNTOWN).await;

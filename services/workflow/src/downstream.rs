@@ -268,9 +268,9 @@ async fn error(response: Response, service: &str) -> CallError {
 /// The `detail` of a problem+json answer, or its body as text when it is not one.
 async fn problem_detail(response: Response) -> String {
     let body = response.text().await.unwrap_or_default();
-    serde_json::from_str::<platform::Problem>(&body)
+    serde_json::from_str::<serde_json::Value>(&body)
         .ok()
-        .and_then(|problem| problem.detail)
+        .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
         .unwrap_or(body)
         .chars()
         .take(500)

@@ -89,6 +89,7 @@ impl Downstream {
             }
             ("DELETE", p) if p.starts_with("/api/dronedeliveries/") => StatusCode::NO_CONTENT.into_response(),
             ("PUT", _) => StatusCode::CREATED.into_response(),
+            ("POST", p) if p.ends_with("/refusals") => StatusCode::NO_CONTENT.into_response(),
             ("PATCH" | "DELETE", _) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
             _ => StatusCode::NOT_FOUND.into_response(),
         }
@@ -350,9 +351,41 @@ async fn reschedule_waits_for_the_delivery_to_exist() {
     h.publish("d1", DeliveryCommand::Reschedule(change)).await;
     h.drained().await;
     let calls = h.downstream.calls();
-    assert_eq!(calls.len(), 2);
-    assert_eq!(calls[1].2["dropoff"]["latitude"], 47.62);
+    // The drone's flight is re-planned first (the same places again on the retry change nothing).
+    assert_eq!(
+        h.downstream.routes_called(),
+        [
+            "PATCH /api/dronedeliveries/d1",
+            "PATCH /api/deliveries/d1",
+            "PATCH /api/dronedeliveries/d1",
+            "PATCH /api/deliveries/d1"
+        ]
+    );
+    assert_eq!(calls[0].2, json!({ "dropoff": { "latitude": 47.62, "longitude": -122.35, "altitude": 0.0 } }));
+    assert_eq!(calls[3].2["dropoff"]["latitude"], 47.62);
     assert!(h.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_reschedule_the_drone_cannot_fly_is_shown_on_the_delivery_instead() {
+    let h = start(5).await;
+    let detail = "delivery d1 cannot be re-routed: the package has been picked up; the pickup can no longer move";
+    h.downstream.script("PATCH /api/dronedeliveries", vec![(StatusCode::CONFLICT, json!({ "detail": detail }), None)]);
+    let change = RescheduleRequest { pickup_location: Some("47.61,-122.34".to_owned()), ..Default::default() };
+    h.publish("d1", DeliveryCommand::Reschedule(change)).await;
+    h.drained().await;
+    assert_eq!(h.downstream.routes_called(), ["PATCH /api/dronedeliveries/d1", "POST /api/deliveries/d1/refusals"]);
+    assert_eq!(h.downstream.calls()[1].2, json!({ "action": "reschedule", "reason": detail }));
+    assert!(h.queue.dead_letters(10).await.unwrap().is_empty(), "a refusal is an answer, not a failure");
+}
+
+#[tokio::test]
+async fn a_reschedule_of_times_only_leaves_the_drone_alone() {
+    let h = start(5).await;
+    let change = RescheduleRequest { deadline: Some("2026-12-01T00:00:00Z".to_owned()), ..Default::default() };
+    h.publish("d1", DeliveryCommand::Reschedule(change)).await;
+    h.drained().await;
+    assert_eq!(h.downstream.routes_called(), ["PATCH /api/deliveries/d1"]);
 }
 
 #[tokio::test]

@@ -659,13 +659,13 @@ pub async fn a_reroute_replans_the_flight_from_where_the_drone_is(h: &dyn DroneS
     else {
         panic!("re-planned")
     };
-    assert_eq!(flight, expected);
+    assert_eq!(*flight, expected);
     // Read back exactly by another process; the drone is busy until the new plan brings it home.
     let drone = stores[1].drone(&a.drone_id).await.unwrap().unwrap();
     assert_eq!((drone.busy_until, drone.flight.as_ref()), (expected.home_at(), Some(&expected)));
     // The same places again: nothing changes.
     let again = stores[1].reroute("d1", Some(p.pickup), Some(elsewhere), at + Duration::seconds(1)).await.unwrap();
-    assert_eq!(again, Rerouted::Flying { flight: expected.clone(), changed: false });
+    assert_eq!(again, Rerouted::Flying { flight: Box::new(expected.clone()), changed: false });
     // The new plan's events start over from the re-plan, and a clock's stale progress is dropped.
     finish(store, "clock", "d1", 4, None, claimed[0].plan_version).await;
     let due = claim(store, "clock", at).await;

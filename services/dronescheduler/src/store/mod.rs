@@ -288,7 +288,7 @@ where
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rerouted {
     /// The drone flies to the places asked for: re-planned now (`changed`), or it already did.
-    Flying { flight: FlightPath, changed: bool },
+    Flying { flight: Box<FlightPath>, changed: bool },
     /// No drone is assigned to the delivery.
     NotAssigned,
     /// It cannot be done, and why.
@@ -312,18 +312,18 @@ fn plan_reroute(
     let at = now.max(announced_through);
     match flight.rerouted_at(at, pickup.unwrap_or(flight.pickup), dropoff.unwrap_or(flight.dropoff)) {
         Err(reason) => RerouteStep::Answer(Rerouted::Refused(reason)),
-        Ok(None) => RerouteStep::Answer(Rerouted::Flying { flight: flight.clone(), changed: false }),
+        Ok(None) => RerouteStep::Answer(Rerouted::Flying { flight: Box::new(flight.clone()), changed: false }),
         Ok(Some(_)) if next_event_at.is_some_and(|next| next <= at) => RerouteStep::Answer(Rerouted::Pending),
         Ok(Some(rerouted)) => {
             let next_event_at = crate::events::next_due(&rerouted, 0);
-            RerouteStep::Apply(Replan { flight: rerouted, next_event_at })
+            RerouteStep::Apply(Box::new(Replan { flight: rerouted, next_event_at }))
         }
     }
 }
 
 /// What a backend does for a reroute: store the re-plan, or answer without writing.
 enum RerouteStep {
-    Apply(Replan),
+    Apply(Box<Replan>),
     Answer(Rerouted),
 }
 

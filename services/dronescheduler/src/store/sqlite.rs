@@ -214,7 +214,7 @@ async fn reroute_flight(
     let announced = from_unix_millis(row.try_get("announced_through")?);
     let Replan { flight, next_event_at } = match plan_reroute(&flight, next_event_at, announced, now, places) {
         RerouteStep::Answer(answer) => return Ok(answer),
-        RerouteStep::Apply(replan) => replan,
+        RerouteStep::Apply(replan) => *replan,
     };
     sqlx::query(
         "UPDATE flights SET origin_latitude = ?1, origin_longitude = ?2, origin_altitude = ?3, carrying = ?4,
@@ -260,7 +260,7 @@ async fn reroute_flight(
         .bind(delivery_id)
         .execute(&mut *conn)
         .await?;
-    Ok(Rerouted::Flying { flight, changed: true })
+    Ok(Rerouted::Flying { flight: Box::new(flight), changed: true })
 }
 
 /// The live expedited waiters other than `delivery_id`, and whether `delivery_id` is one.
