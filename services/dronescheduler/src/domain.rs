@@ -339,6 +339,7 @@ mod tests {
     #[test]
     fn overweight_and_bad_places_are_named() {
         let body = DroneDeliveryRequest {
+            account_id: None,
             delivery_id: "other".into(),
             owner_id: "o".into(),
             pickup: Location::new(91.0, 0.0, 0.0),

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
 
     fn upsert(size: &str, weight: f64) -> PackageUpsert {
-        PackageUpsert { size: size.to_owned(), weight, tag: None, owner_id: None }
+        PackageUpsert { size: size.to_owned(), weight, tag: None, owner_id: None, account_id: None }
     }
 
     #[test]
