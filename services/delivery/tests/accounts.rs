@@ -60,7 +60,11 @@ impl TestApp {
 }
 
 fn public_reads(id: &str) -> [String; 3] {
-    [format!("/api/deliveries/public/{id}"), format!("/api/deliveries/{id}/status"), format!("/api/deliveries/{id}/owner")]
+    [
+        format!("/api/deliveries/public/{id}"),
+        format!("/api/deliveries/{id}/status"),
+        format!("/api/deliveries/{id}/owner"),
+    ]
 }
 
 #[tokio::test]

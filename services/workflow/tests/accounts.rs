@@ -102,7 +102,8 @@ async fn start() -> Harness {
         ..Settings::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let options = QueueOptions { max_attempts: 20, poll_interval: Duration::from_millis(10), ..QueueOptions::default() };
+    let options =
+        QueueOptions { max_attempts: 20, poll_interval: Duration::from_millis(10), ..QueueOptions::default() };
     let queue: Arc<dyn Queue> =
         Arc::new(SqliteQueue::open(&dir.path().join("bus.db"), "delivery-requests", options).await.unwrap());
     let store = workflow::open_store(&format!("sqlite://{}", dir.path().join("workflow.db").display())).await.unwrap();
