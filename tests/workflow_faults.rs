@@ -229,6 +229,7 @@ async fn killed_while(route: &str, hold: Hold) {
         delivery_id: id.clone(),
         occurred_at: Utc::now(),
         traceparent: None,
+        account_id: None,
         command: DeliveryCommand::Delivery(request("pkg-1")),
     };
     queue

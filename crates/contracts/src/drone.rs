@@ -16,6 +16,10 @@ pub struct DroneDeliveryRequest {
     pub package_detail: PackageDetail,
     #[serde(default)]
     pub expedited: bool,
+    /// The account that requested the delivery; utilization counts only the caller's
+    /// account's flights. Absent: the owner stands for the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 /// `PATCH /api/dronedeliveries/{deliveryId}` body: the delivery's new places (absent: as

@@ -19,6 +19,10 @@ pub struct DeliveryRequestEnvelope {
     /// W3C trace context of the request that produced the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The account of the caller the gateway authenticated; absent when the ingestion service
+    /// runs without an identity policy, and on messages queued before accounts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
     #[serde(flatten)]
     pub command: DeliveryCommand,
 }

@@ -15,6 +15,10 @@ pub struct PackageUpsert {
     /// The business that sent it; used by the monthly summary.
     #[serde(default)]
     pub owner_id: Option<String>,
+    /// The account the package's delivery was requested by; the summary counts only the
+    /// caller's account's packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 /// A stored package.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod geo;
 pub mod http;
 pub mod identity;
+pub mod identity_http;
 pub mod json;
 pub mod metrics;
 pub mod postgres;

@@ -10,7 +10,21 @@ use tower::ServiceExt;
 /// Sends one request (a JSON body when given) and returns the status, the body parsed as JSON
 /// (`Null` when empty or not JSON) and the headers.
 pub async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
+    call_with(router, method, uri, body, &HeaderMap::new()).await
+}
+
+/// [`call`] with extra request headers (an identity, an idempotency key).
+pub async fn call_with(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+    headers: &HeaderMap,
+) -> (StatusCode, Value, HeaderMap) {
     let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
     let body = match body {
         Some(json) => {
             request = request.header(header::CONTENT_TYPE, "application/json");
@@ -23,4 +37,12 @@ pub async fn call(router: &Router, method: Method, uri: &str, body: Option<Value
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.expect("body reads").to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+}
+
+/// Headers carrying `account_id` as the gateway's identity, signed with `key` now.
+pub fn identity_headers(key: &crate::identity::IdentityKey, account_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let identity = crate::identity::Identity::account(account_id);
+    key.attach(&identity, &mut headers, chrono::Utc::now().timestamp()).expect("an id is a valid header value");
+    headers
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -17,6 +17,8 @@ use contracts::delivery::{
 use platform::Problem;
 use platform::bus::stream::EventStream;
 use platform::clock::SharedClock;
+use platform::identity::IdentityPolicy;
+use platform::identity_http::Caller;
 use platform::json::JsonBody;
 
 use crate::domain::{self, Action};
@@ -30,12 +32,21 @@ pub struct AppState {
     /// `delivery-events`: every change is published there before the call answers.
     pub events: Arc<dyn EventStream>,
     pub clock: SharedClock,
+    /// Whether the public routes require the gateway's identity, which scopes them to the
+    /// caller's account.
+    pub identity: IdentityPolicy,
+}
+
+impl FromRef<AppState> for IdentityPolicy {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
 }
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/deliveries/summary", get(summary))
-        .route("/api/deliveries/public/{id}", get(fetch))
+        .route("/api/deliveries/public/{id}", get(fetch_public))
         .route("/api/deliveries/{id}", get(fetch).put(upsert).patch(reschedule).delete(cancel))
         .route("/api/deliveries/{id}/owner", get(owner))
         .route("/api/deliveries/{id}/status", get(status))
@@ -89,14 +100,50 @@ async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     state.store.get(&id).await?.map(Json).ok_or_else(|| not_found(&id))
 }
 
-async fn owner(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<UserAccount>, Problem> {
-    state.store.get(&id).await?.map(|d| Json(d.owner)).ok_or_else(|| not_found(&id))
+/// The delivery when the caller may see it: another account's delivery is as unknown as one
+/// that does not exist (404), so ids cannot be probed.
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Delivery, Problem> {
+    match state.store.get(id).await? {
+        Some(delivery) if caller.may_see(&delivery.owner.account_id) => Ok(delivery),
+        _ => Err(not_found(id)),
+    }
+}
+
+/// Public routes about one delivery first make sure the caller may see it; with the identity
+/// policy off there is nothing to check (and no extra read).
+async fn ensure_visible(state: &AppState, caller: &Caller, id: &str) -> Result<(), Problem> {
+    if caller.account().is_some() {
+        visible(state, caller, id).await?;
+    }
+    Ok(())
+}
+
+/// `GET /api/deliveries/public/{id}` (the gateway's `GET /api/deliveries/{id}`).
+async fn fetch_public(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Delivery>, Problem> {
+    visible(&state, &caller, &id).await.map(Json)
+}
+
+async fn owner(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserAccount>, Problem> {
+    visible(&state, &caller, &id).await.map(|d| Json(d.owner))
 }
 
 /// `GET /api/deliveries/{id}/status`: the stage, where the delivery is and when the drone is
 /// expected at the pickup and the drop-off (from its flight, see [`domain::status`]), and the
 /// reason of a closure or of a refused cancel.
-async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeliveryStatus>, Problem> {
+async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryStatus>, Problem> {
+    ensure_visible(&state, &caller, &id).await?;
     let events = state.store.tracking(&id).await?;
     if events.is_empty() {
         return Err(not_found(&id));
@@ -221,9 +268,11 @@ fn changed(id: &str, outcome: Changed, stage: DeliveryStage) -> Result<Json<Deli
 /// `POST /api/deliveries/{id}/notifymerequests`: 204 once stored.
 async fn notify_me(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<NotifyMeRequest>,
 ) -> Result<StatusCode, Problem> {
+    ensure_visible(&state, &caller, &id).await?;
     let request = domain::validate_notify(request)?;
     if state.store.add_notify_request(&id, &request, state.clock.now()).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -284,9 +333,12 @@ async fn notifications(
     Ok(Json(records.into_iter().map(NotificationView::from).collect()))
 }
 
-/// `GET /api/deliveries/summary?ownerId=&year=&month=`.
+/// `GET /api/deliveries/summary?ownerId=&year=&month=`. It requires the gateway's identity
+/// like every public route, but still counts the owner's deliveries of every account: the
+/// stores keep their monthly counts per owner only (scoping them by account is not done yet).
 async fn summary(
     State(state): State<AppState>,
+    _caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliveriesSummary>, Problem> {
     let owner_id = platform::query::required(&params, "ownerId")?;

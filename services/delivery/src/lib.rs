@@ -216,7 +216,8 @@ fn service_router(
     clock: SharedClock,
     common: &CommonArgs,
 ) -> ServiceRouter {
-    let state = api::AppState { store: store.clone(), events: events.clone(), clock };
+    let identity = platform::identity_http::router_policy(common);
+    let state = api::AppState { store: store.clone(), events: events.clone(), clock, identity };
     ServiceRouter::new(SERVICE, api::routes(state))
         .readiness(platform::http::probe("delivery-store", move || {
             let store = store.clone();
@@ -242,6 +243,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.common.identity_policy()?;
     let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let notifiers = config.notifiers()?;
     let store = open_store_with_ttl(&config.database_url, Duration::from_secs(config.completed_ttl_secs)).await?;

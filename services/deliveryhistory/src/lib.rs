@@ -194,7 +194,8 @@ pub fn router_with_stream(
 }
 
 fn service_router(store: Arc<dyn HistoryStore>, common: &CommonArgs) -> ServiceRouter {
-    ServiceRouter::new(SERVICE, api::routes(store.clone()))
+    let identity = platform::identity_http::router_policy(common);
+    ServiceRouter::new(SERVICE, api::routes(store.clone(), identity))
         .readiness(platform::http::probe("deliveryhistory-store", move || {
             let store = store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
@@ -204,6 +205,7 @@ fn service_router(store: Arc<dyn HistoryStore>, common: &CommonArgs) -> ServiceR
 
 /// Runs the consumer and the HTTP endpoint on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.common.identity_policy()?;
     let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let store = open_store(&config.database_url).await?;
     let stream = open_events(&config.bus_url).await?;

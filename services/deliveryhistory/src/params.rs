@@ -48,7 +48,7 @@ pub fn history_query(params: &HashMap<String, String>) -> Result<HistoryQuery, P
     });
     match owner_id {
         Some(owner_id) if errors.is_empty() => {
-            Ok(HistoryQuery { owner_id: owner_id.to_owned(), from, to, after, limit })
+            Ok(HistoryQuery { owner_id: owner_id.to_owned(), account_id: None, from, to, after, limit })
         }
         _ => Err(bad_query(errors)),
     }
@@ -89,7 +89,14 @@ mod tests {
         let q = history_query(&params(&[("ownerId", " contoso ")])).unwrap();
         assert_eq!(
             q,
-            HistoryQuery { owner_id: "contoso".into(), from: None, to: None, after: None, limit: DEFAULT_LIMIT }
+            HistoryQuery {
+                owner_id: "contoso".into(),
+                account_id: None,
+                from: None,
+                to: None,
+                after: None,
+                limit: DEFAULT_LIMIT
+            }
         );
         let empty = params(&[("ownerId", "contoso"), ("from", ""), ("to", " "), ("limit", ""), ("after", "")]);
         assert_eq!(history_query(&empty).unwrap(), q, "empty optional parameters count as absent");

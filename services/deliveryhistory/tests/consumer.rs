@@ -136,7 +136,7 @@ fn finished(id: &str, owner: &str, stage: DeliveryStage, minute: i64) -> Finishe
 }
 
 fn history_of(owner: &str) -> HistoryQuery {
-    HistoryQuery { owner_id: owner.to_owned(), from: None, to: None, after: None, limit: 100 }
+    HistoryQuery { owner_id: owner.to_owned(), account_id: None, from: None, to: None, after: None, limit: 100 }
 }
 
 fn stages(page: &Page) -> Vec<(&str, DeliveryStage)> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -11,6 +11,8 @@ use contracts::drone::{Drone, DroneAssignment, DroneDeliveryRequest, DroneRerout
 use contracts::events::Flight;
 use platform::Problem;
 use platform::clock::SharedClock;
+use platform::identity::IdentityPolicy;
+use platform::identity_http::Caller;
 use platform::json::JsonBody;
 
 use crate::domain::{self, DroneRecord, FleetConfig};
@@ -22,6 +24,15 @@ pub struct AppState {
     pub store: Arc<dyn DroneStore>,
     pub fleet: Arc<FleetConfig>,
     pub clock: SharedClock,
+    /// Whether the public route (utilization) requires the gateway's identity, which scopes it
+    /// to the caller's account.
+    pub identity: IdentityPolicy,
+}
+
+impl FromRef<AppState> for IdentityPolicy {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
 }
 
 pub fn routes(state: AppState) -> Router {
@@ -98,14 +109,16 @@ async fn release(State(state): State<AppState>, Path(delivery_id): Path<String>)
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/dronedeliveries/utilization?ownerId=&year=&month=`.
+/// `GET /api/dronedeliveries/utilization?ownerId=&year=&month=`: with an identity, only the
+/// caller's account's flights count.
 async fn utilization(
     State(state): State<AppState>,
+    caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<DroneUtilization>, Problem> {
     let owner_id = platform::query::required(&params, "ownerId")?;
     let month = platform::query::month(&params)?;
-    match state.store.utilization(owner_id, month).await? {
+    match state.store.utilization(owner_id, caller.account(), month).await? {
         Some((traveled_miles, assigned_hours)) => Ok(Json(DroneUtilization { traveled_miles, assigned_hours })),
         None => {
             Err(Problem::not_found(format!("no flights for owner {owner_id} in {}-{:02}", month.year, month.month)))

@@ -156,6 +156,8 @@ pub fn initial_fleet(config: &FleetConfig) -> Vec<DroneRecord> {
 pub struct AssignmentRequest {
     pub delivery_id: String,
     pub owner_id: String,
+    /// The account that requested the delivery (none: the owner stands for it).
+    pub account_id: Option<String>,
     pub pickup: Point,
     pub dropoff: Point,
     pub weight: f64,
@@ -200,6 +202,7 @@ pub fn validate(path_id: &str, body: DroneDeliveryRequest, fleet: &FleetConfig) 
     Ok(AssignmentRequest {
         delivery_id: body.delivery_id,
         owner_id: body.owner_id.trim().to_owned(),
+        account_id: body.account_id.filter(|a| !a.trim().is_empty()),
         pickup,
         dropoff,
         weight,
@@ -296,6 +299,7 @@ mod tests {
         AssignmentRequest {
             delivery_id: "d1".into(),
             owner_id: "o".into(),
+            account_id: None,
             pickup,
             dropoff: Point::new(47.62, -122.35),
             weight,
@@ -350,6 +354,7 @@ mod tests {
     #[test]
     fn overweight_and_bad_places_are_named() {
         let body = DroneDeliveryRequest {
+            account_id: None,
             delivery_id: "other".into(),
             owner_id: "o".into(),
             pickup: Location::new(91.0, 0.0, 0.0),

@@ -175,7 +175,8 @@ fn service_router(
     clock: SharedClock,
     common: &CommonArgs,
 ) -> ServiceRouter {
-    let state = api::AppState { store: store.clone(), fleet: Arc::new(fleet.clone()), clock };
+    let identity = platform::identity_http::router_policy(common);
+    let state = api::AppState { store: store.clone(), fleet: Arc::new(fleet.clone()), clock, identity };
     ServiceRouter::new(SERVICE, api::routes(state))
         .readiness(platform::http::probe("dronescheduler-store", move || {
             let store = store.clone();
@@ -191,6 +192,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.common.identity_policy()?;
     let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let fleet = FleetConfig::from(config.fleet.clone());
     let store = open_store(&config.database_url, &fleet).await?;

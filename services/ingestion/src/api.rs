@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRef, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -12,6 +12,8 @@ use contracts::messages::{CancelRequest, DeliveryCommand};
 use platform::Problem;
 use platform::bus::{OutgoingMessage, Queue};
 use platform::clock::SharedClock;
+use platform::identity::IdentityPolicy;
+use platform::identity_http::Caller;
 use platform::telemetry::spans;
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -31,6 +33,14 @@ pub struct AppState {
     pub limits: Limits,
     /// How long a saved idempotent response is replayed.
     pub idempotency_window: Duration,
+    /// Whether callers must carry the gateway's identity, which scopes them to their account.
+    pub identity: IdentityPolicy,
+}
+
+impl FromRef<AppState> for IdentityPolicy {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.clone()
+    }
 }
 
 pub fn routes(state: AppState) -> Router {
@@ -41,11 +51,11 @@ pub fn routes(state: AppState) -> Router {
 }
 
 /// `POST /api/deliveryrequests`: schedule a delivery.
-async fn schedule(State(state): State<AppState>, request: Request) -> Result<Response, Problem> {
+async fn schedule(State(state): State<AppState>, caller: Caller, request: Request) -> Result<Response, Problem> {
     let (headers, body) = read_body(request, &state).await?;
     let key = idempotency_key(&headers)?;
     let mut delivery = domain::validate_delivery_request(&body, state.limits)?;
-    let scope = format!("POST {}", delivery.owner_id);
+    let scope = domain::idempotency_scope(caller.account(), &delivery.owner_id);
     let request_hash = domain::hash(&serde_json::to_vec(&delivery).map_err(Problem::internal)?);
     if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
         return Ok(replay);
@@ -56,8 +66,9 @@ async fn schedule(State(state): State<AppState>, request: Request) -> Result<Res
     platform::telemetry::record_owner_id(&owner_id);
     let body = serde_json::to_string(&delivery).map_err(Problem::internal)?;
 
-    state.store.record_accepted(&delivery_id, &owner_id, state.clock.now()).await?;
-    let published = enqueue(&state, &delivery_id, DeliveryCommand::Delivery(delivery), key.as_deref(), &headers).await;
+    state.store.record_accepted(&delivery_id, &owner_id, caller.account(), state.clock.now()).await?;
+    let command = DeliveryCommand::Delivery(delivery);
+    let published = enqueue(&state, &caller, &delivery_id, command, key.as_deref(), &headers).await;
     if let Err(problem) = published {
         // Nothing was queued: the id must not look known to a later reschedule or cancel.
         if let Err(err) = state.store.forget_accepted(&delivery_id).await {
@@ -72,10 +83,11 @@ async fn schedule(State(state): State<AppState>, request: Request) -> Result<Res
 /// `PATCH /api/deliveryrequests/{id}`: reschedule.
 async fn reschedule(
     State(state): State<AppState>,
+    caller: Caller,
     Path(delivery_id): Path<String>,
     request: Request,
 ) -> Result<Response, Problem> {
-    ensure_known(&state, &delivery_id).await?;
+    ensure_known(&state, &caller, &delivery_id).await?;
     let (headers, body) = read_body(request, &state).await?;
     let key = idempotency_key(&headers)?;
     let changes = domain::validate_reschedule(&body)?;
@@ -86,7 +98,7 @@ async fn reschedule(
     }
     let mut answer = serde_json::to_value(&changes).map_err(Problem::internal)?;
     answer["deliveryId"] = json!(delivery_id);
-    enqueue(&state, &delivery_id, DeliveryCommand::Reschedule(changes), key.as_deref(), &headers).await?;
+    enqueue(&state, &caller, &delivery_id, DeliveryCommand::Reschedule(changes), key.as_deref(), &headers).await?;
     metrics::counter!("delivery_reschedules_accepted_total", "service" => crate::SERVICE).increment(1);
     respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, answer.to_string()).await
 }
@@ -94,17 +106,19 @@ async fn reschedule(
 /// `DELETE /api/deliveryrequests/{id}`: cancel.
 async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(delivery_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    ensure_known(&state, &delivery_id).await?;
+    ensure_known(&state, &caller, &delivery_id).await?;
     let key = idempotency_key(&headers)?;
     let scope = format!("DELETE {delivery_id}");
     let request_hash = domain::hash(scope.as_bytes());
     if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
         return Ok(replay);
     }
-    enqueue(&state, &delivery_id, DeliveryCommand::Cancel(CancelRequest {}), key.as_deref(), &headers).await?;
+    let command = DeliveryCommand::Cancel(CancelRequest {});
+    enqueue(&state, &caller, &delivery_id, command, key.as_deref(), &headers).await?;
     metrics::counter!("delivery_cancels_accepted_total", "service" => crate::SERVICE).increment(1);
     let body = json!({ "deliveryId": delivery_id }).to_string();
     respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, body).await
@@ -126,12 +140,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
-async fn ensure_known(state: &AppState, delivery_id: &str) -> Result<(), Problem> {
+/// An id this service handed out to the caller's account; another account's id is as unknown
+/// as one never handed out (404), so ids cannot be probed.
+async fn ensure_known(state: &AppState, caller: &Caller, delivery_id: &str) -> Result<(), Problem> {
     platform::telemetry::record_delivery_id(delivery_id);
-    if state.store.is_accepted(delivery_id).await? {
-        Ok(())
-    } else {
-        Err(Problem::not_found(format!("no delivery request {delivery_id}")))
+    match state.store.accepted_account(delivery_id).await? {
+        Some(account) if caller.may_see(&account) => Ok(()),
+        _ => Err(Problem::not_found(format!("no delivery request {delivery_id}"))),
     }
 }
 
@@ -158,6 +173,7 @@ async fn replay(
 
 async fn enqueue(
     state: &AppState,
+    caller: &Caller,
     delivery_id: &str,
     command: DeliveryCommand,
     key: Option<&str>,
@@ -172,7 +188,9 @@ async fn enqueue(
         // request's trace; without a tracer (tests) the caller's or a new one.
         let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok());
         let traceparent = platform::telemetry::current_traceparent().unwrap_or_else(|| domain::traceparent(incoming));
-        let envelope = domain::envelope(delivery_id, command, message_id.clone(), state.clock.now(), Some(traceparent));
+        let mut envelope =
+            domain::envelope(delivery_id, command, message_id.clone(), state.clock.now(), Some(traceparent));
+        envelope.account_id = caller.account().map(str::to_owned);
         let payload = serde_json::to_vec(&envelope).map_err(Problem::internal)?;
         state.queue.publish(OutgoingMessage { id: message_id, payload: payload.into() }).await.map_err(|err| {
             tracing::error!(error = %err, "queue refused the message; answering 503");

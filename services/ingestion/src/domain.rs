@@ -221,6 +221,17 @@ fn rfc3339(text: &str, field: &str, errors: &mut Errors) -> Option<DateTime<Utc>
     }
 }
 
+/// Where a POST's idempotency keys live: per owner, and per account when the caller has one, so
+/// two accounts may use the same key (and get different deliveries). The account comes first:
+/// it cannot hold a newline (it travelled in a header), so no owner id can imitate another
+/// account's scope.
+pub fn idempotency_scope(account_id: Option<&str>, owner_id: &str) -> String {
+    match account_id {
+        Some(account) => format!("POST account={account}\n{owner_id}"),
+        None => format!("POST {owner_id}"),
+    }
+}
+
 /// A new delivery id: random, or derived from the client's idempotency key so a retried
 /// request names the same delivery even if our first answer was lost.
 pub fn new_delivery_id(idempotency_scope: Option<(&str, &str)>) -> String {
@@ -239,7 +250,14 @@ pub fn envelope(
     now: DateTime<Utc>,
     traceparent: Option<String>,
 ) -> DeliveryRequestEnvelope {
-    DeliveryRequestEnvelope { message_id, delivery_id: delivery_id.to_owned(), occurred_at: now, traceparent, command }
+    DeliveryRequestEnvelope {
+        message_id,
+        delivery_id: delivery_id.to_owned(),
+        occurred_at: now,
+        traceparent,
+        account_id: None,
+        command,
+    }
 }
 
 /// Message id for each kind of command.

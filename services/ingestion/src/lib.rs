@@ -107,6 +107,7 @@ pub fn router(
         clock,
         limits: Limits { max_package_weight: settings.max_package_weight },
         idempotency_window: window,
+        identity: platform::identity_http::router_policy(common),
     };
     ServiceRouter::new(SERVICE, api::routes(state))
         .readiness(platform::bus::readiness_probe(queue))
@@ -125,6 +126,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.common.identity_policy()?;
     let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let queue = platform::bus::open_queue(&config.bus_url, DELIVERY_REQUESTS_QUEUE, QueueOptions::default())
         .await

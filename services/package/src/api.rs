@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use contracts::package::{Package, PackagePatch, PackageSummary, PackageUpsert};
 use platform::Problem;
+use platform::identity::IdentityPolicy;
+use platform::identity_http::Caller;
 use platform::json::JsonBody;
 
 use crate::domain;
@@ -17,12 +19,32 @@ use crate::store::{PackageStore, Upserted};
 
 type Store = Arc<dyn PackageStore>;
 
-pub fn routes(store: Store) -> Router {
+/// Whether the public route (the summary) requires the gateway's identity, which scopes it to
+/// the caller's account. The handlers that only need the store extract it from this state.
+#[derive(Clone)]
+pub struct PackageState {
+    pub store: Store,
+    pub identity: IdentityPolicy,
+}
+
+impl FromRef<PackageState> for Store {
+    fn from_ref(state: &PackageState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<PackageState> for IdentityPolicy {
+    fn from_ref(state: &PackageState) -> Self {
+        state.identity.clone()
+    }
+}
+
+pub fn routes(store: Store, identity: IdentityPolicy) -> Router {
     Router::new()
         .route("/api/packages", put(create_with_new_id))
         .route("/api/packages/{id}", put(upsert).get(fetch).patch(update))
         .route("/api/packages/summary/{owner_id}", get(summary))
-        .with_state(store)
+        .with_state(PackageState { store, identity })
 }
 
 /// `PUT /api/packages/{id}`: 201 with the package when new, 204 when it existed.
@@ -72,14 +94,16 @@ async fn update(
     }
 }
 
-/// `GET /api/packages/summary/{ownerId}?year=&month=`.
+/// `GET /api/packages/summary/{ownerId}?year=&month=`: with an identity, only the caller's
+/// account's packages count.
 async fn summary(
     State(store): State<Store>,
+    caller: Caller,
     Path(owner_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<PackageSummary>, Problem> {
     let month = platform::query::month(&params)?;
-    let total_weight = store.total_weight(owner_id.trim(), month).await?;
+    let total_weight = store.total_weight(owner_id.trim(), caller.account(), month).await?;
     Ok(Json(PackageSummary { total_weight }))
 }
 

@@ -16,6 +16,8 @@ pub struct NewPackage {
     pub weight: f64,
     pub tag: Option<String>,
     pub owner_id: Option<String>,
+    /// The account of the delivery request that stored it (none: the owner stands for it).
+    pub account_id: Option<String>,
 }
 
 /// Changes to apply to a stored package.
@@ -41,6 +43,7 @@ pub fn validate_upsert(id: &str, body: PackageUpsert) -> Result<NewPackage, Prob
         weight: body.weight,
         tag: body.tag,
         owner_id: body.owner_id.filter(|o| !o.trim().is_empty()),
+        account_id: body.account_id.filter(|a| !a.trim().is_empty()),
     })
 }
 
@@ -85,7 +88,7 @@ mod tests {
     use super::*;
 
     fn upsert(size: &str, weight: f64) -> PackageUpsert {
-        PackageUpsert { size: size.to_owned(), weight, tag: None, owner_id: None }
+        PackageUpsert { size: size.to_owned(), weight, tag: None, owner_id: None, account_id: None }
     }
 
     #[test]

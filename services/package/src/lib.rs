@@ -58,7 +58,8 @@ pub async fn open_store(url: &str, clock: SharedClock) -> anyhow::Result<Arc<dyn
 
 /// The complete HTTP router: API routes plus health, metrics and the shared layers.
 pub fn router(store: Arc<dyn PackageStore>, common: &CommonArgs) -> axum::Router {
-    ServiceRouter::new(SERVICE, api::routes(store.clone()))
+    let identity = platform::identity_http::router_policy(common);
+    ServiceRouter::new(SERVICE, api::routes(store.clone(), identity))
         .readiness(platform::http::probe("package-store", move || {
             let store = store.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
@@ -74,6 +75,7 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.common.identity_policy()?;
     let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
     let store = open_store(&config.database_url, clock).await?;
     let app = router(store, &config.common);

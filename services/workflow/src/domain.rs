@@ -26,6 +26,7 @@ pub fn package_upsert(request: &DeliveryRequest) -> PackageUpsert {
         weight: info.weight,
         tag: (!info.tag.is_empty()).then(|| info.tag.clone()),
         owner_id: Some(request.owner_id.clone()),
+        account_id: None,
     }
 }
 
@@ -47,6 +48,7 @@ pub fn drone_request(
             weight: request.package_info.weight,
         },
         expedited: request.expedited,
+        account_id: None,
     }
 }
 
@@ -60,7 +62,8 @@ pub fn delivery(
 ) -> Delivery {
     Delivery {
         id: delivery_id.to_owned(),
-        // The business that asked is both the user and the account until the account service exists.
+        // Without an account from the gateway, the business that asked is both the user and the
+        // account; the processor sets the gateway's account when the request carried one.
         owner: UserAccount { user_id: request.owner_id.clone(), account_id: request.owner_id.clone() },
         pickup,
         dropoff,

@@ -14,6 +14,7 @@ use platform::client::{CallError, encode_segment as encode, http_client};
 use reqwest::{Method, Response};
 use serde::Serialize;
 
+use crate::accounts::{AccountStanding, AccountView};
 use crate::resilience::{Guard, GuardSettings};
 
 /// Base URLs of the services the workflow calls.
@@ -31,6 +32,8 @@ pub struct Downstreams {
     package: Api,
     drones: Api,
     deliveries: Api,
+    /// The account service, when one is configured (`--account-url`).
+    accounts: Option<Api>,
 }
 
 #[derive(Clone)]
@@ -72,24 +75,54 @@ pub enum Changed {
 
 impl Downstreams {
     pub fn new(endpoints: &Endpoints, timeout: Duration, guards: &GuardSettings) -> Self {
-        let api = |name, base: &str| Api {
-            name,
-            base: base.trim_end_matches('/').to_owned(),
-            client: http_client(timeout),
-            guard: Arc::new(Guard::new(name, guards.clone())),
-        };
         Self {
-            package: api("package", &endpoints.package),
-            drones: api("dronescheduler", &endpoints.dronescheduler),
-            deliveries: api("delivery", &endpoints.delivery),
+            package: Api::new("package", &endpoints.package, timeout, guards),
+            drones: Api::new("dronescheduler", &endpoints.dronescheduler, timeout, guards),
+            deliveries: Api::new("delivery", &endpoints.delivery, timeout, guards),
+            accounts: None,
         }
+    }
+
+    /// Checks accounts at `base` (the account service) before scheduling, behind its own guard.
+    pub fn with_accounts(mut self, base: &str, timeout: Duration, guards: &GuardSettings) -> Self {
+        self.accounts = Some(Api::new("account", base, timeout, guards));
+        self
+    }
+
+    /// Whether an account service is configured, so accounts are checked.
+    pub fn checks_accounts(&self) -> bool {
+        self.accounts.is_some()
+    }
+
+    /// `GET /internal/accounts/{id}`: active, inactive (suspended) or unknown (404). Without an
+    /// account service every account counts as active.
+    pub async fn account_standing(&self, account_id: &str) -> Result<AccountStanding, CallError> {
+        let Some(accounts) = &self.accounts else { return Ok(AccountStanding::Active) };
+        let path = format!("/internal/accounts/{}", encode(account_id));
+        accounts
+            .run::<(), _, _, _>(Method::GET, &path, None, |response| async move {
+                if response.status() == StatusCode::NOT_FOUND {
+                    return Ok(AccountStanding::Unknown);
+                }
+                let response = expect(response, "account", &[StatusCode::OK]).await?;
+                let view = response.json::<AccountView>().await.map_err(|e| CallError::Transient {
+                    reason: format!("account sent an account we cannot read: {e}"),
+                    retry_after: None,
+                })?;
+                Ok(AccountStanding::of(&view))
+            })
+            .await
     }
 
     /// The longest time any downstream's breaker stays open; `None` when all let calls through.
     /// Every delivery needs all three services, so while one is open, taking messages only
     /// burns their attempts.
     pub fn open_for(&self) -> Option<Duration> {
-        [&self.package, &self.drones, &self.deliveries].iter().filter_map(|api| api.guard.open_for()).max()
+        [&self.package, &self.drones, &self.deliveries]
+            .into_iter()
+            .chain(self.accounts.as_ref())
+            .filter_map(|api| api.guard.open_for())
+            .max()
     }
 
     /// `PUT /api/packages/{id}`: 201 or 204 are both success.
@@ -213,6 +246,15 @@ impl Downstreams {
 }
 
 impl Api {
+    fn new(name: &'static str, base: &str, timeout: Duration, guards: &GuardSettings) -> Self {
+        Self {
+            name,
+            base: base.trim_end_matches('/').to_owned(),
+            client: http_client(timeout),
+            guard: Arc::new(Guard::new(name, guards.clone())),
+        }
+    }
+
     /// One guarded call: send, then `settle` the response into a result.
     async fn run<B, T, S, Fut>(&self, method: Method, path: &str, body: Option<&B>, settle: S) -> Result<T, CallError>
     where

@@ -7,6 +7,7 @@
 //!
 //! Its own HTTP port serves health, metrics and a read-only list of dead letters.
 
+pub mod accounts;
 pub mod admin;
 pub mod cli;
 pub mod consumer;
@@ -158,6 +159,12 @@ pub struct Settings {
     /// Accept and queue requests but do not consume them (maintenance, ingest benchmarks).
     #[arg(long, env = "FABRIKAM_WORKFLOW_PAUSED")]
     pub paused: bool,
+
+    /// Base URL of the account service. Set: a request that came with an account is scheduled
+    /// only while that account is active (a suspended or unknown account fails the request
+    /// with that reason). Unset: accounts are not checked.
+    #[arg(long, env = "FABRIKAM_ACCOUNT_URL")]
+    pub account_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -179,6 +186,7 @@ impl Default for Settings {
             breaker_break_ms: 5000,
             supervise_every_ms: 10_000,
             paused: false,
+            account_url: None,
         }
     }
 }
@@ -237,12 +245,14 @@ pub fn processor(
     store: Arc<dyn WorkflowStore>,
     clock: SharedClock,
 ) -> Processor {
+    let timeout = Duration::from_millis(settings.call_timeout_ms.max(1));
+    let guards = settings.guard_settings();
+    let mut downstreams = Downstreams::new(endpoints, timeout, &guards);
+    if let Some(url) = &settings.account_url {
+        downstreams = downstreams.with_accounts(url, timeout, &guards);
+    }
     Processor {
-        downstreams: Downstreams::new(
-            endpoints,
-            Duration::from_millis(settings.call_timeout_ms.max(1)),
-            &settings.guard_settings(),
-        ),
+        downstreams,
         geocoder: Arc::new(HashingGeocoder::default()),
         store,
         clock,

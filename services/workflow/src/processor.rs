@@ -85,7 +85,10 @@ impl Processor {
         for _ in 0..MAX_CONFLICTS {
             let record = self.store.get(id).await.map_err(store_failure)?;
             let pass = match &envelope.command {
-                DeliveryCommand::Delivery(request) => self.schedule(id, request, record, deadline, attempt).await?,
+                DeliveryCommand::Delivery(request) => {
+                    let account = envelope.account_id.as_deref();
+                    self.schedule(id, request, account, record, deadline, attempt).await?
+                }
                 DeliveryCommand::Reschedule(change) => self.reschedule(id, change, record, deadline).await?,
                 DeliveryCommand::Cancel(_) => self.cancel(id, record, deadline).await?,
             };
@@ -100,6 +103,7 @@ impl Processor {
         &self,
         id: &str,
         request: &DeliveryRequest,
+        account: Option<&str>,
         record: Option<WorkflowRecord>,
         deadline: DateTime<Utc>,
         attempt: u32,
@@ -131,6 +135,12 @@ impl Processor {
         if record.request.is_none() {
             record.request = Some(request.clone());
         }
+        if record.account_id.is_none() {
+            record.account_id = account.map(str::to_owned);
+        }
+        if let Err(failure) = self.check_account(&mut record).await {
+            return self.step_failed(record, Step::Account, failure).await;
+        }
 
         let geocode = |place: &str| {
             domain::locate(&*self.geocoder, place).map_err(|e| Failure::Permanent(format!("place {place:?}: {e}")))
@@ -142,7 +152,8 @@ impl Processor {
         };
 
         if !record.is_done(Step::Package) {
-            let package = domain::package_upsert(request);
+            let mut package = domain::package_upsert(request);
+            package.account_id = record.account_id.clone();
             if let Err(e) = self.downstreams.upsert_package(&request.package_info.package_id, &package).await {
                 return self.step_failed(record, Step::Package, e.into()).await;
             }
@@ -152,7 +163,8 @@ impl Processor {
         let drone_id = match record.drone_id.clone().filter(|_| record.is_done(Step::Drone)) {
             Some(drone_id) => drone_id,
             None => {
-                let drone_request = domain::drone_request(id, request, pickup, dropoff);
+                let mut drone_request = domain::drone_request(id, request, pickup, dropoff);
+                drone_request.account_id = record.account_id.clone();
                 match self.downstreams.assign_drone(&drone_request).await {
                     // Not saved yet: if this process dies before the delivery is created, the
                     // redelivered message asks again and the scheduler answers the same drone.
@@ -176,7 +188,8 @@ impl Processor {
             }
         };
 
-        let delivery = domain::delivery(id, request, pickup, dropoff, &drone_id);
+        let mut delivery = domain::delivery(id, request, pickup, dropoff, &drone_id);
+        owned_by(&mut delivery, record.account_id.as_deref());
         if let Err(e) = self.downstreams.create_delivery(&delivery).await {
             return self.step_failed(record, Step::Delivery, e.into()).await;
         }
@@ -193,6 +206,23 @@ impl Processor {
         metrics::counter!("deliveries_scheduled_total", "service" => crate::SERVICE).increment(1);
         tracing::info!(delivery_id = id, drone_id = %drone_id, waited_ms = waited.as_millis() as u64, "delivery scheduled");
         Ok(Pass::Finished(Done::Scheduled { drone_id }))
+    }
+
+    /// Before anything is scheduled: the request's account must be active. Checked once per
+    /// run (the step is recorded), and only for a request that came with an account while an
+    /// account service is configured.
+    async fn check_account(&self, record: &mut WorkflowRecord) -> Result<(), Failure> {
+        let Some(account_id) = record.account_id.clone() else { return Ok(()) };
+        if !self.downstreams.checks_accounts() || record.is_done(Step::Account) {
+            return Ok(());
+        }
+        let standing = self.downstreams.account_standing(&account_id).await?;
+        if let Some(refusal) = standing.refusal(&account_id) {
+            metrics::counter!("workflow_accounts_refused_total", "service" => crate::SERVICE).increment(1);
+            return Err(Failure::Permanent(refusal));
+        }
+        record.step_done(Step::Account, self.clock.now());
+        Ok(())
     }
 
     /// An operator replayed a failed request: run it again with a fresh deadline.
@@ -248,7 +278,8 @@ impl Processor {
     ) -> Result<Pass<Done>, Failure> {
         if !record.is_done(Step::CloseDelivery) {
             let reason = record.reason.clone().unwrap_or_else(|| CANCELLED_BEFORE_SCHEDULING.to_owned());
-            let delivery = self.unscheduled_delivery(&record.delivery_id, request, record.drone_id.as_deref());
+            let mut delivery = self.unscheduled_delivery(&record.delivery_id, request, record.drone_id.as_deref());
+            owned_by(&mut delivery, record.account_id.as_deref());
             self.downstreams.close_delivery(&delivery, DeliveryStage::Cancelled, &reason).await?;
             record.step_done(Step::CloseDelivery, self.clock.now());
             if record.request.is_none() {
@@ -270,7 +301,8 @@ impl Processor {
         self.downstreams.release_drone(&id).await?;
         record.step_done(Step::ReleaseDrone, self.clock.now());
         if let Some(request) = record.request.clone() {
-            let delivery = self.unscheduled_delivery(&id, &request, record.drone_id.as_deref());
+            let mut delivery = self.unscheduled_delivery(&id, &request, record.drone_id.as_deref());
+            owned_by(&mut delivery, record.account_id.as_deref());
             self.downstreams.close_delivery(&delivery, DeliveryStage::Failed, &reason).await?;
             record.step_done(Step::CloseDelivery, self.clock.now());
         }
@@ -400,6 +432,14 @@ impl Processor {
     async fn save(&self, record: &mut WorkflowRecord) -> Result<Saved, Failure> {
         record.updated_at = self.clock.now();
         self.store.save(record).await.map_err(store_failure)
+    }
+}
+
+/// The delivery belongs to the request's account, when it came with one; otherwise
+/// [`domain::delivery`]'s fallback (the owner) stands.
+fn owned_by(delivery: &mut contracts::delivery::Delivery, account_id: Option<&str>) {
+    if let Some(account) = account_id {
+        delivery.owner.account_id = account.to_owned();
     }
 }
 

@@ -57,6 +57,9 @@ pub enum Step {
     CancelDelivery,
     ReleaseDrone,
     CloseDelivery,
+    /// The account was found active (only when the request carried one and an account
+    /// service is configured).
+    Account,
 }
 
 /// How a step went.
@@ -91,6 +94,10 @@ pub struct WorkflowRecord {
     pub request: Option<DeliveryRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drone_id: Option<String>,
+    /// The account the gateway authenticated for the request; none when the request came
+    /// without one (the owner then stands for the account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
     /// Why it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -112,6 +119,7 @@ impl WorkflowRecord {
             steps: BTreeMap::new(),
             request: None,
             drone_id: None,
+            account_id: None,
             reason: None,
             complete_by,
             created_at: now,

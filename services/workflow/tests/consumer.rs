@@ -190,6 +190,7 @@ impl Harness {
             delivery_id: delivery_id.to_owned(),
             occurred_at: Utc::now(),
             traceparent: None,
+            account_id: None,
             command,
         };
         let payload = serde_json::to_vec(&envelope).unwrap();

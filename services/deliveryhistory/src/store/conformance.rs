@@ -44,6 +44,7 @@ macro_rules! deliveryhistory_store_conformance_tests {
             ties_settle_on_the_same_winner_in_any_order,
             concurrent_finishes_of_one_delivery_settle_on_the_latest,
             list_filters_by_owner_and_finish_time,
+            list_filters_by_account_when_asked,
             list_pages_in_a_stable_order,
             pages_do_not_repeat_or_skip_when_finishes_arrive_between_them,
             a_replaced_finish_moves_in_the_listing,
@@ -109,7 +110,24 @@ fn finish(id: &str, owner: &str, stage: DeliveryStage, finished_at: DateTime<Utc
 }
 
 fn query(owner: &str, limit: u32) -> HistoryQuery {
-    HistoryQuery { owner_id: owner.to_owned(), from: None, to: None, after: None, limit }
+    HistoryQuery { owner_id: owner.to_owned(), account_id: None, from: None, to: None, after: None, limit }
+}
+
+pub async fn list_filters_by_account_when_asked(h: &dyn HistoryStoreHarness) {
+    let store = h.open().await;
+    let mut other_account = finish("b", "contoso", DeliveryStage::Completed, at(2_000));
+    other_account.delivery.owner.account_id = "another-account".to_owned();
+    store.record(&finish("a", "contoso", DeliveryStage::Completed, at(1_000))).await.unwrap();
+    store.record(&other_account).await.unwrap();
+    store.record(&finish("c", "contoso", DeliveryStage::Failed, at(3_000))).await.unwrap();
+    let of = |account: &str| HistoryQuery { account_id: Some(account.to_owned()), ..query("contoso", 10) };
+    assert_eq!(ids(&store.list(&of("contoso-account")).await.unwrap()), ["a", "c"]);
+    assert_eq!(ids(&store.list(&of("another-account")).await.unwrap()), ["b"]);
+    assert!(store.list(&of("nobody")).await.unwrap().items.is_empty());
+    assert_eq!(ids(&store.list(&query("contoso", 10)).await.unwrap()), ["a", "b", "c"]);
+    // Pages of one account skip the other's items without losing their place.
+    let (seen, _) = all_pages(store.as_ref(), HistoryQuery { limit: 1, ..of("contoso-account") }).await;
+    assert_eq!(seen, ["a", "c"]);
 }
 
 fn ids(page: &Page) -> Vec<&str> {

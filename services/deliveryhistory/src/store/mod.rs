@@ -44,6 +44,9 @@ impl Recorded {
 pub struct HistoryQuery {
     /// `delivery.owner.userId`, exact.
     pub owner_id: String,
+    /// Only this account's deliveries (`delivery.owner.accountId`, exact); every account's
+    /// when none (the service runs without an identity policy).
+    pub account_id: Option<String>,
     /// Finished at or after this time.
     pub from: Option<DateTime<Utc>>,
     /// Finished before this time.

@@ -68,6 +68,7 @@ impl HistoryStore for PostgresHistoryStore {
             "SELECT document, finished_at, delivery_id FROM finished_deliveries
              WHERE owner_id = $1 AND finished_at >= $2 AND finished_at < $3
                  AND (finished_at, delivery_id) > ($4, $5)
+                 AND ($7::text IS NULL OR (document::jsonb #>> '{delivery,owner,accountId}') = $7)
              ORDER BY finished_at, delivery_id LIMIT $6",
         )
         .bind(&query.owner_id)
@@ -76,6 +77,7 @@ impl HistoryStore for PostgresHistoryStore {
         .bind(b.after_at)
         .bind(b.after_id)
         .bind(b.fetch)
+        .bind(&query.account_id)
         .fetch_all(&self.pool)
         .await?;
         page(rows, query.limit)

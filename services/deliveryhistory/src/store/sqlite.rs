@@ -61,6 +61,7 @@ impl HistoryStore for SqliteHistoryStore {
             "SELECT document, finished_at, delivery_id FROM finished_deliveries
              WHERE owner_id = ?1 AND finished_at >= ?2 AND finished_at < ?3
                  AND (finished_at, delivery_id) > (?4, ?5)
+                 AND (?7 IS NULL OR json_extract(document, '$.delivery.owner.accountId') = ?7)
              ORDER BY finished_at, delivery_id LIMIT ?6",
         )
         .bind(&query.owner_id)
@@ -69,6 +70,7 @@ impl HistoryStore for SqliteHistoryStore {
         .bind(b.after_at)
         .bind(b.after_id)
         .bind(b.fetch)
+        .bind(&query.account_id)
         .fetch_all(&self.pool)
         .await?;
         page(rows, query.limit)

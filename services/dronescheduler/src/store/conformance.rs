@@ -52,6 +52,7 @@ macro_rules! dronescheduler_store_conformance_tests {
             fleet_counts_follow_flights,
             release_before_assignment_fences_the_delivery,
             utilization_sums_flown_assignments_per_owner_and_month,
+            utilization_counts_only_the_asked_accounts_flights,
             assignment_records_the_flight,
             a_release_turns_the_drone_back_only_before_the_pickup,
             due_flights_are_claimed_by_one_claimer_at_a_time,
@@ -99,6 +100,7 @@ fn request(delivery_id: &str, owner_id: &str, weight: f64, pickup: Point) -> Ass
     AssignmentRequest {
         delivery_id: delivery_id.to_owned(),
         owner_id: owner_id.to_owned(),
+        account_id: None,
         pickup,
         dropoff: Point::new(47.62, -122.35),
         weight,
@@ -408,7 +410,7 @@ pub async fn release_frees_the_drone(h: &dyn DroneStoreHarness) {
         Assigned::Released
     );
     // Released flights count as flown: d1 out to where it turned and back, d2 all of it.
-    let (miles, hours) = store.utilization("contoso", MARCH).await.unwrap().expect("flights");
+    let (miles, hours) = store.utilization("contoso", None, MARCH).await.unwrap().expect("flights");
     assert!((miles - (turned.miles() + d2.traveled_miles)).abs() < 1e-9, "{miles}");
     assert!((hours - (turned.hours() + d2.assigned_hours)).abs() < 1e-9, "{hours}");
     assert!(turned.miles() < d1.traveled_miles / 4.0, "only a minute out and back: {}", turned.miles());
@@ -432,8 +434,8 @@ pub async fn release_before_assignment_fences_the_delivery(h: &dyn DroneStoreHar
     let r = request("early", "contoso", 1.0, downtown());
     assert_eq!(store.assign(&r, now() + Duration::seconds(2), &config).await.unwrap(), Assigned::Released);
     assert!(flying(store.as_ref()).await.is_empty(), "a fenced delivery took a drone");
-    assert_eq!(store.utilization("contoso", MARCH).await.unwrap(), None);
-    assert_eq!(store.utilization("", MARCH).await.unwrap(), None, "a fence is not a flight");
+    assert_eq!(store.utilization("contoso", None, MARCH).await.unwrap(), None);
+    assert_eq!(store.utilization("", None, MARCH).await.unwrap(), None, "a fence is not a flight");
     // Other deliveries are not affected.
     assert!(matches!(
         store.assign(&request("other", "contoso", 1.0, downtown()), now(), &config).await.unwrap(),
@@ -483,17 +485,17 @@ pub async fn utilization_sums_flown_assignments_per_owner_and_month(h: &dyn Dron
         assert!(miles > 0.0 && hours > 0.0);
     };
     check(
-        store.utilization("contoso", MARCH).await.unwrap(),
+        store.utilization("contoso", None, MARCH).await.unwrap(),
         sum(&["mar-first-ms", "mar-mid", "mar-cancelled", "mar-cancelled-late", "mar-last-ms"]),
     );
-    check(store.utilization("contoso", Month { year: 2026, month: 2 }).await.unwrap(), sum(&["feb-last-ms"]));
-    check(store.utilization("contoso", Month { year: 2026, month: 4 }).await.unwrap(), sum(&["apr-first-ms"]));
-    check(store.utilization("fabrikam", MARCH).await.unwrap(), sum(&["mar-other-owner"]));
-    check(store.utilization("northwind", MARCH).await.unwrap(), sum(&["mar-cancelled-only"]));
-    assert_eq!(store.utilization("contoso", Month { year: 2025, month: 3 }).await.unwrap(), None);
-    assert_eq!(store.utilization("nobody", MARCH).await.unwrap(), None);
-    assert_eq!(store.utilization("CONTOSO", MARCH).await.unwrap(), None, "owners are case-sensitive");
-    assert_eq!(store.utilization("", MARCH).await.unwrap(), None, "a fence is not a flight");
+    check(store.utilization("contoso", None, Month { year: 2026, month: 2 }).await.unwrap(), sum(&["feb-last-ms"]));
+    check(store.utilization("contoso", None, Month { year: 2026, month: 4 }).await.unwrap(), sum(&["apr-first-ms"]));
+    check(store.utilization("fabrikam", None, MARCH).await.unwrap(), sum(&["mar-other-owner"]));
+    check(store.utilization("northwind", None, MARCH).await.unwrap(), sum(&["mar-cancelled-only"]));
+    assert_eq!(store.utilization("contoso", None, Month { year: 2025, month: 3 }).await.unwrap(), None);
+    assert_eq!(store.utilization("nobody", None, MARCH).await.unwrap(), None);
+    assert_eq!(store.utilization("CONTOSO", None, MARCH).await.unwrap(), None, "owners are case-sensitive");
+    assert_eq!(store.utilization("", None, MARCH).await.unwrap(), None, "a fence is not a flight");
     let distinct: BTreeSet<_> = flown.values().map(|(m, _)| m.to_bits()).collect();
     assert!(distinct.len() > 1, "the flights should differ to make the sums meaningful");
 }
@@ -783,4 +785,27 @@ pub async fn an_expedited_wait_ends_when_released_or_when_it_lapses(h: &dyn Dron
 
 pub async fn ping_answers(h: &dyn DroneStoreHarness) {
     h.open().await.ping().await.unwrap();
+}
+
+pub async fn utilization_counts_only_the_asked_accounts_flights(h: &dyn DroneStoreHarness) {
+    let config = fleet(4);
+    let store = seeded(h, &config).await;
+    let of = |id: &str, account: Option<&str>| AssignmentRequest {
+        account_id: account.map(str::to_owned),
+        ..request(id, "user-7", 1.0, downtown())
+    };
+    let (a1, _) = planned(store.as_ref(), &of("a1", Some("acc-1")), now(), &config).await;
+    let (b1, _) = planned(store.as_ref(), &of("b1", Some("acc-2")), now(), &config).await;
+    let (o1, _) = planned(store.as_ref(), &of("o1", None), now(), &config).await;
+    let miles = |u: Option<(f64, f64)>| u.map(|(miles, _)| miles);
+    let close = |got: Option<f64>, want: f64| assert!((got.expect("flights") - want).abs() < 1e-9, "{got:?} {want}");
+    close(miles(store.utilization("user-7", Some("acc-1"), MARCH).await.unwrap()), a1.traveled_miles);
+    close(miles(store.utilization("user-7", Some("acc-2"), MARCH).await.unwrap()), b1.traveled_miles);
+    // Assigned without an account: the owner stands for it.
+    close(miles(store.utilization("user-7", Some("user-7"), MARCH).await.unwrap()), o1.traveled_miles);
+    close(
+        miles(store.utilization("user-7", None, MARCH).await.unwrap()),
+        a1.traveled_miles + b1.traveled_miles + o1.traveled_miles,
+    );
+    assert_eq!(store.utilization("user-7", Some("acc-3"), MARCH).await.unwrap(), None);
 }

@@ -143,7 +143,14 @@ pub trait DroneStore: Send + Sync {
     ) -> Result<Rerouted, StoreError>;
     /// Miles and hours of the owner's assignments in `month` as flown (a flight cut short by a
     /// release counts up to the turn and the way home); `None` if none.
-    async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError>;
+    /// `account_id`: only that account's flights (an assignment stored without an account
+    /// counts as its owner's); every account's when none.
+    async fn utilization(
+        &self,
+        owner_id: &str,
+        account_id: Option<&str>,
+        month: Month,
+    ) -> Result<Option<(f64, f64)>, StoreError>;
     /// Every drone, by id, each with its latest flight.
     async fn drones(&self) -> Result<Vec<DroneRecord>, StoreError>;
     /// How many drones there are, and how many are busy at `now` (their latest flight has not

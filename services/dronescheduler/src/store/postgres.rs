@@ -477,8 +477,8 @@ impl DroneStore for PostgresDroneStore {
             }
             let recorded = sqlx::query(
                 "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
-                     assigned_hours, busy_until, released)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE)
+                     assigned_hours, busy_until, released, account_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, $9)
                  ON CONFLICT (delivery_id) DO NOTHING",
             )
             .bind(&request.delivery_id)
@@ -489,6 +489,7 @@ impl DroneStore for PostgresDroneStore {
             .bind(plan.miles)
             .bind(plan.hours)
             .bind(unix_millis(plan.busy_until))
+            .bind(&request.account_id)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -593,7 +594,12 @@ impl DroneStore for PostgresDroneStore {
             .collect())
     }
 
-    async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
+    async fn utilization(
+        &self,
+        owner_id: &str,
+        account_id: Option<&str>,
+        month: Month,
+    ) -> Result<Option<(f64, f64)>, StoreError> {
         let (start, end) = month.range();
         // Released flights count as flown (their miles were re-planned at the release), except
         // those released before flights were recorded: nobody knows how far they went.
@@ -601,11 +607,13 @@ impl DroneStore for PostgresDroneStore {
             "SELECT COUNT(*), COALESCE(SUM(a.traveled_miles), 0), COALESCE(SUM(a.assigned_hours), 0)
              FROM assignments a
              WHERE a.owner_id = $1 AND a.assigned_at >= $2 AND a.assigned_at < $3 AND a.drone_id IS NOT NULL
+                 AND ($4::text IS NULL OR COALESCE(a.account_id, a.owner_id) = $4)
                  AND (NOT a.released OR EXISTS (SELECT 1 FROM flights f WHERE f.delivery_id = a.delivery_id))",
         )
         .bind(owner_id)
         .bind(unix_millis(start))
         .bind(unix_millis(end))
+        .bind(account_id)
         .fetch_one(&self.pool)
         .await?;
         let count: i64 = row.get(0);

@@ -434,8 +434,8 @@ impl DroneStore for SqliteDroneStore {
             .await?;
         sqlx::query(
             "INSERT INTO assignments (delivery_id, drone_id, owner_id, depot_id, assigned_at, traveled_miles,
-                 assigned_hours, busy_until, released)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+                 assigned_hours, busy_until, released, account_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)",
         )
         .bind(&request.delivery_id)
         .bind(&plan.drone_id)
@@ -445,6 +445,7 @@ impl DroneStore for SqliteDroneStore {
         .bind(plan.miles)
         .bind(plan.hours)
         .bind(unix_millis(plan.busy_until))
+        .bind(&request.account_id)
         .execute(&mut *tx)
         .await?;
         insert_flight(&mut tx, &request.delivery_id, &plan.path, request.traceparent.as_deref()).await?;
@@ -524,7 +525,12 @@ impl DroneStore for SqliteDroneStore {
             .collect())
     }
 
-    async fn utilization(&self, owner_id: &str, month: Month) -> Result<Option<(f64, f64)>, StoreError> {
+    async fn utilization(
+        &self,
+        owner_id: &str,
+        account_id: Option<&str>,
+        month: Month,
+    ) -> Result<Option<(f64, f64)>, StoreError> {
         let (start, end) = month.range();
         // Released flights count as flown (their miles were re-planned at the release), except
         // those released before flights were recorded: nobody knows how far they went.
@@ -532,11 +538,13 @@ impl DroneStore for SqliteDroneStore {
             "SELECT COUNT(*), COALESCE(SUM(a.traveled_miles), 0), COALESCE(SUM(a.assigned_hours), 0)
              FROM assignments a
              WHERE a.owner_id = ?1 AND a.assigned_at >= ?2 AND a.assigned_at < ?3 AND a.drone_id IS NOT NULL
+                 AND (?4 IS NULL OR COALESCE(a.account_id, a.owner_id) = ?4)
                  AND (a.released = 0 OR EXISTS (SELECT 1 FROM flights f WHERE f.delivery_id = a.delivery_id))",
         )
         .bind(owner_id)
         .bind(unix_millis(start))
         .bind(unix_millis(end))
+        .bind(account_id)
         .fetch_one(&self.pool)
         .await?;
         let count: i64 = row.get(0);

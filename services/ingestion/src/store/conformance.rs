@@ -35,6 +35,7 @@ macro_rules! ingestion_store_conformance_tests {
             record_accepted_is_idempotent,
             forget_accepted_is_idempotent_and_forgets_only_that_id,
             concurrent_records_of_one_id_all_succeed,
+            the_ledger_keeps_the_account_an_id_was_handed_to,
             saved_responses_round_trip,
             saved_response_is_found_by_scope_key_and_age,
             the_first_save_wins_while_it_is_live,
@@ -81,11 +82,11 @@ async fn save(store: &dyn IngestionStore, scope: &str, key: &str, r: &SavedRespo
 pub async fn record_accepted_is_idempotent(h: &dyn IngestionStoreHarness) {
     let store = h.open().await;
     assert!(!store.is_accepted("d1").await.unwrap());
-    store.record_accepted("d1", "contoso", t0()).await.unwrap();
+    store.record_accepted("d1", "contoso", None, t0()).await.unwrap();
     assert!(store.is_accepted("d1").await.unwrap());
     // Again, even with other details: still one accepted id, no error.
-    store.record_accepted("d1", "contoso", t0()).await.unwrap();
-    store.record_accepted("d1", "fabrikam", t0() + Duration::hours(1)).await.unwrap();
+    store.record_accepted("d1", "contoso", None, t0()).await.unwrap();
+    store.record_accepted("d1", "fabrikam", None, t0() + Duration::hours(1)).await.unwrap();
     assert!(store.is_accepted("d1").await.unwrap());
     assert!(!store.is_accepted("d2").await.unwrap());
     assert!(!store.is_accepted("D1").await.unwrap(), "ids are case-sensitive");
@@ -94,17 +95,30 @@ pub async fn record_accepted_is_idempotent(h: &dyn IngestionStoreHarness) {
     assert!(!store.is_accepted("d1").await.unwrap());
 }
 
+pub async fn the_ledger_keeps_the_account_an_id_was_handed_to(h: &dyn IngestionStoreHarness) {
+    let store = h.open().await;
+    assert_eq!(store.accepted_account("d1").await.unwrap(), None);
+    store.record_accepted("d1", "user-7", Some("acc-1"), t0()).await.unwrap();
+    assert_eq!(store.accepted_account("d1").await.unwrap().as_deref(), Some("acc-1"));
+    // The first record wins: a repeat cannot move an id to another account.
+    store.record_accepted("d1", "user-7", Some("acc-2"), t0()).await.unwrap();
+    assert_eq!(store.accepted_account("d1").await.unwrap().as_deref(), Some("acc-1"));
+    // Handed out without an account (no identity policy): the owner stands for it.
+    store.record_accepted("d2", "contoso", None, t0()).await.unwrap();
+    assert_eq!(store.accepted_account("d2").await.unwrap().as_deref(), Some("contoso"));
+}
+
 pub async fn forget_accepted_is_idempotent_and_forgets_only_that_id(h: &dyn IngestionStoreHarness) {
     let store = h.open().await;
     store.forget_accepted("never-recorded").await.unwrap();
-    store.record_accepted("d1", "contoso", t0()).await.unwrap();
-    store.record_accepted("d2", "contoso", t0()).await.unwrap();
+    store.record_accepted("d1", "contoso", None, t0()).await.unwrap();
+    store.record_accepted("d2", "contoso", None, t0()).await.unwrap();
     store.forget_accepted("d1").await.unwrap();
     store.forget_accepted("d1").await.unwrap();
     assert!(!store.is_accepted("d1").await.unwrap());
     assert!(store.is_accepted("d2").await.unwrap());
     // A forgotten id can be handed out again.
-    store.record_accepted("d1", "contoso", t0() + Duration::minutes(1)).await.unwrap();
+    store.record_accepted("d1", "contoso", None, t0() + Duration::minutes(1)).await.unwrap();
     assert!(store.is_accepted("d1").await.unwrap());
 }
 
@@ -113,7 +127,7 @@ pub async fn concurrent_records_of_one_id_all_succeed(h: &dyn IngestionStoreHarn
     let stores = h.open_shared(2).await;
     let records = (0..20).map(|i| {
         let store = stores[i % stores.len()].clone();
-        async move { store.record_accepted("same", "contoso", t0()).await }
+        async move { store.record_accepted("same", "contoso", None, t0()).await }
     });
     for outcome in futures::future::join_all(records).await {
         outcome.expect("a repeated record must not fail");
@@ -201,7 +215,7 @@ pub async fn concurrent_saves_keep_one_response(h: &dyn IngestionStoreHarness) {
 pub async fn purge_drops_responses_saved_before_the_cut(h: &dyn IngestionStoreHarness) {
     let store = h.open().await;
     assert_eq!(store.purge_responses(t0()).await.unwrap(), 0, "nothing to purge yet");
-    store.record_accepted("d1", "contoso", t0() - Duration::days(30)).await.unwrap();
+    store.record_accepted("d1", "contoso", None, t0() - Duration::days(30)).await.unwrap();
     let saved_at = [t0() - Duration::hours(2), t0() - Duration::milliseconds(1), t0(), t0() + Duration::hours(1)];
     for (i, at) in saved_at.iter().enumerate() {
         save(store.as_ref(), "post", &format!("k{i}"), &response(i as u32), *at).await;

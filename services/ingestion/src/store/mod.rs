@@ -26,11 +26,23 @@ pub struct SavedResponse {
 
 #[async_trait]
 pub trait IngestionStore: Send + Sync {
-    /// Remembers that `delivery_id` was handed out. Idempotent.
-    async fn record_accepted(&self, delivery_id: &str, owner_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Remembers that `delivery_id` was handed out, to `account_id` when the caller had one.
+    /// Idempotent: a repeated record keeps the first.
+    async fn record_accepted(
+        &self,
+        delivery_id: &str,
+        owner_id: &str,
+        account_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
     /// Forgets an id whose message never reached the queue.
     async fn forget_accepted(&self, delivery_id: &str) -> Result<(), StoreError>;
-    async fn is_accepted(&self, delivery_id: &str) -> Result<bool, StoreError>;
+    async fn is_accepted(&self, delivery_id: &str) -> Result<bool, StoreError> {
+        Ok(self.accepted_account(delivery_id).await?.is_some())
+    }
+    /// The account `delivery_id` was handed to, when it was: the recorded account, or the
+    /// owner for an id handed out without one (the workflow makes the same fallback).
+    async fn accepted_account(&self, delivery_id: &str) -> Result<Option<String>, StoreError>;
     /// The response saved for `key` in `scope` no earlier than `not_before`.
     async fn saved_response(
         &self,

@@ -35,13 +35,20 @@ impl PostgresIngestionStore {
 
 #[async_trait]
 impl IngestionStore for PostgresIngestionStore {
-    async fn record_accepted(&self, delivery_id: &str, owner_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_accepted(
+        &self,
+        delivery_id: &str,
+        owner_id: &str,
+        account_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO accepted_deliveries (delivery_id, owner_id, accepted_at) VALUES ($1, $2, $3)
+            "INSERT INTO accepted_deliveries (delivery_id, owner_id, account_id, accepted_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (delivery_id) DO NOTHING",
         )
         .bind(delivery_id)
         .bind(owner_id)
+        .bind(account_id)
         .bind(unix_millis(at))
         .execute(&self.pool)
         .await?;
@@ -56,10 +63,10 @@ impl IngestionStore for PostgresIngestionStore {
         Ok(())
     }
 
-    async fn is_accepted(&self, delivery_id: &str) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accepted_deliveries WHERE delivery_id = $1)")
+    async fn accepted_account(&self, delivery_id: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(account_id, owner_id) FROM accepted_deliveries WHERE delivery_id = $1")
             .bind(delivery_id)
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await
     }
 

@@ -24,12 +24,20 @@ impl SqliteIngestionStore {
 
 #[async_trait]
 impl IngestionStore for SqliteIngestionStore {
-    async fn record_accepted(&self, delivery_id: &str, owner_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_accepted(
+        &self,
+        delivery_id: &str,
+        owner_id: &str,
+        account_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT OR IGNORE INTO accepted_deliveries (delivery_id, owner_id, accepted_at) VALUES (?1, ?2, ?3)",
+            "INSERT OR IGNORE INTO accepted_deliveries (delivery_id, owner_id, account_id, accepted_at)
+             VALUES (?1, ?2, ?3, ?4)",
         )
         .bind(delivery_id)
         .bind(owner_id)
+        .bind(account_id)
         .bind(unix_millis(at))
         .execute(&self.pool)
         .await?;
@@ -44,12 +52,11 @@ impl IngestionStore for SqliteIngestionStore {
         Ok(())
     }
 
-    async fn is_accepted(&self, delivery_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accepted_deliveries WHERE delivery_id = ?1")
+    async fn accepted_account(&self, delivery_id: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT COALESCE(account_id, owner_id) FROM accepted_deliveries WHERE delivery_id = ?1")
             .bind(delivery_id)
             .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+            .await
     }
 
     async fn saved_response(

@@ -44,6 +44,7 @@ macro_rules! package_store_conformance_tests {
             update_of_unknown_id_returns_false,
             total_weight_respects_owner_and_month_boundaries,
             total_weight_counts_by_first_stored_time,
+            total_weight_counts_only_the_asked_accounts_packages,
             ping_answers,
         );
     };
@@ -73,6 +74,7 @@ fn package(id: &str, weight: f64, owner: Option<&str>) -> NewPackage {
         weight,
         tag: Some("fragile".to_owned()),
         owner_id: owner.map(str::to_owned),
+        account_id: None,
     }
 }
 
@@ -133,7 +135,7 @@ pub async fn concurrent_upserts_create_once(h: &dyn PackageStoreHarness) {
     assert_eq!((created, updated), (1, 19), "{outcomes:?}");
     // The package is counted once, with the weight of whichever replacement came last.
     let weight = stores[0].get("same").await.unwrap().expect("stored").weight;
-    assert_eq!(stores[1].total_weight("contoso", MARCH).await.unwrap(), weight);
+    assert_eq!(stores[1].total_weight("contoso", None, MARCH).await.unwrap(), weight);
 }
 
 pub async fn update_changes_only_the_given_fields(h: &dyn PackageStoreHarness) {
@@ -172,7 +174,7 @@ pub async fn update_of_unknown_id_returns_false(h: &dyn PackageStoreHarness) {
 pub async fn total_weight_respects_owner_and_month_boundaries(h: &dyn PackageStoreHarness) {
     let clock = clock();
     let store = h.open(Arc::new(clock.clone())).await;
-    assert_eq!(store.total_weight("contoso", MARCH).await.unwrap(), 0.0, "nothing stored yet");
+    assert_eq!(store.total_weight("contoso", None, MARCH).await.unwrap(), 0.0, "nothing stored yet");
     let stored_at = [
         ("feb-last-ms", at(2026, 2, 28, 23, 59, 59, 999), "contoso", 100.0),
         ("mar-first-ms", at(2026, 3, 1, 0, 0, 0, 0), "contoso", 1.5),
@@ -188,13 +190,13 @@ pub async fn total_weight_respects_owner_and_month_boundaries(h: &dyn PackageSto
     }
     clock.set(at(2026, 3, 20, 0, 0, 0, 0));
     store.upsert(package("no-owner", 16.0, None)).await.unwrap();
-    assert_eq!(store.total_weight("contoso", MARCH).await.unwrap(), 7.75);
-    assert_eq!(store.total_weight("fabrikam", MARCH).await.unwrap(), 8.0);
-    assert_eq!(store.total_weight("contoso", Month { year: 2026, month: 2 }).await.unwrap(), 100.0);
-    assert_eq!(store.total_weight("contoso", Month { year: 2026, month: 4 }).await.unwrap(), 200.0);
-    assert_eq!(store.total_weight("contoso", Month { year: 2025, month: 3 }).await.unwrap(), 400.0);
-    assert_eq!(store.total_weight("CONTOSO", MARCH).await.unwrap(), 0.0, "owners are case-sensitive");
-    assert_eq!(store.total_weight("nobody", MARCH).await.unwrap(), 0.0);
+    assert_eq!(store.total_weight("contoso", None, MARCH).await.unwrap(), 7.75);
+    assert_eq!(store.total_weight("fabrikam", None, MARCH).await.unwrap(), 8.0);
+    assert_eq!(store.total_weight("contoso", None, Month { year: 2026, month: 2 }).await.unwrap(), 100.0);
+    assert_eq!(store.total_weight("contoso", None, Month { year: 2026, month: 4 }).await.unwrap(), 200.0);
+    assert_eq!(store.total_weight("contoso", None, Month { year: 2025, month: 3 }).await.unwrap(), 400.0);
+    assert_eq!(store.total_weight("CONTOSO", None, MARCH).await.unwrap(), 0.0, "owners are case-sensitive");
+    assert_eq!(store.total_weight("nobody", None, MARCH).await.unwrap(), 0.0);
 }
 
 pub async fn total_weight_counts_by_first_stored_time(h: &dyn PackageStoreHarness) {
@@ -205,15 +207,35 @@ pub async fn total_weight_counts_by_first_stored_time(h: &dyn PackageStoreHarnes
     clock.set(at(2026, 4, 2, 0, 0, 0, 0));
     store.upsert(package("p1", 3.0, Some("contoso"))).await.unwrap();
     store.update("p1", PackageChanges { weight: Some(5.0), ..PackageChanges::default() }).await.unwrap();
-    assert_eq!(store.total_weight("contoso", MARCH).await.unwrap(), 5.0);
-    assert_eq!(store.total_weight("contoso", Month { year: 2026, month: 4 }).await.unwrap(), 0.0);
+    assert_eq!(store.total_weight("contoso", None, MARCH).await.unwrap(), 5.0);
+    assert_eq!(store.total_weight("contoso", None, Month { year: 2026, month: 4 }).await.unwrap(), 0.0);
     // A replacement naming another owner moves the package to that owner.
     store.upsert(package("p1", 5.0, Some("fabrikam"))).await.unwrap();
-    assert_eq!(store.total_weight("contoso", MARCH).await.unwrap(), 0.0);
-    assert_eq!(store.total_weight("fabrikam", MARCH).await.unwrap(), 5.0);
+    assert_eq!(store.total_weight("contoso", None, MARCH).await.unwrap(), 0.0);
+    assert_eq!(store.total_weight("fabrikam", None, MARCH).await.unwrap(), 5.0);
 }
 
 pub async fn ping_answers(h: &dyn PackageStoreHarness) {
     let store = h.open(Arc::new(clock())).await;
     store.ping().await.unwrap();
+}
+
+pub async fn total_weight_counts_only_the_asked_accounts_packages(h: &dyn PackageStoreHarness) {
+    let store = h.open(Arc::new(clock())).await;
+    let of = |id: &str, weight: f64, account: Option<&str>| NewPackage {
+        account_id: account.map(str::to_owned),
+        ..package(id, weight, Some("user-7"))
+    };
+    store.upsert(of("p1", 1.0, Some("acc-1"))).await.unwrap();
+    store.upsert(of("p2", 2.0, Some("acc-2"))).await.unwrap();
+    store.upsert(of("p3", 4.0, Some("acc-1"))).await.unwrap();
+    // Stored without an account: its owner stands for it.
+    store.upsert(of("p4", 8.0, None)).await.unwrap();
+    assert_eq!(store.total_weight("user-7", Some("acc-1"), MARCH).await.unwrap(), 5.0);
+    assert_eq!(store.total_weight("user-7", Some("acc-2"), MARCH).await.unwrap(), 2.0);
+    assert_eq!(store.total_weight("user-7", Some("user-7"), MARCH).await.unwrap(), 8.0);
+    assert_eq!(store.total_weight("user-7", None, MARCH).await.unwrap(), 15.0);
+    // A later upsert without the account keeps it.
+    store.upsert(of("p1", 1.0, None)).await.unwrap();
+    assert_eq!(store.total_weight("user-7", Some("acc-1"), MARCH).await.unwrap(), 5.0);
 }

@@ -33,7 +33,9 @@ pub trait PackageStore: Send + Sync {
     /// `false` when there is no such package.
     async fn update(&self, id: &str, changes: PackageChanges) -> Result<bool, StoreError>;
     /// Total weight of the packages `owner_id` sent in `month` (by first-stored time).
-    async fn total_weight(&self, owner_id: &str, month: Month) -> Result<f64, StoreError>;
+    /// `account_id`: only that account's packages (a package stored without an account counts
+    /// as its owner's); every account's when none.
+    async fn total_weight(&self, owner_id: &str, account_id: Option<&str>, month: Month) -> Result<f64, StoreError>;
     /// `Ok` when the backend answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

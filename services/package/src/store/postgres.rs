@@ -42,10 +42,11 @@ impl PackageStore for PostgresPackageStore {
         let now = unix_millis(self.clock.now());
         // One statement: `revision` is 0 only on the row this statement inserted.
         let revision: i64 = sqlx::query_scalar(
-            "INSERT INTO packages (id, size, weight, tag, owner_id, created_at, updated_at, revision)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, 0)
+            "INSERT INTO packages (id, size, weight, tag, owner_id, account_id, created_at, updated_at, revision)
+             VALUES ($1, $2, $3, $4, $5, $7, $6, $6, 0)
              ON CONFLICT (id) DO UPDATE SET size = excluded.size, weight = excluded.weight,
                  tag = excluded.tag, owner_id = COALESCE(excluded.owner_id, packages.owner_id),
+                 account_id = COALESCE(excluded.account_id, packages.account_id),
                  updated_at = excluded.updated_at, revision = packages.revision + 1
              RETURNING revision",
         )
@@ -55,6 +56,7 @@ impl PackageStore for PostgresPackageStore {
         .bind(&p.tag)
         .bind(&p.owner_id)
         .bind(now)
+        .bind(&p.account_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(if revision == 0 { Upserted::Created } else { Upserted::Updated })
@@ -91,14 +93,16 @@ impl PackageStore for PostgresPackageStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn total_weight(&self, owner_id: &str, month: Month) -> Result<f64, StoreError> {
+    async fn total_weight(&self, owner_id: &str, account_id: Option<&str>, month: Month) -> Result<f64, StoreError> {
         let (start, end) = month.range();
         let total: Option<f64> = sqlx::query_scalar(
-            "SELECT SUM(weight) FROM packages WHERE owner_id = $1 AND created_at >= $2 AND created_at < $3",
+            "SELECT SUM(weight) FROM packages WHERE owner_id = $1 AND created_at >= $2 AND created_at < $3
+                 AND ($4::text IS NULL OR COALESCE(account_id, owner_id) = $4)",
         )
         .bind(owner_id)
         .bind(unix_millis(start))
         .bind(unix_millis(end))
+        .bind(account_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(total.unwrap_or(0.0))
