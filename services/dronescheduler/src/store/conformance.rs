@@ -674,7 +674,7 @@ pub async fn a_reroute_replans_the_flight_from_where_the_drone_is(h: &dyn DroneS
     assert_eq!((due.len(), due[0].events_published, &due[0].flight), (1, 0, &expected));
     finish(store, "clock", "d1", 1, Some(expected.pickup_at), due[0].plan_version).await;
     // Utilization counts what the drone flies.
-    let (miles, _) = store.utilization("contoso", MARCH).await.unwrap().unwrap();
+    let (miles, _) = store.utilization("contoso", None, MARCH).await.unwrap().unwrap();
     assert!((miles - expected.miles()).abs() < 1e-9, "{miles} vs {}", expected.miles());
 
     // With the package on board the pickup cannot move; after a cancel nothing can.
