@@ -170,12 +170,7 @@ async fn create_account(
 
 /// A fresh, active account named `name`.
 pub fn new_account(name: String, now: chrono::DateTime<chrono::Utc>) -> Account {
-    Account {
-        id: uuid::Uuid::new_v4().to_string(),
-        name,
-        status: AccountStatus::Active,
-        created_at: now,
-    }
+    Account { id: uuid::Uuid::new_v4().to_string(), name, status: AccountStatus::Active, created_at: now }
 }
 
 async fn list_accounts(State(state): State<AppState>) -> Result<Json<Vec<Account>>, Problem> {
@@ -205,7 +200,8 @@ async fn create_user(
     JsonBody(body): JsonBody<UserCreate>,
 ) -> Result<Response, Problem> {
     let (name, email) = domain::validate_user(body)?;
-    let user = User { id: uuid::Uuid::new_v4().to_string(), account_id: id, name, email, created_at: state.clock.now() };
+    let user =
+        User { id: uuid::Uuid::new_v4().to_string(), account_id: id, name, email, created_at: state.clock.now() };
     match state.store.create_user(&user).await? {
         Added::Done => {
             tracing::info!(account_id = %user.account_id, user_id = %user.id, "user created");

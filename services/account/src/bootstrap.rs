@@ -67,11 +67,9 @@ impl FirstRun {
                 key = key_file.display(),
                 op = operator_file.display(),
             ),
-            Self::Existing { key_file, operator_file } => format!(
-                "Demo API key: {} (operator token: {})",
-                key_file.display(),
-                operator_file.display()
-            ),
+            Self::Existing { key_file, operator_file } => {
+                format!("Demo API key: {} (operator token: {})", key_file.display(), operator_file.display())
+            }
         }
     }
 }

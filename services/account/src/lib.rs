@@ -127,9 +127,11 @@ mod cli_tests {
 
     #[test]
     fn bootstrap_takes_the_store_before_or_after_the_command() {
-        let after = super::Config::parse_from(["fabrikam-account", "bootstrap-operator", "--database-url", "sqlite://x"]);
+        let after =
+            super::Config::parse_from(["fabrikam-account", "bootstrap-operator", "--database-url", "sqlite://x"]);
         assert_eq!(after.database_url, "sqlite://x");
-        let before = super::Config::parse_from(["fabrikam-account", "--database-url", "sqlite://y", "bootstrap-operator"]);
+        let before =
+            super::Config::parse_from(["fabrikam-account", "--database-url", "sqlite://y", "bootstrap-operator"]);
         assert_eq!(before.database_url, "sqlite://y");
         assert!(matches!(before.command, Some(super::Command::BootstrapOperator(ref a)) if !a.force));
     }

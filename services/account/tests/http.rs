@@ -76,7 +76,8 @@ impl TestApp {
     }
 
     async fn new_key(&self, account: &str, body: Value) -> Value {
-        let (status, body, _) = self.admin(Method::POST, &format!("/api/admin/accounts/{account}/keys"), Some(body)).await;
+        let (status, body, _) =
+            self.admin(Method::POST, &format!("/api/admin/accounts/{account}/keys"), Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
     }
@@ -168,9 +169,8 @@ async fn bad_input_names_the_field_and_unknown_accounts_are_404() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["errors"]["/email"].is_string(), "{body}");
-    let (status, body, _) = app
-        .admin(Method::POST, &format!("/api/admin/accounts/{id}/keys"), Some(json!({ "userId": "nobody" })))
-        .await;
+    let (status, body, _) =
+        app.admin(Method::POST, &format!("/api/admin/accounts/{id}/keys"), Some(json!({ "userId": "nobody" }))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["errors"]["/userId"].is_string(), "{body}");
 
@@ -199,10 +199,7 @@ async fn a_key_verifies_to_its_account_and_user() {
     let key = app.new_key(&id, json!({})).await;
     let (status, body) = app.verify(key["apiKey"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        body,
-        json!({ "accountId": id, "userId": null, "keyId": key["keyId"], "accountStatus": "active" })
-    );
+    assert_eq!(body, json!({ "accountId": id, "userId": null, "keyId": key["keyId"], "accountStatus": "active" }));
     let (status, account, _) = app.call_as(None, Method::GET, &format!("/internal/accounts/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((account["name"].as_str(), account["status"].as_str()), (Some("Contoso"), Some("active")));
@@ -250,7 +247,8 @@ async fn a_revoked_key_stops_verifying_at_once() {
 async fn rotation_hands_out_a_new_key_and_revokes_the_old() {
     let app = spawn_app().await;
     let id = app.new_account("Contoso").await;
-    let (_, user, _) = app.admin(Method::POST, &format!("/api/admin/accounts/{id}/users"), Some(json!({"name": "Ann"}))).await;
+    let (_, user, _) =
+        app.admin(Method::POST, &format!("/api/admin/accounts/{id}/users"), Some(json!({"name": "Ann"}))).await;
     let old = app.new_key(&id, json!({ "userId": user["id"] })).await;
     let rotate = format!("/api/admin/accounts/{id}/keys/{}/rotate", old["keyId"].as_str().unwrap());
     let (status, new, headers) = app.admin(Method::POST, &rotate, None).await;
@@ -311,10 +309,8 @@ impl Write for Captured {
 async fn secrets_never_reach_the_logs() {
     let captured = Captured::default();
     let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let app = spawn_app().await;
@@ -324,7 +320,8 @@ async fn secrets_never_reach_the_logs() {
     let api_key = key["apiKey"].as_str().unwrap();
     app.verify(api_key).await;
     app.verify(&format!("{}0", &api_key[..api_key.len() - 1])).await;
-    let (_, rotated, _) = app.admin(Method::POST, &format!("/api/admin/accounts/{id}/keys/{key_id}/rotate"), None).await;
+    let (_, rotated, _) =
+        app.admin(Method::POST, &format!("/api/admin/accounts/{id}/keys/{key_id}/rotate"), None).await;
     app.call_as(Some("fop_0123456789abcdef_nope"), Method::GET, "/api/admin/accounts", None).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

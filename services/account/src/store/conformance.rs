@@ -223,7 +223,8 @@ pub async fn concurrent_rotations_of_one_key_rotate_once(h: &dyn AccountStoreHar
     let done = outcomes.iter().filter(|o| matches!(o, Ok(Rotated::Done))).count();
     let refused = outcomes.iter().filter(|o| matches!(o, Ok(Rotated::AlreadyRevoked))).count();
     assert_eq!((done, refused), (1, 9), "{outcomes:?}");
-    let live: Vec<_> = stores[1].list_keys("a1").await.unwrap().into_iter().filter(|k| k.revoked_at.is_none()).collect();
+    let live: Vec<_> =
+        stores[1].list_keys("a1").await.unwrap().into_iter().filter(|k| k.revoked_at.is_none()).collect();
     assert_eq!(live.len(), 1, "exactly one successor: {live:?}");
 }
 

@@ -73,13 +73,16 @@ impl AccountStore for PostgresAccountStore {
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let row = sqlx::query("SELECT id, name, status, created_at FROM accounts WHERE id = $1")
-            .bind(id).fetch_optional(&self.pool).await?;
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(account).transpose()
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
         let rows = sqlx::query("SELECT id, name, status, created_at FROM accounts ORDER BY created_at, id")
-            .fetch_all(&self.pool).await?;
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(account).collect()
     }
 
@@ -88,11 +91,11 @@ impl AccountStore for PostgresAccountStore {
             "UPDATE accounts SET name = COALESCE($1, name), status = COALESCE($2, status) WHERE id = $3
              RETURNING id, name, status, created_at",
         )
-            .bind(&changes.name)
-            .bind(changes.status.map(|s| s.as_str()))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(&changes.name)
+        .bind(changes.status.map(|s| s.as_str()))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(account).transpose()
     }
 
@@ -116,7 +119,9 @@ impl AccountStore for PostgresAccountStore {
         let rows = sqlx::query(
             "SELECT id, account_id, name, email, created_at FROM users WHERE account_id = $1 ORDER BY created_at, id",
         )
-        .bind(account_id).fetch_all(&self.pool).await?;
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(user).collect()
     }
 
@@ -166,27 +171,25 @@ impl AccountStore for PostgresAccountStore {
     }
 
     async fn revoke_key(&self, account_id: &str, key_id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND account_id = $3",
-        )
-        .bind(unix_millis(at))
-        .bind(key_id)
-        .bind(account_id)
-        .execute(&self.pool)
-        .await?;
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND account_id = $3")
+                .bind(unix_millis(at))
+                .bind(key_id)
+                .bind(account_id)
+                .execute(&self.pool)
+                .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn rotate_key(&self, old_key_id: &str, new: &NewKey) -> Result<Rotated, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let revoked = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(unix_millis(new.info.created_at))
-        .bind(old_key_id)
-        .bind(&new.info.account_id)
-        .execute(&mut *tx)
-        .await?;
+        let revoked =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND account_id = $3 AND revoked_at IS NULL")
+                .bind(unix_millis(new.info.created_at))
+                .bind(old_key_id)
+                .bind(&new.info.account_id)
+                .execute(&mut *tx)
+                .await?;
         if revoked.rows_affected() == 0 {
             let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = $1 AND account_id = $2")
                 .bind(old_key_id)
@@ -202,10 +205,11 @@ impl AccountStore for PostgresAccountStore {
 
     async fn create_first_operator(&self, operator: &NewOperator) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let first = sqlx::query("INSERT INTO operator_bootstrap (id, created_at) VALUES (1, $1) ON CONFLICT DO NOTHING")
-            .bind(unix_millis(operator.created_at))
-            .execute(&mut *tx)
-            .await?;
+        let first =
+            sqlx::query("INSERT INTO operator_bootstrap (id, created_at) VALUES (1, $1) ON CONFLICT DO NOTHING")
+                .bind(unix_millis(operator.created_at))
+                .execute(&mut *tx)
+                .await?;
         if first.rows_affected() == 0 {
             return Ok(false);
         }
