@@ -58,6 +58,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     scripts/build-service.sh deliveryhistory /out
 
+FROM build-base AS build-account
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    scripts/build-service.sh account /out
+
 # ---- runtime: what every service image shares ----
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=0.0.0-unset
@@ -138,3 +143,11 @@ COPY --from=build-deliveryhistory /out/fabrikam-deliveryhistory /usr/local/bin/f
 ENV FABRIKAM_DELIVERYHISTORY_LISTEN=0.0.0.0:8087
 EXPOSE 8087
 ENTRYPOINT ["/usr/local/bin/fabrikam-deliveryhistory"]
+
+FROM runtime AS account
+LABEL org.opencontainers.image.title="fabrikam-account" \
+      org.opencontainers.image.description="Fabrikam account service: accounts, users, API keys and the admin API"
+COPY --from=build-account /out/fabrikam-account /usr/local/bin/fabrikam-account
+ENV FABRIKAM_ACCOUNT_LISTEN=0.0.0.0:8088
+EXPOSE 8088
+ENTRYPOINT ["/usr/local/bin/fabrikam-account"]

@@ -11,7 +11,7 @@
 #   scripts/build-service.sh --dry-run SERVICE  print the build command only
 #
 # SERVICE is a directory name under services/ (gateway, ingestion, workflow, package,
-# dronescheduler, delivery, deliveryhistory). CARGO_TARGET_DIR is honoured.
+# dronescheduler, delivery, deliveryhistory, account). CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -157,6 +157,8 @@ if ! "$kubectl" -n "$namespace" get secret fabrikam-backends >/dev/null 2>&1; th
     --from-literal=ingestion-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_ingestion" \
     --from-literal=workflow-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_workflow" \
     --from-literal=deliveryhistory-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_deliveryhistory" \
+    --from-literal=account-db-url="postgres://fabrikam:$pg@postgres:5432/fabrikam_account" \
+    --from-literal=identity-secret="$(random)$(random)" \
     --from-literal=delivery-db-url="redis://:$redis@redis:6379/0?prefix=fabrikam"
   echo "deploy: created Secret fabrikam-backends with random passwords"
 fi

@@ -55,8 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # the supervisor's compensations go to the same three services as the workflow's steps; the
 # gateway routes /api/deliveryhistory to the delivery history).
 CALLS = {
-    "gateway": {"ingestion", "delivery", "package", "dronescheduler", "deliveryhistory"},
-    "workflow": {"package", "dronescheduler", "delivery"},
+    "gateway": {"ingestion", "delivery", "package", "dronescheduler", "deliveryhistory", "account"},
+    "workflow": {"package", "dronescheduler", "delivery", "account"},
     "supervisor": {"package", "dronescheduler", "delivery"},
 }
 # Who uses each server, in the architecture. NATS: the delivery-requests queue (ingestion
@@ -66,7 +66,7 @@ CALLS = {
 # workflow's). Redis: the delivery service's deliveries.
 BACKEND_OWNERS = {
     "nats": {"ingestion", "workflow", "dronescheduler", "delivery", "deliveryhistory"},
-    "postgres": {"package", "dronescheduler", "ingestion", "workflow", "supervisor", "deliveryhistory"},
+    "postgres": {"package", "dronescheduler", "ingestion", "workflow", "supervisor", "deliveryhistory", "account"},
     "redis": {"delivery"},
 }
 # Which server each Secret key of fabrikam-backends points at.
@@ -78,6 +78,7 @@ BACKEND_OF_SECRET_KEY = {
     "ingestion-db-url": "postgres",
     "workflow-db-url": "postgres",
     "deliveryhistory-db-url": "postgres",
+    "account-db-url": "postgres",
 }
 BACKEND_PORT = {"nats": 4222, "postgres": 5432, "redis": 6379}
 BACKEND_SCHEME = {"nats": "nats://", "postgres": "postgres://", "redis": "redis://"}
@@ -150,7 +151,7 @@ def parse_help(text: str) -> dict[str, Option]:
             continue
         if current is None:
             continue
-        m = re.search(r"\[env: ([A-Z0-9_]+)=", line)
+        m = re.search(r"\[env: ([A-Z0-9_]+)[=\]]", line)
         if m:
             current.env = m.group(1)
         m = re.search(r"\[default: ([^\]]*)\]", line)

@@ -3,6 +3,11 @@
 //! Every service runs as in production — its own HTTP listener on a loopback port, talking
 //! real HTTP to the others — with embedded storage: one SQLite file per service and one for
 //! the bus, all under the data directory. Only the gateway's address is public.
+//!
+//! Without a configured `--identity-secret` the system makes a random one for this run and gives
+//! it to every service, so the services always require the gateway's signed identity. The first
+//! start on an empty data directory creates a demo account with one API key (see
+//! [`account::bootstrap::first_run`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +69,7 @@ pub struct Addresses {
     pub dronescheduler: SocketAddr,
     pub deliveryhistory: SocketAddr,
     pub delivery: SocketAddr,
+    pub account: SocketAddr,
 }
 
 /// How often the drone scheduler publishes the flight events that have come due.
@@ -74,6 +80,8 @@ pub struct System {
     pub addresses: Addresses,
     /// The delivery-requests queue, for inspection (depth, dead letters).
     pub queue: Arc<dyn Queue>,
+    /// The demo account this start created, or where an earlier start left its credentials.
+    pub first_run: account::bootstrap::FirstRun,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -86,7 +94,7 @@ impl System {
         let data = options.data_dir.as_path();
         std::fs::create_dir_all(data).with_context(|| format!("creating data directory {}", data.display()))?;
         let url = |file: &str| format!("sqlite://{}", data.join(file).display());
-        let common = &options.common;
+        let common = &with_identity_secret(&options.common);
         let clock_for_workflow = clock.clone();
         let grace = common.shutdown_grace();
         // Ingestion must not accept a package no drone of this fleet can carry.
@@ -104,14 +112,22 @@ impl System {
         let ingestion_store = ingestion::open_store(&url("ingestion.db")).await?;
         let workflow_store = workflow::open_store(&url("workflow.db")).await?;
         let history_store = deliveryhistory::open_store(&url("deliveryhistory.db")).await?;
+        let account_store = account::open_store(&url("account.db")).await?;
+        let first_run = account::bootstrap::first_run(&*account_store, clock.clone(), data).await?;
         // The event streams live in their own file: the queue's writer then never waits for them.
         let delivery_events = deliveryhistory::open_events(&url("events.db")).await?;
         let history_subscription =
             deliveryhistory::subscribe(&*delivery_events, &deliveryhistory::Settings::default()).await?;
 
         let loopback = |_| async { TcpListener::bind("127.0.0.1:0").await };
-        let (package_l, delivery_l, drones_l, ingestion_l, history_l) =
-            (loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?, loopback(0).await?);
+        let (package_l, delivery_l, drones_l, ingestion_l, history_l, account_l) = (
+            loopback(0).await?,
+            loopback(0).await?,
+            loopback(0).await?,
+            loopback(0).await?,
+            loopback(0).await?,
+            loopback(0).await?,
+        );
         let workflow_l = TcpListener::bind(options.workflow_listen)
             .await
             .with_context(|| format!("binding the workflow's operator endpoint to {}", options.workflow_listen))?;
@@ -126,6 +142,7 @@ impl System {
             dronescheduler: drones_l.local_addr()?,
             deliveryhistory: history_l.local_addr()?,
             delivery: delivery_l.local_addr()?,
+            account: account_l.local_addr()?,
         };
         let http = |addr: SocketAddr| format!("http://{addr}");
 
@@ -135,6 +152,7 @@ impl System {
             tasks.spawn(async move { Ok(platform::http::serve(listener, router, shutdown, grace).await?) });
         };
         serve(package_l, package::router(package_store, common));
+        serve(account_l, account::router(account_store, clock.clone(), common));
         serve(delivery_l, delivery::router(delivery_store.clone(), delivery_events.clone(), clock.clone(), common));
         let drone_events = dronescheduler::open_events(&url("events.db")).await?;
         let tracking_subscription =
@@ -244,7 +262,7 @@ impl System {
                 Ok(())
             });
         }
-        Ok(System { addresses, queue, shutdown, tasks })
+        Ok(System { addresses, queue, first_run, shutdown, tasks })
     }
 
     /// A token that stops the system when cancelled.
@@ -279,6 +297,17 @@ impl System {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// `common` with an identity secret: the configured one, or a random one (hex of 32 random bytes)
+/// for this run. Every service of this process gets the same one, so they require the gateway's
+/// signed identity; nothing outside the process needs it, so it need not survive a restart.
+fn with_identity_secret(common: &CommonArgs) -> CommonArgs {
+    let mut common = common.clone();
+    if common.identity_secret.is_none() {
+        common.identity_secret = Some(hex::encode(rand::random::<[u8; 32]>()));
+    }
+    common
 }
 
 /// The default data directory, relative to where the process runs.

@@ -11,7 +11,7 @@ use platform::config::CommonArgs;
 
 /// Fabrikam Drone Delivery, all services in one process (embedded mode).
 ///
-/// Starts the gateway, ingestion, workflow, package, dronescheduler and delivery services,
+/// Starts the gateway, ingestion, workflow, package, dronescheduler, delivery and account services,
 /// each on its own loopback port talking HTTP to the others, with SQLite storage and an
 /// embedded durable queue under the data directory. Stop it with Ctrl-C; start it again on
 /// the same data directory and unfinished work resumes.
@@ -78,6 +78,9 @@ enum Service {
     Delivery(delivery::Config),
     /// Keeps finished deliveries with their tracking, from the delivery-events stream.
     Deliveryhistory(deliveryhistory::Config),
+    /// Accounts, users and API keys; `fabrikam account bootstrap-operator` makes the first
+    /// operator token.
+    Account(account::Config),
     /// Operator tool: list, inspect, replay and purge dead letters through the workflow.
     Deadletters(workflow::cli::DeadLettersArgs),
 }
@@ -106,6 +109,16 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
         Service::Deliveryhistory(c) => {
             platform::telemetry::init("deliveryhistory", c.common.log_format);
             deliveryhistory::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
+        }
+        Service::Account(c) => {
+            let is_command = c.command.is_some();
+            let result = account::main_with(c, clock, shutdown).await;
+            if let (true, Err(err)) = (is_command, &result) {
+                // An operator's command: a one-line error and a failing exit code, no backtrace.
+                eprintln!("error: {err:#}");
+                std::process::exit(1);
+            }
+            result
         }
         Service::Deadletters(args) => {
             // An operator's command: a one-line error and a failing exit code, no backtrace.
@@ -167,9 +180,12 @@ async fn main() -> anyhow::Result<()> {
         dronescheduler = %a.dronescheduler,
         deliveryhistory = %a.deliveryhistory,
         delivery = %a.delivery,
+        account = %a.account,
         data_dir = %cli.data_dir.display(),
         "Fabrikam Drone Delivery is up"
     );
+    // On stdout, once: the demo key is shown only on the start that created it.
+    println!("{}", system.first_run.announcement());
     eprintln!("Fabrikam Drone Delivery is listening on http://{gateway} (data in {})", cli.data_dir.display());
     let result = system.wait().await;
     // The last spans reach the collector, or are given up after a short wait.

@@ -37,7 +37,7 @@ fn documented() -> Vec<(String, bool)> {
     rows
 }
 
-fn addresses(system: &System) -> [(&'static str, SocketAddr); 7] {
+fn addresses(system: &System) -> [(&'static str, SocketAddr); 8] {
     let a = system.addresses;
     [
         ("gateway", a.gateway),
@@ -47,6 +47,7 @@ fn addresses(system: &System) -> [(&'static str, SocketAddr); 7] {
         ("dronescheduler", a.dronescheduler),
         ("delivery", a.delivery),
         ("deliveryhistory", a.deliveryhistory),
+        ("account", a.account),
     ]
 }
 

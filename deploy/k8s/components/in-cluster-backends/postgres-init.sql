@@ -8,3 +8,4 @@ CREATE DATABASE fabrikam_dronescheduler;
 CREATE DATABASE fabrikam_ingestion;
 CREATE DATABASE fabrikam_workflow;
 CREATE DATABASE fabrikam_deliveryhistory;
+CREATE DATABASE fabrikam_account;
