@@ -170,8 +170,23 @@ impl System {
             package_url: http(addresses.package),
             dronescheduler_url: http(addresses.dronescheduler),
             deliveryhistory_url: http(addresses.deliveryhistory),
+            // No account service runs in this process yet: API keys cannot be verified here.
+            account_url: "http://127.0.0.1:8088".to_owned(),
         };
-        serve(gateway_l, gateway::router(upstreams, &options.gateway, common));
+        // The gateway signs callers' identities; without a configured secret the services
+        // here do not check them, so a key of this run is enough.
+        let identity = match common.identity_secret.as_deref() {
+            Some(secret) => platform::identity::IdentityKey::new(secret).map_err(anyhow::Error::msg)?,
+            None => platform::identity::IdentityKey::random(),
+        };
+        let gateway = gateway::build(upstreams, &options.gateway, common, identity, &shutdown)?;
+        if let (Some(addr), Some(internal)) = (options.gateway.internal_listen, gateway.internal) {
+            let internal_l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the gateway's internal port to {addr}"))?;
+            serve(internal_l, internal);
+        }
+        serve(gateway_l, gateway.public);
 
         let endpoints = workflow::Endpoints {
             package: http(addresses.package),
