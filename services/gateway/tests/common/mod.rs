@@ -38,14 +38,16 @@ pub async fn serve(app: Router) -> String {
 pub async fn echo_upstream(name: &'static str, seen: Seen) -> String {
     let app = Router::new().fallback(move |State(seen): State<Seen>, request: Request| async move {
         let uri = request.uri().clone();
-        let header = |h: &str| request.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
-        let (key, account, user, signature, authorization) = (
-            header("idempotency-key"),
-            header("x-fabrikam-account"),
-            header("x-fabrikam-user"),
-            header("x-fabrikam-identity"),
-            header("authorization"),
-        );
+        let (key, account, user, signature, authorization) = {
+            let header = |h: &str| request.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
+            (
+                header("idempotency-key"),
+                header("x-fabrikam-account"),
+                header("x-fabrikam-user"),
+                header("x-fabrikam-identity"),
+                header("authorization"),
+            )
+        };
         let body =
             String::from_utf8(axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
         seen.lock().unwrap().push(format!("{name} {uri}"));
