@@ -297,7 +297,7 @@ async fn handle(shared: &Shared, compiled: &Compiled, mut request: Request) -> R
             forward(shared, compiled, upstream, base, target, timeout, request).await
         }
         Action::Invoices => {
-            let query: HashMap<String, String> = request.uri().query().map(|q| url_pairs(q)).unwrap_or_default();
+            let query: HashMap<String, String> = request.uri().query().map(url_pairs).unwrap_or_default();
             let mut identity = axum::http::HeaderMap::new();
             for name in platform::identity::HEADERS {
                 if let Some(value) = request.headers().get(name) {

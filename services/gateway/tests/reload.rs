@@ -110,8 +110,7 @@ async fn a_broken_file_at_start_is_a_clear_error() {
         common::identity_key(),
         &tokio_util::sync::CancellationToken::new(),
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(err.to_string().contains("unknown upstream"), "{err}");
 
     let conflicting = "[[routes]]\nmethods=[\"GET\"]\npath=\"/a/{id}\"\nupstream=\"delivery\"\n\
@@ -128,7 +127,6 @@ async fn a_broken_file_at_start_is_a_clear_error() {
         common::identity_key(),
         &tokio_util::sync::CancellationToken::new(),
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(err.to_string().contains("conflict"), "{err}");
 }
