@@ -186,7 +186,15 @@ impl System {
                 .with_context(|| format!("binding the gateway's internal port to {addr}"))?;
             serve(internal_l, internal);
         }
-        serve(gateway_l, gateway.public);
+        match (&options.gateway.tls.tls_cert, &options.gateway.tls.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = gateway::tls::TlsFiles { cert: cert.clone(), key: key.clone() };
+                let every = std::time::Duration::from_millis(options.gateway.reload_poll_ms.max(100));
+                let stop = shutdown.clone();
+                tasks.spawn(gateway::tls::serve(gateway_l, gateway.public, files, every, stop, grace));
+            }
+            _ => serve(gateway_l, gateway.public),
+        }
 
         let endpoints = workflow::Endpoints {
             package: http(addresses.package),
