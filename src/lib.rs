@@ -188,8 +188,27 @@ impl System {
             package_url: http(addresses.package),
             dronescheduler_url: http(addresses.dronescheduler),
             deliveryhistory_url: http(addresses.deliveryhistory),
+            account_url: http(addresses.account),
         };
-        serve(gateway_l, gateway::router(upstreams, &options.gateway, common));
+        // The gateway signs callers' identities with the secret every service here checks.
+        let secret = common.identity_secret.as_deref().context("the identity secret is set above")?;
+        let identity = platform::identity::IdentityKey::new(secret).map_err(anyhow::Error::msg)?;
+        let gateway = gateway::build(upstreams, &options.gateway, common, identity, &shutdown)?;
+        if let (Some(addr), Some(internal)) = (options.gateway.internal_listen, gateway.internal) {
+            let internal_l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the gateway's internal port to {addr}"))?;
+            serve(internal_l, internal);
+        }
+        match (&options.gateway.tls.tls_cert, &options.gateway.tls.tls_key) {
+            (Some(cert), Some(key)) => {
+                let files = gateway::tls::TlsFiles { cert: cert.clone(), key: key.clone() };
+                let every = std::time::Duration::from_millis(options.gateway.reload_poll_ms.max(100));
+                let stop = shutdown.clone();
+                tasks.spawn(gateway::tls::serve(gateway_l, gateway.public, files, every, stop, grace));
+            }
+            _ => serve(gateway_l, gateway.public),
+        }
 
         let endpoints = workflow::Endpoints {
             package: http(addresses.package),
@@ -242,7 +261,10 @@ impl System {
                 .await;
             Ok(())
         });
-        let processor = workflow::processor(&endpoints, &options.workflow, workflow_store, clock_for_workflow);
+        // The workflow checks that an account is active before scheduling for it.
+        let mut workflow_settings = options.workflow.clone();
+        workflow_settings.account_url.get_or_insert_with(|| http(addresses.account));
+        let processor = workflow::processor(&endpoints, &workflow_settings, workflow_store, clock_for_workflow);
         if let Some(supervision) = options.workflow.supervisor_options() {
             let supervisor = workflow::supervisor(&processor, supervision);
             let supervisor_shutdown = shutdown.clone();

@@ -63,7 +63,8 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Service {
     /// The public entry point: routes, limits and forwards to the services.
-    Gateway(gateway::Config),
+    // Boxed: its many options make it far larger than the other variants.
+    Gateway(Box<gateway::Config>),
     /// Accepts delivery requests and queues them durably.
     Ingestion(ingestion::Config),
     /// Consumes the queue and drives package, drone and delivery.
@@ -92,7 +93,7 @@ async fn run_alone(service: Service) -> anyhow::Result<()> {
     match service {
         Service::Gateway(c) => {
             platform::telemetry::init("gateway", c.common.log_format);
-            gateway::run(c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
+            gateway::run(*c.clone(), TcpListener::bind(c.listen).await?, shutdown).await
         }
         Service::Ingestion(c) => {
             platform::telemetry::init("ingestion", c.common.log_format);

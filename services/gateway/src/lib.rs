@@ -1,26 +1,38 @@
-//! The gateway: the one public entry point. It routes the public API (see [`routes`]) to the
-//! services behind it, under `/api/…` and the reference's `/v0.1.0/api/…`, and keeps every
-//! internal route out of reach. TLS, authentication and rate limits come with a later issue.
+//! The gateway: the one public entry point. It serves a route table (built in, or a file that
+//! is reloaded when it changes; see [`routes`]) under `/api/…` and the reference's
+//! `/v0.1.0/api/…`, keeps every internal route out of reach, authenticates callers once
+//! ([`auth`]) and forwards them to the services as a signed identity, rate-limits per client IP
+//! and per account ([`limits`]), terminates TLS ([`tls`]) and aggregates invoices ([`invoice`]).
 
+pub mod auth;
+pub mod invoice;
+pub mod limits;
+pub mod options;
 pub mod proxy;
 pub mod routes;
+pub mod table;
+pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::response::Response;
-use axum::routing::on;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use platform::Problem;
 use platform::config::CommonArgs;
 use platform::http::ServiceRouter;
+use platform::identity::IdentityKey;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
-use routes::{PREFIXES, PUBLIC_ROUTES, Upstream};
+pub use options::{AuthOptions, GatewayOptions, ProtectionOptions, TlsOptions, UpstreamUrls};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "gateway";
@@ -43,172 +55,153 @@ pub struct Config {
     pub common: CommonArgs,
 }
 
-/// Where the services behind the gateway listen.
-#[derive(Debug, Clone, clap::Args)]
-pub struct UpstreamUrls {
-    #[arg(long, env = "FABRIKAM_INGESTION_URL", default_value = "http://127.0.0.1:8081")]
-    pub ingestion_url: String,
-    #[arg(long, env = "FABRIKAM_DELIVERY_URL", default_value = "http://127.0.0.1:8082")]
-    pub delivery_url: String,
-    #[arg(long, env = "FABRIKAM_PACKAGE_URL", default_value = "http://127.0.0.1:8083")]
-    pub package_url: String,
-    #[arg(long, env = "FABRIKAM_DRONESCHEDULER_URL", default_value = "http://127.0.0.1:8084")]
-    pub dronescheduler_url: String,
-    #[arg(long, env = "FABRIKAM_DELIVERYHISTORY_URL", default_value = "http://127.0.0.1:8087")]
-    pub deliveryhistory_url: String,
+/// The gateway's routers: the public one, and the health/metrics one when those are served on
+/// `--internal-listen`.
+pub struct Routers {
+    pub public: Router,
+    pub internal: Option<Router>,
 }
 
-/// How the gateway protects the services behind it.
-#[derive(Debug, Clone, clap::Args)]
-#[group(id = "gateway-options")]
-pub struct GatewayOptions {
-    /// How long to wait for an upstream, in milliseconds.
-    #[arg(long, env = "FABRIKAM_GATEWAY_TIMEOUT_MS", default_value_t = 10_000)]
-    pub timeout_ms: u64,
-
-    /// Requests forwarded at once; more wait (see --queue-wait-ms), then get 503 + Retry-After
-    /// instead of piling connections onto the services until they fail.
-    #[arg(long, env = "FABRIKAM_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
-    pub max_in_flight: usize,
-
-    /// How long a request waits for a free slot before it is shed, in milliseconds.
-    #[arg(long, env = "FABRIKAM_GATEWAY_QUEUE_WAIT_MS", default_value_t = 1000)]
-    pub queue_wait_ms: u64,
-}
-
-impl Default for GatewayOptions {
-    fn default() -> Self {
-        Self { timeout_ms: 10_000, max_in_flight: 1024, queue_wait_ms: 1000 }
+/// Builds the gateway: loads the route table (and starts watching its file until `shutdown`).
+/// Callers' identities are signed with `identity`.
+pub fn build(
+    upstreams: UpstreamUrls,
+    options: &GatewayOptions,
+    common: &CommonArgs,
+    identity: IdentityKey,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Routers> {
+    let live = table::Live::start(upstreams, options, common, identity, shutdown)?;
+    let mut public = live.router();
+    if options.internal_listen.is_some() {
+        public = public.layer(middleware::from_fn(hide_operations_routes));
     }
-}
-
-#[derive(Clone)]
-struct Gateway {
-    client: reqwest::Client,
-    upstreams: Arc<UpstreamUrls>,
-    body_limit: usize,
-    in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
-    queue_wait: Duration,
-}
-
-impl Gateway {
-    fn base(&self, upstream: Upstream) -> &str {
-        let u = &self.upstreams;
-        let url = match upstream {
-            Upstream::Ingestion => &u.ingestion_url,
-            Upstream::Delivery => &u.delivery_url,
-            Upstream::Package => &u.package_url,
-            Upstream::DroneScheduler => &u.dronescheduler_url,
-            Upstream::DeliveryHistory => &u.deliveryhistory_url,
-        };
-        url.trim_end_matches('/')
+    public = public.layer(CompressionLayer::new());
+    if options.tls.tls_cert.is_some() {
+        let hsts = format!("max-age={}", options.tls.hsts_max_age_secs);
+        public = public.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&hsts).expect("ASCII header value"),
+        ));
     }
-}
-
-/// The complete router: every public route under both prefixes, health and metrics.
-pub fn router(upstreams: UpstreamUrls, options: &GatewayOptions, common: &CommonArgs) -> Router {
-    let gateway = Gateway {
-        client: platform::client::http_client(Duration::from_millis(options.timeout_ms.max(1))),
-        upstreams: Arc::new(upstreams),
-        body_limit: common.body_limit,
-        in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
-        max_in_flight: options.max_in_flight.max(1),
-        queue_wait: Duration::from_millis(options.queue_wait_ms),
-    };
-    let mut api = Router::new();
-    for prefix in PREFIXES {
-        for route in PUBLIC_ROUTES {
-            let filter = axum::routing::MethodFilter::try_from(route.method.clone()).expect("standard method");
-            let (upstream, target) = (route.upstream, route.target);
-            let handler = move |State(gateway): State<Gateway>,
-                                Path(params): Path<Vec<(String, String)>>,
-                                RawQuery(query): RawQuery,
-                                request: Request| async move {
-                forward(gateway, upstream, target, prefix, params, query, request).await
-            };
-            api = api.route(&format!("{prefix}{}", route.public), on(filter, handler));
-        }
+    if let Some(cors) = cors(&options.protection.cors_origins)? {
+        public = public.layer(cors);
     }
-    ServiceRouter::new(SERVICE, api.with_state(gateway)).options(common.http_options()).build()
+    let internal = options.internal_listen.map(|_| ServiceRouter::new(SERVICE, Router::new()).build());
+    Ok(Routers { public, internal })
 }
 
-async fn forward(
-    gateway: Gateway,
-    upstream: Upstream,
-    target: &'static str,
-    prefix: &str,
-    params: Vec<(String, String)>,
-    query: Option<String>,
-    request: Request,
-) -> Result<Response, Problem> {
-    let mut url = format!("{}{}", gateway.base(upstream), routes::fill(target, &params));
-    if let Some(query) = query.filter(|q| !q.is_empty()) {
-        url.push('?');
-        url.push_str(&query);
+/// The public router alone, for callers that serve health on the same port (tests, embedded).
+pub fn router(
+    upstreams: UpstreamUrls,
+    options: &GatewayOptions,
+    common: &CommonArgs,
+    identity: IdentityKey,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Router> {
+    Ok(build(upstreams, options, common, identity, shutdown)?.public)
+}
+
+/// With `--internal-listen`, health and metrics are not answered on the public port.
+async fn hide_operations_routes(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/metrics" || path == "/healthz" || path.starts_with("/healthz/") {
+        return Problem::not_found("no such route").into_response();
     }
-    let name = match upstream {
-        Upstream::Ingestion => "ingestion",
-        Upstream::Delivery => "delivery",
-        Upstream::Package => "package",
-        Upstream::DroneScheduler => "dronescheduler",
-        Upstream::DeliveryHistory => "deliveryhistory",
-    };
-    let Ok(Ok(_slot)) = tokio::time::timeout(gateway.queue_wait, gateway.in_flight.clone().acquire_owned()).await
-    else {
-        metrics::counter!("gateway_requests_shed_total", "service" => SERVICE).increment(1);
-        return Err(Problem::unavailable("the system is at capacity; retry shortly", 1));
-    };
-    let in_flight = gateway.max_in_flight - gateway.in_flight.available_permits();
-    metrics::gauge!("downstream_in_flight", "service" => SERVICE, "downstream" => "all").set(in_flight as f64);
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let forwarded = proxy::forward(&gateway.client, name, url, request, gateway.body_limit, prefix).await;
-    record_call(name, method, &forwarded, started.elapsed());
-    forwarded
+    next.run(request).await
 }
 
-/// The caller's view of one forwarded call, in the same families as the workflow's calls. An
-/// error is what says the upstream is unwell: no answer, or a 5xx.
-fn record_call(upstream: &'static str, method: String, result: &Result<Response, Problem>, took: Duration) {
-    let status = match result {
-        Ok(response) => Some(response.status().as_u16()),
-        // A body over the limit never left the gateway; anything else is a failed hop.
-        Err(problem) if problem.status == 413 => return,
-        Err(_) => None,
+fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o.trim()).with_context(|| format!("--cors-origins: {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
     };
-    let outcome = status.map_or("transport_error", platform::metrics::status_class);
-    let unwell = status.is_none_or(|code| code >= 500);
-    metrics::counter!(
-        "downstream_calls_total",
-        "service" => SERVICE,
-        "downstream" => upstream,
-        "outcome" => if unwell { "error" } else { "ok" }
-    )
-    .increment(1);
-    metrics::histogram!(
-        "downstream_call_duration_seconds",
-        "service" => SERVICE,
-        "downstream" => upstream,
-        "method" => method,
-        "outcome" => outcome
-    )
-    .record(took.as_secs_f64());
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::LOCATION, header::RETRY_AFTER, header::HeaderName::from_static("x-request-id")])
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+/// The signing key from `--identity-secret`, which the gateway cannot run without.
+pub fn identity_key(common: &CommonArgs) -> anyhow::Result<IdentityKey> {
+    let secret = common.identity_secret.as_deref().context(
+        "the gateway needs --identity-secret (FABRIKAM_IDENTITY_SECRET): it signs the caller's identity for the \
+         services with it",
+    )?;
+    IdentityKey::new(secret).map_err(|e| anyhow::anyhow!("--identity-secret: {e}"))
 }
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let starting = platform::http::Starting::serve(listener, shutdown.clone(), config.common.shutdown_grace());
-    let app = router(config.upstreams, &config.options, &config.common);
-    tracing::info!(service = SERVICE, addr = ?starting.addr(), "listening");
-    starting.finish(app).await?;
-    Ok(())
+    let identity = identity_key(&config.common)?;
+    let grace = config.common.shutdown_grace();
+    let routers = build(config.upstreams, &config.options, &config.common, identity, &shutdown)?;
+    if let (Some(addr), Some(internal)) = (config.options.internal_listen, routers.internal) {
+        let internal_listener =
+            TcpListener::bind(addr).await.with_context(|| format!("binding --internal-listen {addr}"))?;
+        tracing::info!(service = SERVICE, addr = ?internal_listener.local_addr().ok(), "health and metrics listening");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = platform::http::serve(internal_listener, internal, stop, grace).await {
+                tracing::error!(error = %err, "the internal listener failed");
+            }
+        });
+    }
+    tracing::info!(service = SERVICE, addr = ?listener.local_addr().ok(), tls = config.options.tls.tls_cert.is_some(), "listening");
+    match (config.options.tls.tls_cert, config.options.tls.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tls::TlsFiles { cert, key };
+            let every = Duration::from_millis(config.options.reload_poll_ms.max(100));
+            tls::serve(listener, routers.public, files, every, shutdown, grace).await
+        }
+        _ => Ok(platform::http::serve(listener, routers.public, shutdown, grace).await?),
+    }
+}
+
+/// A 403 for a client address the access lists refuse.
+fn forbidden() -> Problem {
+    metrics::counter!("gateway_requests_rejected_total", "service" => SERVICE, "reason" => "ip_denied").increment(1);
+    Problem::new(StatusCode::FORBIDDEN, "requests from this address are not allowed")
 }
 
 #[cfg(test)]
 mod cli_tests {
+    use clap::Parser;
+
     #[test]
     fn the_command_line_is_well_formed() {
         <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn lists_and_tls_flags_parse() {
+        let config = super::Config::try_parse_from([
+            "fabrikam-gateway",
+            "--allow-ips",
+            "10.0.0.0/8,127.0.0.1",
+            "--cors-origins",
+            "https://a.example,https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(config.options.protection.allow_ips.len(), 2);
+        assert_eq!(config.options.protection.cors_origins.len(), 2);
+        assert!(super::Config::try_parse_from(["fabrikam-gateway", "--tls-cert", "c.pem"]).is_err());
+        assert!(super::Config::try_parse_from(["fabrikam-gateway", "--deny-ips", "nonsense"]).is_err());
     }
 }

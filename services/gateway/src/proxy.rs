@@ -1,6 +1,8 @@
 //! Forwarding one request to an upstream and its answer back, with only the headers that
 //! mean something across the hop.
 
+use std::time::Duration;
+
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -21,23 +23,33 @@ static FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
 static FORWARDED_RESPONSE_HEADERS: [HeaderName; 5] =
     [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER, header::ALLOW, header::CACHE_CONTROL];
 
-/// Sends `request` to `url`; a `Location` starting `/api/` is re-rooted under `public_prefix`
-/// so clients of the versioned prefix stay on it.
-pub async fn forward(
-    client: &reqwest::Client,
-    upstream_name: &str,
-    url: String,
-    request: Request,
-    body_limit: usize,
-    public_prefix: &str,
-) -> Result<Response, Problem> {
+/// One forwarded call.
+pub struct Hop<'a> {
+    pub upstream_name: &'a str,
+    pub url: String,
+    pub timeout: Duration,
+    pub body_limit: usize,
+    /// The prefix the client used; a `Location` starting `/api/` is re-rooted under it so
+    /// clients of the versioned prefix stay on it.
+    pub public_prefix: &'a str,
+    /// Whether the client's `Authorization` goes along (routes the gateway does not
+    /// authenticate, whose upstream checks it itself).
+    pub pass_authorization: bool,
+}
+
+/// Sends `request` along `hop`, with the gateway's identity headers when the request carries
+/// them (the caller stripped any the client sent).
+pub async fn forward(client: &reqwest::Client, hop: Hop<'_>, request: Request) -> Result<Response, Problem> {
+    let Hop { upstream_name, url, timeout, body_limit, public_prefix, pass_authorization } = hop;
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, body_limit)
         .await
         .map_err(|_| Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the limit"))?;
-    let mut outgoing = client.request(parts.method.clone(), url);
-    for name in &FORWARDED_REQUEST_HEADERS {
-        if let Some(value) = parts.headers.get(name) {
+    let mut outgoing = client.request(parts.method.clone(), url).timeout(timeout);
+    let identity = platform::identity::HEADERS.into_iter().map(HeaderName::from_static);
+    let authorization = pass_authorization.then_some(header::AUTHORIZATION);
+    for name in FORWARDED_REQUEST_HEADERS.iter().cloned().chain(identity).chain(authorization) {
+        if let Some(value) = parts.headers.get(&name) {
             outgoing = outgoing.header(name, value);
         }
     }

@@ -1,54 +1,25 @@
 //! The gateway routes the public API to the right service and path, under both prefixes, and
-//! nothing else.
+//! nothing else (every caller here holds a valid API key; see auth.rs for the ones that do not).
 
-use std::sync::{Arc, Mutex};
+mod common;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use common::{Accounts, Seen};
 use gateway::{GatewayOptions, UpstreamUrls};
 use http_body_util::BodyExt;
-use platform::config::CommonArgs;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower::ServiceExt;
 
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// An upstream that answers with its name, the method, path and query it saw.
-async fn start_upstream(name: &'static str, seen: Seen) -> String {
-    let app = Router::new().fallback(move |State(seen): State<Seen>, request: Request| async move {
-        let uri = request.uri().clone();
-        let key = request.headers().get("idempotency-key").map(|v| v.to_str().unwrap().to_owned());
-        let body =
-            String::from_utf8(axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
-        seen.lock().unwrap().push(format!("{name} {uri}"));
-        let reply = json!({ "upstream": name, "uri": uri.to_string(), "idempotencyKey": key, "body": body });
-        let response: Response = (
-            StatusCode::ACCEPTED,
-            [(header::LOCATION, "/api/deliveries/abc"), (header::RETRY_AFTER, "3")],
-            axum::Json(reply),
-        )
-            .into_response();
-        response
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app.with_state(seen)).await.unwrap() });
-    url
-}
-
-async fn gateway() -> (Router, Seen) {
+/// The gateway in front of echo upstreams, and an API key it accepts.
+async fn gateway() -> (Router, Seen, String) {
     let seen = Seen::default();
-    let upstreams = UpstreamUrls {
-        ingestion_url: start_upstream("ingestion", seen.clone()).await,
-        delivery_url: start_upstream("delivery", seen.clone()).await,
-        package_url: start_upstream("package", seen.clone()).await,
-        dronescheduler_url: start_upstream("dronescheduler", seen.clone()).await,
-        deliveryhistory_url: start_upstream("deliveryhistory", seen.clone()).await,
-    };
-    (gateway::router(upstreams, &GatewayOptions::default(), &CommonArgs::default()), seen)
+    let accounts = Accounts::default();
+    let key = accounts.issue("k1", "acc-1", Some("user-1"));
+    let upstreams = common::upstreams(&seen, accounts.start().await).await;
+    (common::router(upstreams, &GatewayOptions::default()), seen, key)
 }
 
 async fn call(
@@ -57,7 +28,21 @@ async fn call(
     uri: &str,
     body: Option<&str>,
 ) -> (StatusCode, Value, axum::http::HeaderMap) {
-    let mut request = Request::builder().method(method).uri(uri).header("idempotency-key", "k1");
+    call_as(router, "fdk_k1_s3cr3tk1", method, uri, body).await
+}
+
+async fn call_as(
+    router: &Router,
+    key: &str,
+    method: Method,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("idempotency-key", "k1")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"));
     if body.is_some() {
         request = request.header(header::CONTENT_TYPE, "application/json");
     }
@@ -71,7 +56,7 @@ async fn call(
 
 #[tokio::test]
 async fn public_routes_reach_their_service_under_both_prefixes() {
-    let (router, _) = gateway().await;
+    let (router, _, _) = gateway().await;
     let cases = [
         (Method::POST, "/deliveryrequests", "ingestion", "/api/deliveryrequests"),
         (Method::PATCH, "/deliveryrequests/d1", "ingestion", "/api/deliveryrequests/d1"),
@@ -118,7 +103,7 @@ async fn public_routes_reach_their_service_under_both_prefixes() {
 
 #[tokio::test]
 async fn internal_routes_are_not_reachable() {
-    let (router, seen) = gateway().await;
+    let (router, seen, _) = gateway().await;
     let internal = [
         (Method::PUT, "/api/deliveries/d1"),
         (Method::DELETE, "/api/deliveries/d1"),
@@ -131,6 +116,8 @@ async fn internal_routes_are_not_reachable() {
         (Method::DELETE, "/api/dronedeliveries/d1"),
         (Method::GET, "/api/drones"),
         (Method::GET, "/v0.1.0/api/drones/drone-0001"),
+        (Method::POST, "/api/internal/credentials/verify"),
+        (Method::GET, "/api/internal/accounts/a1"),
     ];
     for (method, path) in internal {
         let (status, problem, headers) = call(&router, method.clone(), path, Some("{}")).await;
@@ -146,7 +133,7 @@ async fn internal_routes_are_not_reachable() {
 
 #[tokio::test]
 async fn answers_keep_their_headers_and_location_follows_the_prefix() {
-    let (router, _) = gateway().await;
+    let (router, _, _) = gateway().await;
     let (_, _, headers) = call(&router, Method::POST, "/api/deliveryrequests", Some("{}")).await;
     assert_eq!(headers[header::LOCATION], "/api/deliveries/abc");
     assert_eq!(headers[header::RETRY_AFTER], "3");
@@ -156,18 +143,19 @@ async fn answers_keep_their_headers_and_location_follows_the_prefix() {
 
 #[tokio::test]
 async fn an_unreachable_service_is_a_502_problem() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let dead = common::dead_url();
+    let accounts = Accounts::default();
+    accounts.issue("k1", "acc-1", None);
     let upstreams = UpstreamUrls {
         ingestion_url: dead.clone(),
         delivery_url: dead.clone(),
         package_url: dead.clone(),
         dronescheduler_url: dead.clone(),
         deliveryhistory_url: dead,
+        account_url: accounts.start().await,
     };
     let options = GatewayOptions { timeout_ms: 2000, ..GatewayOptions::default() };
-    let router = gateway::router(upstreams, &options, &CommonArgs::default());
+    let router = common::router(upstreams, &options);
     let (status, problem, headers) = call(&router, Method::GET, "/api/deliveries/d1", None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
@@ -176,7 +164,7 @@ async fn an_unreachable_service_is_a_502_problem() {
 
 #[tokio::test]
 async fn oversized_bodies_stop_at_the_gateway() {
-    let (router, seen) = gateway().await;
+    let (router, seen, _) = gateway().await;
     let huge = format!("{{\"tag\":\"{}\"}}", "x".repeat(100 * 1024));
     let (status, problem, _) = call(&router, Method::POST, "/api/deliveryrequests", Some(&huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -193,15 +181,18 @@ async fn over_capacity_requests_are_shed_with_retry_after() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, slow).await.unwrap() });
+    let accounts = Accounts::default();
+    accounts.issue("k1", "acc-1", None);
     let upstreams = UpstreamUrls {
         ingestion_url: url.clone(),
         delivery_url: url.clone(),
         package_url: url.clone(),
         dronescheduler_url: url.clone(),
         deliveryhistory_url: url,
+        account_url: accounts.start().await,
     };
     let options = GatewayOptions { max_in_flight: 1, queue_wait_ms: 50, ..GatewayOptions::default() };
-    let router = gateway::router(upstreams, &options, &CommonArgs::default());
+    let router = common::router(upstreams, &options);
     let (first, second) = tokio::join!(
         call(&router, Method::GET, "/api/deliveries/a", None),
         call(&router, Method::GET, "/api/deliveries/b", None)
@@ -212,4 +203,26 @@ async fn over_capacity_requests_are_shed_with_retry_after() {
     let shed = if first.0 == StatusCode::SERVICE_UNAVAILABLE { first } else { second };
     assert_eq!(shed.2[header::RETRY_AFTER], "1");
     assert_eq!(shed.2[header::CONTENT_TYPE], "application/problem+json");
+}
+
+#[tokio::test]
+async fn admin_routes_reach_the_account_service_with_the_operator_token_and_no_gateway_auth() {
+    // The account upstream is an echo server here, to see what the admin call carried.
+    let seen = Seen::default();
+    let accounts = Accounts::default();
+    let mut upstreams = common::upstreams(&seen, accounts.start().await).await;
+    let admin = common::echo_upstream("account", seen.clone()).await;
+    upstreams.account_url = admin;
+    let router = common::router(upstreams, &GatewayOptions::default());
+    for prefix in ["/api", "/v0.1.0/api"] {
+        let (status, reply, _) =
+            call_as(&router, "fop_op1_secret", Method::POST, &format!("{prefix}/admin/accounts/a1/keys"), Some("{}"))
+                .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(reply["upstream"], "account");
+        assert_eq!(reply["uri"], "/api/admin/accounts/a1/keys");
+        assert_eq!(reply["authorization"], "Bearer fop_op1_secret");
+        assert_eq!(reply["account"], Value::Null, "no identity is forwarded on unauthenticated routes");
+    }
+    assert_eq!(*accounts.calls.lock().unwrap(), 0, "admin routes are not authenticated by the gateway");
 }

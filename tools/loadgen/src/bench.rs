@@ -248,6 +248,7 @@ fn options(base: &str, mode: Mode, secs: f64, sample_every: u64) -> RunOptions {
         sample_every,
         max_in_flight: 20_000,
         progress: true,
+        bearer: None,
     }
 }
 

@@ -69,6 +69,10 @@ struct RunArgs {
     /// Exit non-zero when any request failed (for smoke tests).
     #[arg(long)]
     strict: bool,
+    /// Credential sent as `Authorization: Bearer <token>` on every request: an API key
+    /// (`fdk_…`) or a JWT, since the gateway authenticates every public route.
+    #[arg(long, env = "FABRIKAM_API_KEY", hide_env_values = true)]
+    bearer: Option<String>,
 }
 
 #[tokio::main]
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
                 sample_every: args.sample_every,
                 max_in_flight: 20_000,
                 progress: true,
+                bearer: args.bearer,
             };
             let mix = Mix { reschedule: args.reschedule, cancel: args.cancel, owners: args.owners };
             let observe = Observe {

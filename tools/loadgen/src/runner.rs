@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub max_in_flight: usize,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Sent as `Authorization: Bearer …` on every request (the gateway requires a credential).
+    pub bearer: Option<String>,
 }
 
 /// What a run saw.
@@ -57,7 +59,13 @@ struct Shared {
 
 /// Runs the load and waits (up to `drain`) for sampled deliveries to be scheduled.
 pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> RunResult {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &options.bearer {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header-safe token");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
