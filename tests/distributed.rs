@@ -27,8 +27,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const SERVICES: [&str; 7] =
-    ["package", "dronescheduler", "delivery", "ingestion", "workflow", "deliveryhistory", "gateway"];
+const SERVICES: [&str; 8] =
+    ["account", "package", "dronescheduler", "delivery", "ingestion", "workflow", "deliveryhistory", "gateway"];
 /// The workflow's lease: short, so work the crash interrupted comes back quickly.
 const ACK_WAIT_SECS: u64 = 2;
 
@@ -56,6 +56,8 @@ struct Cluster {
     args: std::collections::HashMap<&'static str, Vec<String>>,
     children: std::collections::HashMap<&'static str, Child>,
     bus_url: String,
+    /// An API key of an account made through the admin API, for the gateway's clients.
+    api_key: String,
 }
 
 impl Cluster {
@@ -69,6 +71,8 @@ impl Cluster {
         }
         let url = |service: &str| format!("http://{}", addresses[service]);
         let mut args = std::collections::HashMap::new();
+        let account_db = testenv::fresh_postgres_schema(&backends.postgres).await;
+        args.insert("account", vec!["--database-url".into(), account_db.clone()]);
         args.insert("package", vec!["--database-url".into(), testenv::fresh_postgres_schema(&backends.postgres).await]);
         args.insert(
             "dronescheduler",
@@ -110,6 +114,8 @@ impl Cluster {
                 url("dronescheduler"),
                 "--delivery-url".into(),
                 url("delivery"),
+                "--account-url".into(),
+                url("account"),
                 "--ack-wait-secs".into(),
                 ACK_WAIT_SECS.to_string(),
                 "--backoff-base-ms".into(),
@@ -140,16 +146,30 @@ impl Cluster {
                 url("dronescheduler"),
                 "--deliveryhistory-url".into(),
                 url("deliveryhistory"),
+                "--account-url".into(),
+                url("account"),
             ],
         );
-        let mut cluster =
-            Self { logs: logs.to_owned(), addresses, args, children: std::collections::HashMap::new(), bus_url };
+        // One identity secret for the run: the gateway signs callers with it, the services check it.
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        for service_args in args.values_mut() {
+            service_args.extend(["--identity-secret".to_owned(), secret.clone()]);
+        }
+        let mut cluster = Self {
+            logs: logs.to_owned(),
+            addresses,
+            args,
+            children: std::collections::HashMap::new(),
+            bus_url,
+            api_key: String::new(),
+        };
         for service in SERVICES {
             cluster.spawn(service);
         }
         for service in SERVICES {
             cluster.wait_ready(service).await;
         }
+        cluster.api_key = first_api_key(&account_db, cluster.addresses["gateway"]).await;
         cluster
     }
 
@@ -212,6 +232,32 @@ impl Cluster {
     fn client(&self, service: &str) -> Client {
         Client::new(self.addresses[service])
     }
+
+    /// The gateway as the test's account calls it.
+    fn gateway(&self) -> Client {
+        Client::with_bearer(self.addresses["gateway"], &self.api_key)
+    }
+}
+
+/// As an operator would on a new deployment: bootstraps the operator token on the account store,
+/// then makes an account and an API key through the gateway's admin routes.
+async fn first_api_key(account_db: &str, gateway: SocketAddr) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fabrikam"))
+        .args(["account", "bootstrap-operator", "--database-url", account_db])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run bootstrap-operator");
+    assert!(output.status.success(), "bootstrap-operator: {}", String::from_utf8_lossy(&output.stderr));
+    let operator = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let admin = Client::with_bearer(gateway, &operator);
+    let (status, account) =
+        admin.send(reqwest::Method::POST, "/api/admin/accounts", Some(json!({ "name": "Contoso" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let keys = format!("/api/admin/accounts/{}/keys", account["id"].as_str().unwrap());
+    let (status, key) = admin.send(reqwest::Method::POST, &keys, Some(json!({ "name": "e2e" }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["apiKey"].as_str().unwrap().to_owned()
 }
 
 fn request(i: usize) -> Value {
@@ -229,7 +275,7 @@ async fn each_service_in_its_own_process_on_nats_postgres_and_redis_survives_kil
     let logs = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(&backends, logs.path(), 400).await;
     eprintln!("seven processes ready in {:?}", started.elapsed());
-    let gateway = cluster.client("gateway");
+    let gateway = cluster.gateway();
 
     // The reference's own validation request goes all the way through.
     let (status, accepted) = gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(request(0))).await;
@@ -349,7 +395,7 @@ async fn chaos_under_load() {
     // Enough drones that none is reused during the run: a drone holding two deliveries is a bug.
     let fleet = (seconds * rate * 2) as usize + 100;
     let cluster = std::sync::Arc::new(tokio::sync::Mutex::new(Cluster::start(&backends, logs.path(), fleet).await));
-    let gateway = cluster.lock().await.client("gateway");
+    let gateway = cluster.lock().await.gateway();
     let workflow = cluster.lock().await.client("workflow");
     let stop = tokio_util::sync::CancellationToken::new();
 

@@ -36,7 +36,7 @@ fn location(place: &str) -> Value {
 async fn a_request_becomes_a_scheduled_delivery_then_is_rescheduled_and_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let system = start(dir.path(), |_| {}).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let internal_drones = Client::new(system.addresses.dronescheduler);
 
     let posted = Instant::now();
@@ -99,7 +99,7 @@ async fn a_request_becomes_a_scheduled_delivery_then_is_rescheduled_and_cancelle
 async fn bad_input_is_rejected_at_the_door_and_nothing_is_queued() {
     let dir = tempfile::tempdir().unwrap();
     let system = start(dir.path(), |_| {}).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let raw = |body: &'static str| {
         gateway
             .http
@@ -156,7 +156,7 @@ async fn every_accepted_request_is_scheduled_once_across_a_crash() {
         options.fleet.time_scale = 1.0;
     };
     let system = start(dir.path(), crashy).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let total = 60;
     let posts = (0..total).map(|i| {
         let mut request = reference_request();
@@ -181,7 +181,7 @@ async fn every_accepted_request_is_scheduled_once_across_a_crash() {
     system.kill().await;
 
     let system = start(dir.path(), crashy).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let mut drones = Vec::new();
     for id in &accepted {
         let delivery = gateway.eventually(&format!("/api/deliveries/{id}"), Duration::from_secs(30), |_| true).await;
@@ -227,7 +227,7 @@ async fn a_delivery_is_flown_tracked_to_completion_and_kept_in_history() {
         o.webhook_url = Some(hook_url);
     })
     .await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let (status, accepted) =
         gateway.send(reqwest::Method::POST, "/api/deliveryrequests", Some(reference_request())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
@@ -294,7 +294,7 @@ async fn a_reschedule_in_flight_re_plans_the_drone_and_a_moved_pickup_after_pick
     let dir = tempfile::tempdir().unwrap();
     // Sixty times faster than life: each leg takes seconds, time enough to change course.
     let system = start(dir.path(), |o| o.fleet.time_scale = 60.0).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let post = |pickup: &'static str| {
         let mut request = reference_request();
         request["pickupLocation"] = json!(pickup);
@@ -359,7 +359,7 @@ async fn more_requests_than_drones_all_get_delivered() {
         o.fleet.retry_after_secs = 1;
     })
     .await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let mut ids = Vec::new();
     for i in 0..8 {
         let mut request = reference_request();

@@ -59,7 +59,7 @@ async fn one_delivery_moves_the_business_counters_by_one_and_every_scrape_is_val
     // A fast clock: the flight takes seconds.
     options.fleet.time_scale = 300.0;
     let system = System::start(options, Arc::new(SystemClock)).await.expect("system starts");
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     // Every service answers with valid text before any traffic.
     for (service, addr) in addresses(&system) {
         let scraped = scrape(addr).await;

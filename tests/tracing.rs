@@ -111,7 +111,7 @@ async fn one_delivery_request_is_one_trace_across_every_service_and_the_bus() {
     let telemetry = telemetry();
     let dir = tempfile::tempdir().unwrap();
     let system = start(dir.path()).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
 
     // A caller that traces too: its context is the root of the delivery's trace.
     let caller = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01";
@@ -257,7 +257,7 @@ async fn a_delivery_with_an_email_and_a_phone_number_logs_neither() {
     let telemetry = telemetry();
     let dir = tempfile::tempdir().unwrap();
     let system = start(dir.path()).await;
-    let gateway = Client::new(system.addresses.gateway);
+    let gateway = Client::gateway(&system);
     let internal = Client::new(system.addresses.delivery);
     let (email, phone) = ("robin.private@contoso.com", "+1 425 555 0199");
 

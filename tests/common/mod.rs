@@ -12,8 +12,28 @@ pub struct Client {
 }
 
 impl Client {
+    #[allow(dead_code)] // Not every test binary calls a service without credentials.
     pub fn new(addr: SocketAddr) -> Self {
         Self { http: reqwest::Client::new(), base: format!("http://{addr}") }
+    }
+
+    /// A client that sends `Authorization: Bearer {token}` with every request.
+    pub fn with_bearer(addr: SocketAddr, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder().default_headers(headers).build().expect("a client");
+        Self { http, base: format!("http://{addr}") }
+    }
+
+    /// The all-in-one's gateway as its demo account calls it: with the API key its first start
+    /// wrote to the data directory.
+    #[allow(dead_code)] // Not every test binary drives an all-in-one system.
+    pub fn gateway(system: &fabrikam::System) -> Self {
+        let (account::bootstrap::FirstRun::Seeded { key_file, .. }
+        | account::bootstrap::FirstRun::Existing { key_file, .. }) = &system.first_run;
+        let key = std::fs::read_to_string(key_file).expect("the demo account's API key file");
+        Self::with_bearer(system.addresses.gateway, key.trim())
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {

@@ -66,6 +66,8 @@ struct Running {
     /// shared by every service).
     metrics_base: String,
     started_in: Duration,
+    /// The API key the load sends (none for the bare server).
+    bearer: Option<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -98,8 +100,12 @@ async fn start_baseline() -> anyhow::Result<Running> {
     let base = format!("http://127.0.0.1:{port}");
     // The bare server answers every path, readiness included.
     let _ = wait_ready(&format!("{base}/ready"), Duration::from_secs(10)).await;
-    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed() })
+    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer: None })
 }
+
+/// The gateway's rate limits off: the benchmark is one client on one address sending far more
+/// than a tenant would be allowed to.
+const NO_RATE_LIMITS: [&str; 4] = ["--rate-limit-per-credential", "0", "--rate-limit-per-ip", "0"];
 
 async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Result<Running> {
     let port = free_port()?;
@@ -109,6 +115,7 @@ async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Re
         .arg("--data-dir")
         .arg(data)
         .args(["--fleet-size", &args.fleet_size.to_string(), "--time-scale", &args.time_scale.to_string()])
+        .args(NO_RATE_LIMITS)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -120,7 +127,11 @@ async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Re
     let child = command.spawn().map_err(|e| anyhow::anyhow!("starting {}: {e}", args.system.display()))?;
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/healthz/ready"), Duration::from_secs(120)).await?;
-    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed() })
+    // The first start on the empty data directory made the demo account and wrote its key.
+    let key = std::fs::read_to_string(data.join("demo-api-key"))
+        .map_err(|e| anyhow::anyhow!("reading the demo account's API key in {}: {e}", data.display()))?;
+    let bearer = Some(key.trim().to_owned());
+    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer })
 }
 
 fn env_url(name: &str) -> anyhow::Result<String> {
@@ -147,11 +158,15 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
     let run = format!("bench{}", std::process::id());
     let bus = format!("{nats}{}prefix={run}", if nats.contains('?') { '&' } else { '?' });
     let mut ports = std::collections::HashMap::new();
-    for service in ["gateway", "ingestion", "workflow", "package", "dronescheduler", "delivery", "deliveryhistory"] {
+    for service in
+        ["account", "gateway", "ingestion", "workflow", "package", "dronescheduler", "delivery", "deliveryhistory"]
+    {
         ports.insert(service, free_port()?);
     }
     let url = |s: &str| format!("http://127.0.0.1:{}", ports[s]);
-    let plan: Vec<(&str, Vec<String>)> = vec![
+    let account_db = fresh_schema(&postgres, "account")?;
+    let mut plan: Vec<(&str, Vec<String>)> = vec![
+        ("account", vec!["--database-url".into(), account_db.clone()]),
         ("package", vec!["--database-url".into(), fresh_schema(&postgres, "package")?]),
         (
             "dronescheduler",
@@ -184,6 +199,8 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
                 url("dronescheduler"),
                 "--delivery-url".into(),
                 url("delivery"),
+                "--account-url".into(),
+                url("account"),
             ],
         ),
         (
@@ -203,9 +220,19 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
                 url("dronescheduler"),
                 "--deliveryhistory-url".into(),
                 url("deliveryhistory"),
-            ],
+                "--account-url".into(),
+                url("account"),
+            ]
+            .into_iter()
+            .chain(NO_RATE_LIMITS.map(String::from))
+            .collect(),
         ),
     ];
+    // One identity secret for the run: the gateway signs callers with it, the services check it.
+    let secret = format!("bench-identity-{run}-{}", rand::random::<u64>());
+    for (_, service_args) in &mut plan {
+        service_args.extend(["--identity-secret".to_owned(), secret.clone()]);
+    }
     let started = Instant::now();
     let mut children = Vec::new();
     for (service, service_args) in plan {
@@ -222,7 +249,36 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
         children.push(child);
         wait_ready(&format!("{}/healthz/ready", url(service)), Duration::from_secs(120)).await?;
     }
-    Ok(Running { children, base: url("gateway"), metrics_base: url("workflow"), started_in: started.elapsed() })
+    let bearer = Some(first_api_key(&args.system, &account_db, &url("gateway")).await?);
+    Ok(Running { children, base: url("gateway"), metrics_base: url("workflow"), started_in: started.elapsed(), bearer })
+}
+
+/// As an operator of a new deployment: the first operator token on the account store, then an
+/// account and its API key through the gateway's admin routes.
+async fn first_api_key(system: &Path, account_db: &str, gateway: &str) -> anyhow::Result<String> {
+    let output = Command::new(system)
+        .args(["account", "bootstrap-operator", "--database-url", account_db])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    anyhow::ensure!(output.status.success(), "bootstrap-operator: {}", String::from_utf8_lossy(&output.stderr));
+    let operator = String::from_utf8(output.stdout)?.trim().to_owned();
+    let client = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        client.post(format!("{gateway}{path}")).bearer_auth(&operator).json(&body).send()
+    };
+    let account: serde_json::Value = post("/api/admin/accounts".into(), serde_json::json!({ "name": "Benchmark" }))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = account["id"].as_str().ok_or_else(|| anyhow::anyhow!("no account id in {account}"))?;
+    let key: serde_json::Value = post(format!("/api/admin/accounts/{id}/keys"), serde_json::json!({ "name": "bench" }))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    key["apiKey"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("no API key in {key}"))
 }
 
 async fn stop(mut running: Running) {
@@ -240,15 +296,15 @@ async fn stop(mut running: Running) {
     }
 }
 
-fn options(base: &str, mode: Mode, secs: f64, sample_every: u64) -> RunOptions {
+fn options(running: &Running, mode: Mode, secs: f64, sample_every: u64) -> RunOptions {
     RunOptions {
-        base: base.to_owned(),
+        base: running.base.clone(),
         mode,
         duration: Duration::from_secs_f64(secs),
         sample_every,
         max_in_flight: 20_000,
         progress: true,
-        bearer: None,
+        bearer: running.bearer.clone(),
     }
 }
 
@@ -276,7 +332,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bare = start_baseline().await?;
     let mut baseline = measure(
         "bare HTTP server (baseline)",
-        &options(&bare.base, saturate, args.saturation_secs, 0),
+        &options(&bare, saturate, args.saturation_secs, 0),
         creates_only,
         &observe(&bare, false),
     )
@@ -292,7 +348,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let startup = system.started_in;
     let mut saturated = measure(
         "ingest only, saturated",
-        &options(&system.base, saturate, args.saturation_secs, 0),
+        &options(&system, saturate, args.saturation_secs, 0),
         creates_only,
         &observe(&system, false),
     )
@@ -301,7 +357,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     reports.push(saturated);
     let mut paced = measure(
         "ingest only, paced",
-        &options(&system.base, Mode::Open { rate: args.ingest_rate }, args.ingest_secs, 0),
+        &options(&system, Mode::Open { rate: args.ingest_rate }, args.ingest_secs, 0),
         creates_only,
         &observe(&system, false),
     )
@@ -315,7 +371,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let system = start_system(&args, data.path(), false).await?;
     let mut e2e = measure(
         "end to end (5% reschedule, 2% cancel)",
-        &options(&system.base, Mode::Open { rate: args.e2e_rate }, args.e2e_secs, 200),
+        &options(&system, Mode::Open { rate: args.e2e_rate }, args.e2e_secs, 200),
         realistic,
         &observe(&system, true),
     )
@@ -324,7 +380,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     reports.push(e2e);
     let mut e2e_saturated = measure(
         "end to end, saturated",
-        &options(&system.base, saturate, args.saturation_secs, 200),
+        &options(&system, saturate, args.saturation_secs, 200),
         creates_only,
         &observe(&system, true),
     )
@@ -338,7 +394,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let system = start_distributed(&args).await?;
         let mut paced = measure(
             "distributed, end to end (5% reschedule, 2% cancel)",
-            &options(&system.base, Mode::Open { rate: args.distributed_rate }, args.e2e_secs, 200),
+            &options(&system, Mode::Open { rate: args.distributed_rate }, args.e2e_secs, 200),
             realistic,
             &observe(&system, true),
         )
@@ -347,7 +403,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         reports.push(paced);
         let mut saturated = measure(
             "distributed, end to end, saturated",
-            &options(&system.base, saturate, args.saturation_secs, 200),
+            &options(&system, saturate, args.saturation_secs, 200),
             creates_only,
             &observe(&system, true),
         )
