@@ -24,5 +24,6 @@ pub mod testenv;
 
 pub mod telemetry;
 pub mod testing;
+pub mod ttl_cache;
 
 pub use problem::Problem;

@@ -1,10 +1,24 @@
 //! Opening embedded SQLite databases the same way everywhere: WAL, a busy timeout, foreign
-//! keys on, and the parent directory created.
+//! keys on, a memory map, and the parent directory created.
+//!
+//! One rule for the SQL itself: bind a limit as `LIMIT ?N + 0`, never a bare `LIMIT ?N`. SQLite
+//! plans with the value of a bare bound limit, so it re-prepares the statement each time it runs
+//! with another value (parsing and planning again: a quarter of a bus writer thread's time in a
+//! profile at 300 deliveries/s). The expression keeps the one plan, which the indexes decide
+//! anyway.
 
 use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// How much of a database file each connection reads through a memory map instead of `pread`
+/// into its own page cache. Several connections share a file (a queue's writer, its readers,
+/// a stream's writer), and in WAL mode each one drops its page cache whenever another commits,
+/// so without the map every transaction re-reads and copies the pages it touches with `pread`
+/// (a third of the bus writer threads' time in a profile at 300 deliveries/s). Mapped pages are
+/// the kernel's page cache, shared, not a copy per connection.
+const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
 /// How hard a commit works to survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +43,8 @@ pub fn connect_options(path: &Path, durability: Durability) -> Result<SqliteConn
             Durability::Normal => SqliteSynchronous::Normal,
         })
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("mmap_size", MMAP_BYTES.to_string());
     Ok(options)
 }
 
@@ -51,6 +66,7 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Conn
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     Ok(conn)
 }
 
@@ -74,4 +90,30 @@ pub fn path_from_url(url: &str) -> Result<std::path::PathBuf, String> {
         return Err(format!("{url:?} names no file"));
     }
     Ok(std::path::PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{StatementStatus, params};
+
+    /// How many times the statement was prepared again over ten runs with different limits.
+    fn reprepares(limit_clause: &str) -> i32 {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (k TEXT, v INTEGER); CREATE INDEX t_k ON t (k, v);").unwrap();
+        let sql = format!("SELECT v FROM t WHERE k = ?1 ORDER BY v {limit_clause}");
+        let mut statement = conn.prepare(&sql).unwrap();
+        for limit in 1..=10_i64 {
+            let mut rows = statement.query(params!["a", limit]).unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        statement.get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn a_bound_limit_plus_zero_keeps_its_plan_where_a_bare_one_is_planned_again() {
+        assert_eq!(reprepares("LIMIT ?2 + 0"), 0);
+        // If this starts failing, SQLite stopped re-planning bare limits and the rule in the
+        // module doc can go.
+        assert!(reprepares("LIMIT ?2") >= 9);
+    }
 }

@@ -11,6 +11,7 @@ use contracts::drone::{DroneAssignment, DroneDeliveryRequest, DroneReroute};
 use contracts::package::PackageUpsert;
 use http::StatusCode;
 use platform::client::{CallError, encode_segment as encode, http_client};
+use platform::ttl_cache::TtlCache;
 use reqwest::{Method, Response};
 use serde::Serialize;
 
@@ -34,7 +35,14 @@ pub struct Downstreams {
     deliveries: Api,
     /// The account service, when one is configured (`--account-url`).
     accounts: Option<Api>,
+    /// Accounts the account service said were active, trusted for `--account-cache-ms`: one call
+    /// per account every few seconds instead of one per delivery. A suspension therefore stops
+    /// new deliveries within that time; refusals are never cached.
+    active_accounts: Arc<TtlCache<String, ()>>,
 }
+
+/// Most accounts remembered as active at once.
+const ACTIVE_ACCOUNTS_CACHED: usize = 10_000;
 
 #[derive(Clone)]
 struct Api {
@@ -80,12 +88,15 @@ impl Downstreams {
             drones: Api::new("dronescheduler", &endpoints.dronescheduler, timeout, guards),
             deliveries: Api::new("delivery", &endpoints.delivery, timeout, guards),
             accounts: None,
+            active_accounts: Arc::new(TtlCache::new(Duration::ZERO, 1)),
         }
     }
 
-    /// Checks accounts at `base` (the account service) before scheduling, behind its own guard.
-    pub fn with_accounts(mut self, base: &str, timeout: Duration, guards: &GuardSettings) -> Self {
+    /// Checks accounts at `base` (the account service) before scheduling, behind its own guard,
+    /// trusting an answer of "active" for `cache_for`.
+    pub fn with_accounts(mut self, base: &str, timeout: Duration, guards: &GuardSettings, cache_for: Duration) -> Self {
         self.accounts = Some(Api::new("account", base, timeout, guards));
+        self.active_accounts = Arc::new(TtlCache::new(cache_for, ACTIVE_ACCOUNTS_CACHED));
         self
     }
 
@@ -98,8 +109,11 @@ impl Downstreams {
     /// account service every account counts as active.
     pub async fn account_standing(&self, account_id: &str) -> Result<AccountStanding, CallError> {
         let Some(accounts) = &self.accounts else { return Ok(AccountStanding::Active) };
+        if self.active_accounts.get(account_id).is_some() {
+            return Ok(AccountStanding::Active);
+        }
         let path = format!("/internal/accounts/{}", encode(account_id));
-        accounts
+        let standing = accounts
             .run::<(), _, _, _>(Method::GET, &path, None, |response| async move {
                 if response.status() == StatusCode::NOT_FOUND {
                     return Ok(AccountStanding::Unknown);
@@ -111,7 +125,11 @@ impl Downstreams {
                 })?;
                 Ok(AccountStanding::of(&view))
             })
-            .await
+            .await?;
+        if standing == AccountStanding::Active {
+            self.active_accounts.insert(account_id.to_owned(), ());
+        }
+        Ok(standing)
     }
 
     /// The longest time any downstream's breaker stays open; `None` when all let calls through.

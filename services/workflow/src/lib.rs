@@ -165,6 +165,11 @@ pub struct Settings {
     /// with that reason). Unset: accounts are not checked.
     #[arg(long, env = "FABRIKAM_ACCOUNT_URL")]
     pub account_url: Option<String>,
+
+    /// How long an account the account service called active is trusted without asking again,
+    /// in milliseconds; a suspension stops new deliveries within this time. 0 asks every time.
+    #[arg(long, env = "FABRIKAM_WORKFLOW_ACCOUNT_CACHE_MS", default_value_t = 2000)]
+    pub account_cache_ms: u64,
 }
 
 impl Default for Settings {
@@ -187,6 +192,7 @@ impl Default for Settings {
             supervise_every_ms: 10_000,
             paused: false,
             account_url: None,
+            account_cache_ms: 2000,
         }
     }
 }
@@ -249,7 +255,8 @@ pub fn processor(
     let guards = settings.guard_settings();
     let mut downstreams = Downstreams::new(endpoints, timeout, &guards);
     if let Some(url) = &settings.account_url {
-        downstreams = downstreams.with_accounts(url, timeout, &guards);
+        let cache_for = Duration::from_millis(settings.account_cache_ms);
+        downstreams = downstreams.with_accounts(url, timeout, &guards, cache_for);
     }
     Processor {
         downstreams,

@@ -245,3 +245,28 @@ async fn a_request_without_an_account_is_not_checked_and_the_owner_stands_for_it
     assert_eq!(delivery["owner"], json!({ "userId": "user-7", "accountId": "user-7" }));
     assert!(h.services.body_of("PUT /api/packages/pkg-1").get("accountId").is_none());
 }
+
+#[tokio::test]
+async fn an_active_account_is_asked_about_once_within_the_cache_time_and_a_refusal_is_never_cached() {
+    let h = start().await;
+    let asked = |account: &str| {
+        let route = format!("GET /internal/accounts/{account}");
+        h.services.routes().iter().filter(|r| **r == route).count()
+    };
+    h.publish("d1", Some("acc-1")).await;
+    h.drained().await;
+    h.publish("d2", Some("acc-1")).await;
+    h.drained().await;
+    assert_eq!(asked("acc-1"), 1, "an active account was asked about again within the cache time");
+    assert_eq!(h.store.get("d2").await.unwrap().unwrap().status, WorkflowStatus::Scheduled);
+
+    h.services.account_answers.lock().unwrap().push_back((StatusCode::OK, json!({ "status": "suspended" })));
+    h.publish("d3", Some("acc-2")).await;
+    h.drained().await;
+    assert_eq!(h.store.get("d3").await.unwrap().unwrap().status, WorkflowStatus::Failed);
+    // Reinstated: the next request asks again and is scheduled.
+    h.publish("d4", Some("acc-2")).await;
+    h.drained().await;
+    assert_eq!(asked("acc-2"), 2, "a suspension was remembered");
+    assert_eq!(h.store.get("d4").await.unwrap().unwrap().status, WorkflowStatus::Scheduled);
+}

@@ -43,6 +43,7 @@ macro_rules! queue_conformance_tests {
             dead_letter_keeps_the_error,
             duplicate_message_ids_are_stored_once,
             unacked_message_is_redelivered_after_a_crash,
+            a_message_whose_last_lease_expires_is_dead_lettered,
             messages_survive_reopening,
             competing_consumers_each_get_a_message_once,
             settling_after_the_lease_expired_is_refused,
@@ -181,6 +182,35 @@ pub async fn unacked_message_is_redelivered_after_a_crash(h: &dyn QueueHarness) 
     assert_eq!(m.id, "m1");
     assert_eq!(m.attempt, 2);
     m.ack().await.unwrap();
+}
+
+/// A consumer that dies holding a message's last attempt: the message becomes a dead letter
+/// instead of being delivered once more, and the messages queued behind it still flow.
+pub async fn a_message_whose_last_lease_expires_is_dead_lettered(h: &dyn QueueHarness) {
+    let options =
+        fast(QueueOptions { max_attempts: 2, ack_wait: Duration::from_millis(300), ..QueueOptions::default() });
+    let q = h.open(&unique("last-lease"), options).await;
+    q.publish(message("m1")).await.unwrap();
+    for attempt in 1..=2 {
+        let m = q.receive(1, LONG).await.unwrap().pop().expect("delivered");
+        assert_eq!((m.id.as_str(), m.attempt), ("m1", attempt));
+        drop(m); // never settled: the lease runs out
+    }
+    for i in 2..=4 {
+        q.publish(message(&format!("m{i}"))).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while Instant::now() < deadline && (got.len() < 3 || q.find_dead_letter("m1").await.unwrap().is_none()) {
+        for m in q.receive(10, SHORT).await.unwrap() {
+            got.push(m.id.clone());
+            m.ack().await.unwrap();
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["m2", "m3", "m4"], "m1 was delivered a third time or the others did not flow");
+    let dead = q.find_dead_letter("m1").await.unwrap().expect("m1 dead-lettered after its last lease expired");
+    assert_eq!(dead.attempts, 2);
 }
 
 pub async fn messages_survive_reopening(h: &dyn QueueHarness) {

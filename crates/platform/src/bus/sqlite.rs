@@ -258,7 +258,7 @@ impl Queue for SqliteQueue {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
         let rows = sqlx::query(
             "SELECT message_id, payload, attempts, last_error, enqueued_at, settled_at FROM queue_messages
-             WHERE queue = ?1 AND state = ?2 ORDER BY seq LIMIT ?3",
+             WHERE queue = ?1 AND state = ?2 ORDER BY seq LIMIT ?3 + 0",
         )
         .bind(&*self.name)
         .bind(STATE_DEAD)
@@ -493,7 +493,7 @@ fn feed_from_log(conn: &rusqlite::Connection, queue: &str, feed: &Feed, now: i64
         .query_row(params![feed.stream, feed.group], |row| row.get(0))?;
     let upto: Option<i64> = conn
         .prepare_cached(
-            "SELECT MAX(seq) FROM (SELECT seq FROM stream_events WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)",
+            "SELECT MAX(seq) FROM (SELECT seq FROM stream_events WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 + 0)",
         )?
         .query_row(params![feed.stream, cursor, FEED_BATCH], |row| row.get(0))?;
     let Some(upto) = upto else { return Ok(()) };
@@ -537,25 +537,46 @@ fn claim(
     now: i64,
 ) -> rusqlite::Result<Vec<Claimed>> {
     // A consumer that crashed on the last attempt leaves a message with no attempts left:
-    // dead-letter it instead of delivering it once more.
+    // dead-letter it instead of delivering it once more. Only the front of the queue (what this
+    // claim could take) is looked at: checking every due message made each claim cost as much
+    // as the whole backlog, so a queue that fell behind fell further behind. An exhausted
+    // message stays at the front until it is dead-lettered, so a later claim still finds it.
     conn.prepare_cached(
         "UPDATE queue_messages SET state = ?1, settled_at = ?2, lease = NULL,
              last_error = COALESCE(last_error, 'lease expired') || ' (no attempts left after lease expiry)'
-         WHERE queue = ?3 AND state = ?4 AND visible_at <= ?2 AND attempts >= ?5",
+         WHERE seq IN (SELECT seq FROM queue_messages
+                       WHERE queue = ?3 AND state = ?4 AND visible_at <= ?2
+                       ORDER BY visible_at, seq LIMIT ?6 + 0)
+           AND attempts >= ?5",
     )?
-    .execute(params![STATE_DEAD, now, queue, STATE_READY, i64::from(options.max_attempts)])?;
+    .execute(params![
+        STATE_DEAD,
+        now,
+        queue,
+        STATE_READY,
+        i64::from(options.max_attempts),
+        i64::try_from(max).unwrap_or(i64::MAX)
+    ])?;
 
     let lease = uuid::Uuid::new_v4().to_string();
     let lease_ms = i64::try_from(options.ack_wait.as_millis()).unwrap_or(i64::MAX);
     let mut statement = conn.prepare_cached(
         "UPDATE queue_messages SET attempts = attempts + 1, visible_at = ?1, lease = ?2
          WHERE seq IN (SELECT seq FROM queue_messages
-                       WHERE queue = ?3 AND state = ?4 AND visible_at <= ?5
-                       ORDER BY visible_at, seq LIMIT ?6)
+                       WHERE queue = ?3 AND state = ?4 AND visible_at <= ?5 AND attempts < ?7
+                       ORDER BY visible_at, seq LIMIT ?6 + 0)
          RETURNING seq, message_id, payload, attempts, enqueued_at",
     )?;
     let rows = statement.query_map(
-        params![now.saturating_add(lease_ms), lease, queue, STATE_READY, now, i64::try_from(max).unwrap_or(i64::MAX)],
+        params![
+            now.saturating_add(lease_ms),
+            lease,
+            queue,
+            STATE_READY,
+            now,
+            i64::try_from(max).unwrap_or(i64::MAX),
+            i64::from(options.max_attempts)
+        ],
         |row| {
             Ok(Claimed {
                 seq: row.get(0)?,

@@ -62,7 +62,7 @@ impl HistoryStore for SqliteHistoryStore {
              WHERE owner_id = ?1 AND finished_at >= ?2 AND finished_at < ?3
                  AND (finished_at, delivery_id) > (?4, ?5)
                  AND (?7 IS NULL OR json_extract(document, '$.delivery.owner.accountId') = ?7)
-             ORDER BY finished_at, delivery_id LIMIT ?6",
+             ORDER BY finished_at, delivery_id LIMIT ?6 + 0",
         )
         .bind(&query.owner_id)
         .bind(b.from)

@@ -288,7 +288,7 @@ async fn idle_capable(
     limit: usize,
 ) -> Result<usize, StoreError> {
     let count: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM drones WHERE busy_until <= ?1 AND max_payload >= ?2 LIMIT ?3)",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM drones WHERE busy_until <= ?1 AND max_payload >= ?2 LIMIT ?3 + 0)",
     )
     .bind(unix_millis(now))
     .bind(weight)
@@ -607,7 +607,7 @@ impl DroneStore for SqliteDroneStore {
                  SELECT delivery_id FROM flights
                  WHERE next_event_at IS NOT NULL AND next_event_at <= ?3
                      AND (claim_expires_at IS NULL OR claim_expires_at <= ?3 OR claim_token = ?1)
-                 ORDER BY next_event_at LIMIT ?4)
+                 ORDER BY next_event_at LIMIT ?4 + 0)
              RETURNING delivery_id, events_published, plan_version, next_event_at, traceparent, ",
             flight_columns!("")
         ))

@@ -5,12 +5,11 @@
 //! working within that time. Failures are never cached. The cache is keyed by a SHA-256 of the
 //! key, so the gateway's memory does not hold the secrets, and bounded in size.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use platform::identity::Identity;
+use platform::ttl_cache::TtlCache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -39,9 +38,7 @@ impl VerifiedKey {
 pub struct ApiKeys {
     client: reqwest::Client,
     verify_url: String,
-    ttl: Duration,
-    capacity: usize,
-    cache: Mutex<HashMap<[u8; 32], (VerifiedKey, Instant)>>,
+    cache: TtlCache<[u8; 32], VerifiedKey>,
 }
 
 impl ApiKeys {
@@ -49,9 +46,7 @@ impl ApiKeys {
         Self {
             client,
             verify_url: format!("{}/internal/credentials/verify", account_url.trim_end_matches('/')),
-            ttl,
-            capacity: capacity.max(1),
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(ttl, capacity),
         }
     }
 
@@ -59,7 +54,7 @@ impl ApiKeys {
     /// be asked.
     pub async fn verify(&self, api_key: &str) -> Result<VerifiedKey, AuthError> {
         let digest: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
-        if let Some(hit) = self.cached(&digest) {
+        if let Some(hit) = self.cache.get(&digest) {
             return Ok(hit);
         }
         let request = self.client.post(&self.verify_url).json(&serde_json::json!({ "apiKey": api_key }));
@@ -73,7 +68,7 @@ impl ApiKeys {
                     tracing::warn!(error = %err, "the account service's verification answer is not understood");
                     AuthError::Unavailable
                 })?;
-                self.remember(digest, verified.clone());
+                self.cache.insert(digest, verified.clone());
                 Ok(verified)
             }
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY => {
@@ -84,26 +79,5 @@ impl ApiKeys {
                 Err(AuthError::Unavailable)
             }
         }
-    }
-
-    fn cached(&self, digest: &[u8; 32]) -> Option<VerifiedKey> {
-        let cache = self.cache.lock().expect("cache lock");
-        cache.get(digest).filter(|(_, at)| at.elapsed() < self.ttl).map(|(key, _)| key.clone())
-    }
-
-    fn remember(&self, digest: [u8; 32], key: VerifiedKey) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut cache = self.cache.lock().expect("cache lock");
-        if cache.len() >= self.capacity {
-            cache.retain(|_, (_, at)| at.elapsed() < self.ttl);
-            if cache.len() >= self.capacity {
-                // Still full of live entries: start over rather than track recency; the cost
-                // is one verification call per active key.
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (key, Instant::now()));
     }
 }

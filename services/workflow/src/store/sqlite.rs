@@ -74,7 +74,7 @@ impl WorkflowStore for SqliteWorkflowStore {
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT doc, version FROM workflows
              WHERE (status = 'running' AND complete_by < ?1) OR status = 'compensating'
-             ORDER BY complete_by LIMIT ?2",
+             ORDER BY complete_by LIMIT ?2 + 0",
         )
         .bind(unix_millis(now))
         .bind(limit as i64)
