@@ -34,9 +34,9 @@
 //! not drop when a finished delivery expires. A delivery is in one set of each kind, both moved
 //! together when its owner or account changes. Deliveries created before the per-account sets
 //! existed are only in the per-owner one (until their owner or account changes), so a count
-//! scoped to an account misses them. The set keys are per owner, not per delivery, so on a Redis Cluster the
-//! scripts that create a delivery or change its owner span several slots (the record's and both
-//! sets').
+//! scoped to an account misses them. The set keys are per owner, not per delivery, so on a
+//! Redis Cluster the scripts that create a delivery or change its owner span several slots (the
+//! record's and both sets').
 
 use std::time::Duration;
 
