@@ -333,15 +333,16 @@ async fn notifications(
     Ok(Json(records.into_iter().map(NotificationView::from).collect()))
 }
 
-/// `GET /api/deliveries/summary?ownerId=&year=&month=`. It requires the gateway's identity
-/// like every public route, but still counts the owner's deliveries of every account: the
-/// stores keep their monthly counts per owner only (scoping them by account is not done yet).
+/// `GET /api/deliveries/summary?ownerId=&year=&month=`: how many deliveries of the owner were
+/// created that month. With an identity only the caller's account's deliveries count, so an
+/// owner id another account also uses counts nothing of theirs; with the policy off, every
+/// account's do.
 async fn summary(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliveriesSummary>, Problem> {
     let owner_id = platform::query::required(&params, "ownerId")?;
     let month = platform::query::month(&params)?;
-    Ok(Json(DeliveriesSummary { count: state.store.count(owner_id, month).await? }))
+    Ok(Json(DeliveriesSummary { count: state.store.count(caller.account(), owner_id, month).await? }))
 }

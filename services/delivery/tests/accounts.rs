@@ -1,6 +1,7 @@
 //! The delivery service's public routes with the gateway's identity required: no identity is
-//! 401, another account's delivery is 404 on every public route, and the internal routes the
-//! workflow calls keep working without an identity.
+//! 401, another account's delivery is 404 on every public route, the summary counts only the
+//! caller's account, and the internal routes the workflow calls keep working without an
+//! identity.
 
 use std::sync::Arc;
 
@@ -107,4 +108,20 @@ async fn a_caller_sees_its_own_accounts_delivery_and_not_anothers() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, notifications) = app.call(Method::GET, "/api/deliveries/d1/notifications", None, &HeaderMap::new()).await;
     assert_eq!(notifications, json!([]), "only the own account's notify-me request was stored, none sent yet");
+}
+
+#[tokio::test]
+async fn the_summary_counts_only_the_callers_accounts_deliveries() {
+    let app = spawn_app().await;
+    // Two accounts whose users both go by "shared" (the owner id is unique within an account).
+    app.create("a1", "shared", "acc-1").await;
+    app.create("a2", "shared", "acc-1").await;
+    app.create("b1", "shared", "acc-2").await;
+    let uri = "/api/deliveries/summary?ownerId=shared&year=2026&month=3";
+    for (account, count) in [("acc-1", 2), ("acc-2", 1), ("acc-3", 0)] {
+        let (status, body) = app.call(Method::GET, uri, None, &app.as_account(account)).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({ "count": count })), "{account}");
+    }
+    let (status, _) = app.call(Method::GET, uri, None, &HeaderMap::new()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

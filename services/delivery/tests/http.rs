@@ -384,6 +384,17 @@ async fn summary_counts_the_owners_deliveries_per_month() {
 }
 
 #[tokio::test]
+async fn without_the_identity_policy_the_summary_counts_every_account() {
+    let app = spawn_app().await;
+    app.create("m1", "contoso").await;
+    let mut elsewhere = delivery("m2", "contoso");
+    elsewhere["owner"]["accountId"] = json!("another-account");
+    assert_eq!(app.call(Method::PUT, "/api/deliveries/m2", Some(elsewhere)).await.0, StatusCode::CREATED);
+    let (_, body, _) = app.call(Method::GET, "/api/deliveries/summary?ownerId=contoso&year=2026&month=3", None).await;
+    assert_eq!(body, json!({ "count": 2 }), "nothing is scoped without an identity");
+}
+
+#[tokio::test]
 async fn health_routes() {
     let app = spawn_app().await;
     for uri in ["/healthz", "/healthz/live", "/healthz/ready", "/metrics"] {

@@ -168,15 +168,19 @@ async fn keys_follow_the_documented_layout_and_expire_once_finished() {
         format!("{p}:delivery:{{d1}}:confirmation"),
     );
     let monthly = format!("{p}:monthly:2026-03:u1");
+    let monthly_of_account = format!("{p}:monthly-account:2026-03:2:a1:u1");
     assert_eq!(key_type(&mut raw, &record).await, "hash");
     assert_eq!(key_type(&mut raw, &tracking).await, "list");
     assert_eq!(key_type(&mut raw, &notify_key).await, "list");
     assert_eq!(key_type(&mut raw, &monthly).await, "set");
+    assert_eq!(key_type(&mut raw, &monthly_of_account).await, "set");
     for key in [&record, &tracking, &notify_key] {
         assert_eq!(pttl(&mut raw, key).await, -1, "{key} must not expire while the delivery is live");
     }
-    let month_ttl = pttl(&mut raw, &monthly).await;
-    assert!(month_ttl > 399 * 24 * 3_600_000, "the monthly set outlives finished deliveries: {month_ttl} ms");
+    for key in [&monthly, &monthly_of_account] {
+        let month_ttl = pttl(&mut raw, key).await;
+        assert!(month_ttl > 399 * 24 * 3_600_000, "{key} outlives finished deliveries: {month_ttl} ms");
+    }
 
     store.confirm("d1", &confirmation(), at(15, 13)).await.unwrap();
     assert_eq!(key_type(&mut raw, &confirmation_key).await, "string");
@@ -217,8 +221,10 @@ async fn a_failed_delivery_expires_like_a_finished_one() {
     expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{new}}:tracking")).await;
     assert!(store.add_notify_request("new", &notify(), at(15, 13)).await.unwrap());
     expires_within_the_ttl(&mut raw, &format!("{p}:delivery:{{new}}:notify")).await;
-    let month_ttl = pttl(&mut raw, &format!("{p}:monthly:2026-03:u1")).await;
-    assert!(month_ttl > 399 * 24 * 3_600_000, "the monthly set keeps its own TTL: {month_ttl} ms");
+    for key in [format!("{p}:monthly:2026-03:u1"), format!("{p}:monthly-account:2026-03:2:a1:u1")] {
+        let month_ttl = pttl(&mut raw, &key).await;
+        assert!(month_ttl > 399 * 24 * 3_600_000, "{key} keeps its own TTL: {month_ttl} ms");
+    }
 
     // A live delivery that fails.
     store.upsert(delivery("live"), at(15, 12)).await.unwrap();
@@ -379,12 +385,14 @@ async fn the_monthly_count_outlives_an_expired_delivery() {
     assert!(store.tracking("d1").await.unwrap().is_empty());
     assert_eq!(store.cancel("d1", at(15, 14)).await.unwrap(), Changed::NotFound);
     let march = Month { year: 2026, month: 3 };
-    assert_eq!(store.count("u1", march).await.unwrap(), 2, "the count keeps the expired delivery");
+    assert_eq!(store.count(None, "u1", march).await.unwrap(), 2, "the count keeps the expired delivery");
+    assert_eq!(store.count(Some("a1"), "u1", march).await.unwrap(), 2, "so does the account's");
     assert!(store.get("d2").await.unwrap().is_some(), "a live delivery does not expire");
 
     // The id is free again; counting it twice in one month would be wrong.
     assert!(matches!(store.upsert(delivery("d1"), at(20, 12)).await.unwrap(), Upserted::Created(_)));
-    assert_eq!(store.count("u1", march).await.unwrap(), 2);
+    assert_eq!(store.count(None, "u1", march).await.unwrap(), 2);
+    assert_eq!(store.count(Some("a1"), "u1", march).await.unwrap(), 2);
     h.clean().await;
 }
 
@@ -433,7 +441,7 @@ async fn prefixes_keep_stores_apart() {
     a.upsert(delivery("d1"), at(15, 12)).await.unwrap();
     assert_eq!(b.get("d1").await.unwrap(), None);
     assert!(!b.add_notify_request("d1", &notify(), at(15, 12)).await.unwrap());
-    assert_eq!(b.count("u1", Month { year: 2026, month: 3 }).await.unwrap(), 0);
+    assert_eq!(b.count(None, "u1", Month { year: 2026, month: 3 }).await.unwrap(), 0);
     assert!(matches!(b.upsert(delivery("d1"), at(15, 12)).await.unwrap(), Upserted::Created(_)));
     h.clean().await;
 }

@@ -93,6 +93,8 @@ macro_rules! delivery_store_conformance_tests {
             notifications_are_listed_per_delivery_oldest_first,
             count_respects_owner_and_month,
             count_follows_the_current_owner,
+            count_is_per_account_when_one_is_given,
+            count_follows_the_current_account,
             ping_answers,
         );
     };
@@ -247,7 +249,7 @@ pub async fn stored_fields_round_trip(h: &dyn DeliveryStoreHarness) {
     let created = create(&*store, full.clone(), at(0)).await;
     assert_eq!(created, with_stage(full.clone(), DeliveryStage::Created));
     assert_eq!(store.get("d-ünïcode:1").await.unwrap(), Some(created));
-    assert_eq!(store.count("owner with spaces", month(2026, 3)).await.unwrap(), 1);
+    assert_eq!(store.count(None, "owner with spaces", month(2026, 3)).await.unwrap(), 1);
 }
 
 pub async fn an_unknown_delivery_is_absent(h: &dyn DeliveryStoreHarness) {
@@ -393,7 +395,7 @@ pub async fn concurrent_upserts_create_once(h: &dyn DeliveryStoreHarness) {
     let created = outcomes.iter().filter(|o| matches!(o, Upserted::Created(_))).count();
     assert_eq!(created, 1, "{outcomes:?}");
     assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Created]);
-    assert_eq!(store.count("u1", month(2026, 3)).await.unwrap(), 1);
+    assert_eq!(store.count(None, "u1", month(2026, 3)).await.unwrap(), 1);
 }
 
 pub async fn concurrent_cancels_record_one_event(h: &dyn DeliveryStoreHarness) {
@@ -630,7 +632,7 @@ pub async fn count_respects_owner_and_month(h: &dyn DeliveryStoreHarness) {
     create(&*store, delivery("mar-b", "b"), utc(2026, 3, 15, 0, 0, 0)).await;
     create(&*store, delivery("mar-next-year", "a"), utc(2027, 3, 15, 0, 0, 0)).await;
 
-    let counts = async |owner: &str, m: Month| store.count(owner, m).await.unwrap();
+    let counts = async |owner: &str, m: Month| store.count(None, owner, m).await.unwrap();
     assert_eq!(counts("a", month(2026, 2)).await, 1);
     assert_eq!(counts("a", month(2026, 3)).await, 2);
     assert_eq!(counts("a", month(2026, 4)).await, 1);
@@ -651,9 +653,66 @@ pub async fn count_follows_the_current_owner(h: &dyn DeliveryStoreHarness) {
     let store = h.open().await;
     create(&*store, delivery("d1", "a"), utc(2026, 3, 10, 0, 0, 0)).await;
     assert_eq!(store.upsert(delivery("d1", "b"), utc(2026, 4, 2, 0, 0, 0)).await.unwrap(), Upserted::Updated);
-    assert_eq!(store.count("a", month(2026, 3)).await.unwrap(), 0);
-    assert_eq!(store.count("b", month(2026, 3)).await.unwrap(), 1, "still counted in its creation month");
-    assert_eq!(store.count("b", month(2026, 4)).await.unwrap(), 0);
+    assert_eq!(store.count(None, "a", month(2026, 3)).await.unwrap(), 0);
+    assert_eq!(store.count(None, "b", month(2026, 3)).await.unwrap(), 1, "still counted in its creation month");
+    assert_eq!(store.count(None, "b", month(2026, 4)).await.unwrap(), 0);
+}
+
+/// `delivery(id, user)` owned by `user` within `account`.
+fn owned(id: &str, user: &str, account: &str) -> Delivery {
+    Delivery { owner: UserAccount { user_id: user.to_owned(), account_id: account.to_owned() }, ..delivery(id, user) }
+}
+
+pub async fn count_is_per_account_when_one_is_given(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    // Two accounts whose users both go by "shared".
+    create(&*store, owned("a1", "shared", "acc-a"), utc(2026, 3, 1, 0, 0, 0)).await;
+    create(&*store, owned("a2", "shared", "acc-a"), utc(2026, 3, 31, 23, 59, 59)).await;
+    create(&*store, owned("b1", "shared", "acc-b"), utc(2026, 3, 15, 0, 0, 0)).await;
+    create(&*store, owned("a-apr", "shared", "acc-a"), utc(2026, 4, 1, 0, 0, 0)).await;
+    create(&*store, owned("other-user", "someone", "acc-a"), utc(2026, 3, 15, 0, 0, 0)).await;
+
+    let counts = async |account: Option<&str>, user: &str, m: Month| store.count(account, user, m).await.unwrap();
+    assert_eq!(counts(Some("acc-a"), "shared", month(2026, 3)).await, 2);
+    assert_eq!(counts(Some("acc-b"), "shared", month(2026, 3)).await, 1);
+    assert_eq!(counts(None, "shared", month(2026, 3)).await, 3, "no account: every account's");
+    assert_eq!(counts(Some("acc-a"), "shared", month(2026, 4)).await, 1);
+    assert_eq!(counts(Some("acc-b"), "shared", month(2026, 4)).await, 0);
+    assert_eq!(counts(Some("acc-c"), "shared", month(2026, 3)).await, 0);
+    assert_eq!(counts(Some("ACC-A"), "shared", month(2026, 3)).await, 0, "account ids are case-sensitive");
+    assert_eq!(counts(Some("acc-a"), "someone", month(2026, 3)).await, 1, "per user within the account");
+
+    // Ids may hold the separators a backend puts between them.
+    create(&*store, owned("x1", "c", "a:b"), utc(2026, 3, 15, 0, 0, 0)).await;
+    assert_eq!(counts(Some("a:b"), "c", month(2026, 3)).await, 1);
+    assert_eq!(counts(Some("a"), "b:c", month(2026, 3)).await, 0);
+}
+
+pub async fn count_follows_the_current_account(h: &dyn DeliveryStoreHarness) {
+    let store = h.open().await;
+    let counts = async |account: Option<&str>, user: &str| store.count(account, user, month(2026, 3)).await.unwrap();
+    create(&*store, owned("d1", "shared", "acc-a"), utc(2026, 3, 10, 0, 0, 0)).await;
+    create(&*store, owned("d2", "shared", "acc-a"), utc(2026, 3, 11, 0, 0, 0)).await;
+
+    // The same user, another account.
+    let moved = store.upsert(owned("d1", "shared", "acc-b"), utc(2026, 4, 2, 0, 0, 0)).await.unwrap();
+    assert_eq!(moved, Upserted::Updated);
+    assert_eq!(counts(Some("acc-a"), "shared").await, 1);
+    assert_eq!(counts(Some("acc-b"), "shared").await, 1, "still counted in its creation month");
+    assert_eq!(counts(None, "shared").await, 2);
+    assert_eq!(store.count(Some("acc-b"), "shared", month(2026, 4)).await.unwrap(), 0);
+
+    // Another user and account at once.
+    assert_eq!(store.upsert(owned("d1", "other", "acc-c"), utc(2026, 4, 3, 0, 0, 0)).await.unwrap(), Upserted::Updated);
+    assert_eq!(counts(Some("acc-b"), "shared").await, 0);
+    assert_eq!(counts(Some("acc-c"), "other").await, 1);
+    assert_eq!(counts(None, "shared").await, 1);
+    assert_eq!(counts(None, "other").await, 1);
+
+    // Stage changes leave it where it is.
+    done(store.cancel("d1", utc(2026, 4, 4, 0, 0, 0)).await.unwrap());
+    assert_eq!(counts(Some("acc-c"), "other").await, 1);
+    assert_eq!(counts(Some("acc-a"), "shared").await, 1);
 }
 
 pub async fn ping_answers(h: &dyn DeliveryStoreHarness) {
@@ -684,7 +743,7 @@ pub async fn close_creates_a_missing_delivery_in_the_closing_stage(h: &dyn Deliv
         reasons(&*store, "cancelled").await,
         [(DeliveryStage::Cancelled, Some("cancelled before it was scheduled".to_owned()))]
     );
-    assert_eq!(store.count("u1", month(2026, 3)).await.unwrap(), 2, "counted like any delivery created then");
+    assert_eq!(store.count(None, "u1", month(2026, 3)).await.unwrap(), 2, "counted like any delivery created then");
 }
 
 pub async fn close_fails_a_live_delivery_keeping_its_fields(h: &dyn DeliveryStoreHarness) {
@@ -824,7 +883,7 @@ pub async fn concurrent_closes_of_a_missing_delivery_create_once(h: &dyn Deliver
         assert_eq!(delivery.stage, Some(DeliveryStage::Failed));
     }
     assert_eq!(stages(&*store, "d1").await, [DeliveryStage::Failed]);
-    assert_eq!(store.count("u1", month(2026, 3)).await.unwrap(), 1);
+    assert_eq!(store.count(None, "u1", month(2026, 3)).await.unwrap(), 1);
 }
 
 pub async fn racing_close_and_confirm_leave_one_final_stage(h: &dyn DeliveryStoreHarness) {

@@ -208,8 +208,11 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The outbox records of the delivery's notifications, oldest first.
     async fn notifications(&self, delivery_id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
-    /// Deliveries of `owner_user_id` created in `month`.
-    async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError>;
+    /// Deliveries of `owner_user_id` created in `month`: of every account when `account_id` is
+    /// `None` (no identity policy, nothing scoped), otherwise only those whose current
+    /// `owner.account_id` is that account. A delivery whose owner changes is counted under its
+    /// new owner and account, still in the month it was created.
+    async fn count(&self, account_id: Option<&str>, owner_user_id: &str, month: Month) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

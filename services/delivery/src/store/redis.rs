@@ -12,7 +12,8 @@
 //! | `PREFIX:delivery:{ID}:flight` | hash | `body` (the drone's flight JSON), `departed_at` and `observed_at` (Unix ms) |
 //! | `PREFIX:delivery:{ID}:notifications` | list | the ids of its outbox records, oldest first |
 //! | `PREFIX:delivery:{ID}:notification:NID` | hash | one outbox record: `body` (the notification's JSON), `status`, `attempts`, `last_error`, `created_at`, `updated_at`, `sent_at` (Unix ms) |
-//! | `PREFIX:monthly:YYYY-MM:OWNER` | set | ids of the owner's deliveries created that month |
+//! | `PREFIX:monthly:YYYY-MM:OWNER` | set | ids of the deliveries of user `OWNER` created that month, whatever their account |
+//! | `PREFIX:monthly-account:YYYY-MM:LEN:ACCOUNT:OWNER` | set | ids of the deliveries of user `OWNER` of account `ACCOUNT` created that month (`LEN`: the length of `ACCOUNT` in bytes) |
 //!
 //! Every write is a Lua script, so it is atomic however many processes share the server. Stage
 //! changes read the record, ask the stage rules in [`crate::domain`], then commit with a script
@@ -30,8 +31,12 @@
 //! so their keys take the record's remaining time to live when they are created and expire with
 //! it (after the completed TTL when the record has none: a delivery reopened meanwhile keeps its
 //! record, and the notifications about its earlier end still go). The monthly sets outlive them (400 days) so the monthly count does
-//! not drop when a finished delivery expires. The set key is per owner, not per delivery, so on a
-//! Redis Cluster the scripts that create a delivery or change its owner span two slots.
+//! not drop when a finished delivery expires. A delivery is in one set of each kind, both moved
+//! together when its owner or account changes. Deliveries created before the per-account sets
+//! existed are only in the per-owner one (until their owner or account changes), so a count
+//! scoped to an account misses them. The set keys are per owner, not per delivery, so on a
+//! Redis Cluster the scripts that create a delivery or change its owner span several slots (the
+//! record's and both sets').
 
 use std::time::Duration;
 
@@ -41,7 +46,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use contracts::delivery::{Confirmation, Delivery, DeliveryTrackingEvent, NotifyMeRequest, RescheduledDelivery};
 use contracts::events::{DronePosition, Flight};
-use contracts::{DeliveryStage, Location};
+use contracts::{DeliveryStage, Location, UserAccount};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
 use serde::{Deserialize, Serialize};
@@ -65,6 +70,7 @@ const DEFAULT_PREFIX: &str = "fabrikam";
 /// Creates the delivery unless its record exists. Leftovers of an expired earlier delivery with
 /// the same id (a list that outlived its record by a few ms) must not leak into the new one.
 /// ARGV[7] is the completed TTL when the delivery starts in a final stage (a closure), else 0.
+/// The id goes in both monthly sets, per owner KEYS[5] and per account KEYS[7].
 /// The flight (KEYS[6]) is not a leftover: it may have been recorded just before; it now
 /// expires with the record, or not at all.
 const CREATE: &str = r"
@@ -72,8 +78,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'body', ARGV[1], 'stage', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[3], 'version', 1)
 redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('SADD', KEYS[5], ARGV[5])
-redis.call('PEXPIRE', KEYS[5], ARGV[6])
+for _, i in ipairs({5, 7}) do
+  redis.call('SADD', KEYS[i], ARGV[5])
+  redis.call('PEXPIRE', KEYS[i], ARGV[6])
+end
 if ARGV[7] ~= '0' then
   for _, i in ipairs({1, 2, 6}) do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 else
@@ -84,7 +92,9 @@ return 1
 
 /// Applies a change computed from the record at `version` ARGV[1], or returns 0 when the record
 /// changed (or vanished) since it was read. Every write to the tracking list goes through here
-/// or CREATE, so the version also vouches for a tracking list read after the record.
+/// or CREATE, so the version also vouches for a tracking list read after the record. The id
+/// moves from the monthly sets of the owner read (KEYS[5] per owner, KEYS[8] per account) to
+/// those of the owner written (KEYS[6], KEYS[9]) when they differ.
 const COMMIT: &str = r"
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'body', ARGV[2], 'updated_at', ARGV[4])
@@ -92,10 +102,12 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'stage', ARGV[3]) end
 if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('SET', KEYS[3], ARGV[6]) end
-if KEYS[5] ~= KEYS[6] then
-  redis.call('SREM', KEYS[5], ARGV[8])
-  redis.call('SADD', KEYS[6], ARGV[8])
-  redis.call('PEXPIRE', KEYS[6], ARGV[9])
+for _, i in ipairs({5, 8}) do
+  if KEYS[i] ~= KEYS[i + 1] then
+    redis.call('SREM', KEYS[i], ARGV[8])
+    redis.call('SADD', KEYS[i + 1], ARGV[8])
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[9])
+  end
 end
 if ARGV[7] == '-1' then
   for _, i in ipairs({1, 2, 3, 4, 7}) do redis.call('PERSIST', KEYS[i]) end
@@ -269,6 +281,7 @@ impl RedisDeliveryStore {
             .key(self.keys.notify(id))
             .key(self.keys.month(&delivery.owner.user_id, now))
             .key(self.keys.flight(id))
+            .key(self.keys.account_month(&delivery.owner, now))
             .arg(to_json(&without_stage(delivery))?)
             .arg(stage.as_str())
             .arg(unix_millis(now))
@@ -303,6 +316,8 @@ impl RedisDeliveryStore {
             .key(self.keys.month(&stored.delivery.owner.user_id, stored.created_at))
             .key(self.keys.month(&body.owner.user_id, stored.created_at))
             .key(self.keys.flight(id))
+            .key(self.keys.account_month(&stored.delivery.owner, stored.created_at))
+            .key(self.keys.account_month(&body.owner, stored.created_at))
             .arg(&stored.version)
             .arg(to_json(&without_stage(body))?)
             .arg(stage)
@@ -448,12 +463,29 @@ impl Keys {
 
     /// The month comes first: it has a fixed width, so any owner id reads back unambiguously.
     fn month(&self, owner: &str, created_at: DateTime<Utc>) -> String {
-        self.month_of(owner, Month { year: created_at.year(), month: created_at.month() })
+        self.month_of(owner, month_of(created_at))
     }
 
     fn month_of(&self, owner: &str, month: Month) -> String {
         format!("{}:monthly:{:04}-{:02}:{owner}", self.prefix, month.year, month.month)
     }
+
+    fn account_month(&self, owner: &UserAccount, created_at: DateTime<Utc>) -> String {
+        self.account_month_of(&owner.account_id, &owner.user_id, month_of(created_at))
+    }
+
+    /// Like [`Keys::month_of`], with the account's length before it: ids may contain `:`, and
+    /// without the length account `a:b` of owner `c` would share a key with account `a` of
+    /// owner `b:c`.
+    fn account_month_of(&self, account: &str, owner: &str, month: Month) -> String {
+        let (year, month) = (month.year, month.month);
+        format!("{}:monthly-account:{year:04}-{month:02}:{}:{account}:{owner}", self.prefix, account.len())
+    }
+}
+
+/// The month (UTC) of `at`.
+fn month_of(at: DateTime<Utc>) -> Month {
+    Month { year: at.year(), month: at.month() }
 }
 
 /// Splits the `prefix` parameter off `url`, leaving a URL for the redis crate.
@@ -852,11 +884,12 @@ impl DeliveryStore for RedisDeliveryStore {
         Ok(records?.into_iter().flatten().collect())
     }
 
-    async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
-        let count: u64 = ::redis::cmd("SCARD")
-            .arg(self.keys.month_of(owner_user_id, month))
-            .query_async(&mut self.conn.clone())
-            .await?;
+    async fn count(&self, account_id: Option<&str>, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
+        let key = match account_id {
+            None => self.keys.month_of(owner_user_id, month),
+            Some(account_id) => self.keys.account_month_of(account_id, owner_user_id, month),
+        };
+        let count: u64 = ::redis::cmd("SCARD").arg(key).query_async(&mut self.conn.clone()).await?;
         Ok(count)
     }
 
@@ -899,5 +932,14 @@ mod tests {
         );
         let at = chrono::DateTime::parse_from_rfc3339("2026-03-31T23:59:59Z").unwrap().to_utc();
         assert_eq!(keys.month("u:1", at), "p:monthly:2026-03:u:1");
+        let owner =
+            |user: &str, account: &str| UserAccount { user_id: user.to_owned(), account_id: account.to_owned() };
+        assert_eq!(keys.account_month(&owner("u:1", "acc-7"), at), "p:monthly-account:2026-03:5:acc-7:u:1");
+        assert_ne!(
+            keys.account_month(&owner("c", "a:b"), at),
+            keys.account_month(&owner("b:c", "a"), at),
+            "the length keeps ids with ':' apart"
+        );
+        assert_eq!(keys.account_month(&owner("ü", "ä"), at), "p:monthly-account:2026-03:2:ä:ü", "bytes, not chars");
     }
 }

@@ -74,11 +74,12 @@ async fn insert(
 ) -> Result<bool, StoreError> {
     let body = to_json(&Delivery { stage: None, ..delivery.clone() })?;
     let inserted = sqlx::query(
-        "INSERT INTO deliveries (id, owner_user_id, body, stage, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO deliveries (id, owner_user_id, owner_account_id, body, stage, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&delivery.id)
     .bind(&delivery.owner.user_id)
+    .bind(&delivery.owner.account_id)
     .bind(&body)
     .bind(stage.as_str())
     .bind(unix_millis(now))
@@ -203,10 +204,13 @@ impl DeliveryStore for SqliteDeliveryStore {
             // A failed delivery put again (the workflow runs its replayed request) is reopened.
             let reopen = stage.as_deref() == Some(DeliveryStage::Failed.as_str());
             let stage = if reopen { DeliveryStage::Created.as_str().to_owned() } else { stage.unwrap_or_default() };
+            // The PUT may name another owner: the counting columns follow the body.
             sqlx::query(
-                "UPDATE deliveries SET owner_user_id = ?1, body = ?2, updated_at = ?3, stage = ?5 WHERE id = ?4",
+                "UPDATE deliveries SET owner_user_id = ?1, owner_account_id = ?2, body = ?3, updated_at = ?4, stage = ?6
+                 WHERE id = ?5",
             )
             .bind(&delivery.owner.user_id)
+            .bind(&delivery.owner.account_id)
             .bind(&body)
             .bind(unix_millis(now))
             .bind(&delivery.id)
@@ -475,21 +479,87 @@ impl DeliveryStore for SqliteDeliveryStore {
         rows.iter().map(notification_record).collect()
     }
 
-    async fn count(&self, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
+    async fn count(&self, account_id: Option<&str>, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
         let (start, end) = month.range();
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE owner_user_id = ?1 AND created_at >= ?2 AND created_at < ?3",
-        )
-        .bind(owner_user_id)
-        .bind(unix_millis(start))
-        .bind(unix_millis(end))
-        .fetch_one(&self.pool)
-        .await?;
+        let in_month =
+            |sql| sqlx::query_scalar::<_, i64>(sql).bind(owner_user_id).bind(unix_millis(start)).bind(unix_millis(end));
+        // Two statements rather than `(?4 IS NULL OR owner_account_id = ?4)`: each then matches
+        // its index exactly (deliveries_owner_created, deliveries_owner_account_created).
+        let query = match account_id {
+            None => in_month(
+                "SELECT COUNT(*) FROM deliveries WHERE owner_user_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+            ),
+            Some(account_id) => in_month(
+                "SELECT COUNT(*) FROM deliveries
+                 WHERE owner_user_id = ?1 AND owner_account_id = ?4 AND created_at >= ?2 AND created_at < ?3",
+            )
+            .bind(account_id),
+        };
+        let count = query.fetch_one(&self.pool).await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use contracts::{ConfirmationType, UserAccount};
+
+    use super::*;
+
+    fn owned(id: &str, user: &str, account: &str) -> Delivery {
+        Delivery {
+            id: id.to_owned(),
+            owner: UserAccount { user_id: user.to_owned(), account_id: account.to_owned() },
+            pickup: Location::new(47.60, -122.33, 0.0),
+            dropoff: Location::new(47.62, -122.35, 10.0),
+            deadline: String::new(),
+            expedited: false,
+            confirmation_required: ConfirmationType::None,
+            drone_id: "drone-0007".to_owned(),
+            stage: None,
+            pickup_time: None,
+            package_id: None,
+        }
+    }
+
+    /// A database as the releases before the account column left it: migrated up to 0005, its
+    /// rows written without the column.
+    async fn database_before_the_account_column(path: &Path, rows: &[Delivery], created_at: DateTime<Utc>) {
+        let pool = open_pool(path, Durability::Normal, 1).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite").run_to(5, &pool).await.unwrap();
+        for delivery in rows {
+            sqlx::query(
+                "INSERT INTO deliveries (id, owner_user_id, body, stage, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'Created', ?4, ?4)",
+            )
+            .bind(&delivery.id)
+            .bind(&delivery.owner.user_id)
+            .bind(to_json(delivery).unwrap())
+            .bind(unix_millis(created_at))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn deliveries_stored_before_the_account_column_count_under_their_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("delivery.db");
+        let rows = [owned("d1", "shared", "acc-a"), owned("d2", "shared", "acc-a"), owned("d3", "shared", "acc-b")];
+        database_before_the_account_column(&path, &rows, Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap()).await;
+
+        let store = SqliteDeliveryStore::open(&path).await.unwrap();
+        let march = Month { year: 2026, month: 3 };
+        assert_eq!(store.count(Some("acc-a"), "shared", march).await.unwrap(), 2);
+        assert_eq!(store.count(Some("acc-b"), "shared", march).await.unwrap(), 1);
+        assert_eq!(store.count(None, "shared", march).await.unwrap(), 3);
     }
 }
