@@ -99,7 +99,7 @@ pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> R
 }
 
 async fn open_loop(shared: &Arc<Shared>, rate: f64, duration: Duration, max_in_flight: usize) -> (u64, u64) {
-    let total = pacing::due(duration, rate);
+    let total = pacing::in_run(duration, rate);
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
     let (mut sent, mut dropped) = (0u64, 0u64);
