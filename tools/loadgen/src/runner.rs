@@ -11,6 +11,9 @@ use crate::pacing;
 use crate::stats::{Percentiles, Stats};
 use crate::workload::{Operation, Workload};
 
+/// Where delivery requests are posted, after the base URL.
+pub const CREATE_PATH: &str = "/api/deliveryrequests";
+
 /// How load is applied.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -150,7 +153,7 @@ async fn closed_loop(shared: &Arc<Shared>, connections: usize, duration: Duratio
 async fn send(shared: &Arc<Shared>, index: u64, intended: Instant) {
     let operation = shared.workload.next(index);
     let request = match &operation {
-        Operation::Create(body) => shared.client.post(format!("{}/api/deliveryrequests", shared.base)).json(body),
+        Operation::Create(body) => shared.client.post(format!("{}{CREATE_PATH}", shared.base)).json(body),
         Operation::Reschedule { delivery_id, body } => {
             shared.client.patch(format!("{}/api/deliveryrequests/{delivery_id}", shared.base)).json(body)
         }
