@@ -4,13 +4,6 @@
 
 use std::time::Duration;
 
-/// How many requests are due `elapsed` after the start at `rate` per second. Request `i` is due
-/// at `i / rate`, so one is due at the start and request `i` as soon as its slot begins (not a
-/// slot later, which would add `1 / rate` to every latency measured from the due time).
-pub fn due(elapsed: Duration, rate: f64) -> u64 {
-    (elapsed.as_secs_f64() * rate).floor() as u64 + 1
-}
-
 /// How many requests a run of `duration` at `rate` per second sends: those due before it ends.
 pub fn in_run(duration: Duration, rate: f64) -> u64 {
     (duration.as_secs_f64() * rate).ceil() as u64
@@ -27,16 +20,12 @@ mod tests {
 
     #[test]
     fn requests_are_spread_evenly() {
-        assert_eq!(due(Duration::ZERO, 1000.0), 1, "the first request is due at the start");
-        assert_eq!(due(Duration::from_micros(999), 1000.0), 1);
-        assert_eq!(due(Duration::from_millis(999), 1000.0), 1000);
-        assert_eq!(due(Duration::from_millis(250), 10.0), 3);
+        assert_eq!(due_at(0, 1000.0), Duration::ZERO, "the first request is due at the start");
         assert_eq!(due_at(1500, 1000.0), Duration::from_millis(1500));
-        for i in 0..100 {
-            let slot = due_at(i, 333.0);
-            // Due once its slot has begun (a hair later for rounding), never a slot late.
-            assert!(due(slot + Duration::from_nanos(10), 333.0) > i, "{i}");
-            assert!(due(slot, 333.0) <= i + 1, "{i}");
+        assert_eq!(due_at(3, 10.0), Duration::from_millis(300));
+        for i in 1..100 {
+            let gap = due_at(i, 333.0) - due_at(i - 1, 333.0);
+            assert!(gap.abs_diff(Duration::from_secs_f64(1.0 / 333.0)) < Duration::from_nanos(2), "{i}: {gap:?}");
         }
     }
 

@@ -134,8 +134,8 @@ impl OverheadReport {
         );
         let _ = writeln!(
             out,
-            "Every latency includes the load generator's own pacing lag (requests leave on a 1 ms tick), the same on \
-             each path: the added µs are the gateway's cost, the ratios understate it."
+            "Every latency also holds the load generator's own delay in starting each request, the same on each \
+             path: the added µs are the gateway's cost, the ratios understate it."
         );
         for leg in [&self.direct, &self.gateway_no_auth, &self.gateway_jwt].into_iter().filter(|l| l.errors > 0) {
             let _ = writeln!(
