@@ -70,11 +70,13 @@ struct Running {
     bearer: Option<String>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port free right now on the loopback address, for a child process to bind.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn wait_ready(url: &str, within: Duration) -> anyhow::Result<Duration> {
+/// Polls `url` until it answers 2xx; how long that took.
+pub(crate) async fn wait_ready(url: &str, within: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let client = reqwest::Client::new();
     while started.elapsed() < within {
@@ -105,7 +107,7 @@ async fn start_baseline() -> anyhow::Result<Running> {
 
 /// The gateway's rate limits off: the benchmark is one client on one address sending far more
 /// than a tenant would be allowed to.
-const NO_RATE_LIMITS: [&str; 4] = ["--rate-limit-per-credential", "0", "--rate-limit-per-ip", "0"];
+pub(crate) const NO_RATE_LIMITS: [&str; 4] = ["--rate-limit-per-credential", "0", "--rate-limit-per-ip", "0"];
 
 async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Result<Running> {
     let port = free_port()?;
@@ -282,7 +284,12 @@ async fn first_api_key(system: &Path, account_db: &str, gateway: &str) -> anyhow
 }
 
 async fn stop(mut running: Running) {
-    for child in &running.children {
+    terminate(&mut running.children).await;
+}
+
+/// Asks our children to shut down (SIGTERM), waits up to 30 s for each, then kills what is left.
+pub(crate) async fn terminate(children: &mut [Child]) {
+    for child in children.iter() {
         if let Some(pid) = child.id() {
             // SAFETY: sending SIGTERM to our own child.
             unsafe {
@@ -290,7 +297,7 @@ async fn stop(mut running: Running) {
             }
         }
     }
-    for child in &mut running.children {
+    for child in children.iter_mut() {
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
         let _ = child.kill().await;
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use loadgen::runner::{Mode, RunOptions};
 use loadgen::workload::Mix;
-use loadgen::{Observe, bench};
+use loadgen::{Observe, bench, overhead};
 
 /// Load generator and benchmark harness for Fabrikam Drone Delivery.
 #[derive(Debug, Parser)]
@@ -26,6 +26,9 @@ enum Command {
     },
     /// Build nothing, start everything: baseline, the system, the standard scenarios; write BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// What the gateway adds per request: the bare server directly, then through a gateway
+    /// started here, without and with authentication (a JWT), at the same open-loop rate.
+    Overhead(overhead::OverheadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BaselineServer { listen } => loadgen::baseline::run(listen).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Overhead(args) => overhead::run(args).await,
         Command::Run(args) => {
             let mode = match (args.rate, args.connections) {
                 (Some(rate), _) if rate > 0.0 => Mode::Open { rate },

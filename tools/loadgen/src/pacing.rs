@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-/// How many requests are due `elapsed` after the start at `rate` per second.
-pub fn due(elapsed: Duration, rate: f64) -> u64 {
-    (elapsed.as_secs_f64() * rate).floor() as u64
+/// How many requests a run of `duration` at `rate` per second sends: those due before it ends.
+pub fn in_run(duration: Duration, rate: f64) -> u64 {
+    (duration.as_secs_f64() * rate).ceil() as u64
 }
 
 /// When request `index` is due, relative to the start.
@@ -20,13 +20,19 @@ mod tests {
 
     #[test]
     fn requests_are_spread_evenly() {
-        assert_eq!(due(Duration::from_millis(999), 1000.0), 999);
-        assert_eq!(due(Duration::from_secs(2), 1000.0), 2000);
-        assert_eq!(due(Duration::from_millis(250), 10.0), 2);
+        assert_eq!(due_at(0, 1000.0), Duration::ZERO, "the first request is due at the start");
         assert_eq!(due_at(1500, 1000.0), Duration::from_millis(1500));
-        for i in 0..100 {
-            // A request is never due before its slot.
-            assert!(due(due_at(i, 333.0), 333.0) <= i + 1);
+        assert_eq!(due_at(3, 10.0), Duration::from_millis(300));
+        for i in 1..100 {
+            let gap = due_at(i, 333.0) - due_at(i - 1, 333.0);
+            assert!(gap.abs_diff(Duration::from_secs_f64(1.0 / 333.0)) < Duration::from_nanos(2), "{i}: {gap:?}");
         }
+    }
+
+    #[test]
+    fn a_run_sends_the_requests_due_before_it_ends() {
+        assert_eq!(in_run(Duration::from_secs(10), 2000.0), 20_000);
+        assert_eq!(in_run(Duration::from_millis(2500), 1.0), 3);
+        assert_eq!(in_run(Duration::ZERO, 1000.0), 0);
     }
 }

@@ -11,6 +11,9 @@ use crate::pacing;
 use crate::stats::{Percentiles, Stats};
 use crate::workload::{Operation, Workload};
 
+/// Where delivery requests are posted, after the base URL.
+pub const CREATE_PATH: &str = "/api/deliveryrequests";
+
 /// How load is applied.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -98,34 +101,55 @@ pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> R
     RunResult { stats, elapsed, sent, dropped }
 }
 
+/// Open loop. A thread paces the requests, sleeping until each one is due: tokio's timer has a
+/// 1 ms grain, which would add up to a millisecond of the generator's own lag to every latency
+/// measured from the due time, while a thread's sleep is accurate to tens of microseconds.
 async fn open_loop(shared: &Arc<Shared>, rate: f64, duration: Duration, max_in_flight: usize) -> (u64, u64) {
-    let total = pacing::due(duration, rate);
-    let start = tokio::time::Instant::now();
-    let mut tasks = JoinSet::new();
-    let (mut sent, mut dropped) = (0u64, 0u64);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while sent + dropped < total {
-        tick.tick().await;
-        let due = pacing::due(start.elapsed(), rate).min(total);
-        while sent + dropped < due {
-            let index = sent + dropped;
-            let intended = start + pacing::due_at(index, rate);
-            if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
-                dropped += 1;
-                continue;
-            }
-            shared.in_flight.fetch_add(1, Ordering::Relaxed);
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                send(&shared, index, intended.into_std()).await;
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            });
-            sent += 1;
-        }
-        while tasks.try_join_next().is_some() {}
-    }
+    let tasks = Arc::new(Mutex::new(JoinSet::new()));
+    let pacer = {
+        let (shared, tasks, runtime) = (shared.clone(), tasks.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || pace(&shared, &tasks, &runtime, rate, duration, max_in_flight))
+    };
+    let counts = pacer.await.expect("the pacer does not panic");
+    let mut tasks = std::mem::take(&mut *tasks.lock().expect("tasks lock"));
     while tasks.join_next().await.is_some() {}
+    counts
+}
+
+/// Starts each request of the run at its due time (at once when already late, so a stall is
+/// counted, not hidden); returns how many were sent and how many dropped as too many outstanding.
+fn pace(
+    shared: &Arc<Shared>,
+    tasks: &Mutex<JoinSet<()>>,
+    runtime: &tokio::runtime::Handle,
+    rate: f64,
+    duration: Duration,
+    max_in_flight: usize,
+) -> (u64, u64) {
+    let start = Instant::now();
+    let (mut sent, mut dropped) = (0u64, 0u64);
+    for index in 0..pacing::in_run(duration, rate) {
+        let intended = start + pacing::due_at(index, rate);
+        if let Some(early) = intended.checked_duration_since(Instant::now()) {
+            std::thread::sleep(early);
+        }
+        if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            dropped += 1;
+            continue;
+        }
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let mut tasks = tasks.lock().expect("tasks lock");
+        tasks.spawn_on(
+            async move {
+                send(&shared, index, intended).await;
+                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            },
+            runtime,
+        );
+        while tasks.try_join_next().is_some() {}
+        sent += 1;
+    }
     (sent, dropped)
 }
 
@@ -150,7 +174,7 @@ async fn closed_loop(shared: &Arc<Shared>, connections: usize, duration: Duratio
 async fn send(shared: &Arc<Shared>, index: u64, intended: Instant) {
     let operation = shared.workload.next(index);
     let request = match &operation {
-        Operation::Create(body) => shared.client.post(format!("{}/api/deliveryrequests", shared.base)).json(body),
+        Operation::Create(body) => shared.client.post(format!("{}{CREATE_PATH}", shared.base)).json(body),
         Operation::Reschedule { delivery_id, body } => {
             shared.client.patch(format!("{}/api/deliveryrequests/{delivery_id}", shared.base)).json(body)
         }
@@ -237,5 +261,34 @@ async fn report_progress(shared: Arc<Shared>, started: Instant) {
             p.p99_ms
         );
         last_ok = ok;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Mix;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_loop_sends_every_request_of_the_run_on_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(crate::baseline::serve(listener));
+        let options = RunOptions {
+            base,
+            mode: Mode::Open { rate: 500.0 },
+            duration: Duration::from_millis(500),
+            sample_every: 0,
+            max_in_flight: 1000,
+            progress: false,
+            bearer: None,
+        };
+        let creates = Workload::new(Mix { reschedule: 0.0, cancel: 0.0, owners: 3 }, 1);
+        let result = run(&options, creates, Duration::ZERO).await;
+        server.abort();
+        assert_eq!((result.sent, result.dropped), (250, 0));
+        assert_eq!(result.stats.ok(), 250, "{:?}", result.stats.by_status);
+        // The last request is due 498 ms after the start: the run is paced, not a burst.
+        assert!(result.elapsed >= Duration::from_millis(498), "{:?}", result.elapsed);
     }
 }
