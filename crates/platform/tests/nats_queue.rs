@@ -51,6 +51,7 @@ mod conformance {
         dead_letter_keeps_the_error,
         duplicate_message_ids_are_stored_once,
         unacked_message_is_redelivered_after_a_crash,
+        a_message_whose_last_lease_expires_is_dead_lettered,
         messages_survive_reopening,
         competing_consumers_each_get_a_message_once,
         settling_after_the_lease_expired_is_refused,
