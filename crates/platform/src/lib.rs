@@ -27,3 +27,5 @@ pub mod testing;
 pub mod ttl_cache;
 
 pub use problem::Problem;
+
+pub mod allocator;
