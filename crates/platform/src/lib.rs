@@ -27,5 +27,3 @@ pub mod testing;
 pub mod ttl_cache;
 
 pub use problem::Problem;
-
-pub mod allocator;
