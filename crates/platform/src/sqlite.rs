@@ -1,5 +1,5 @@
 //! Opening embedded SQLite databases the same way everywhere: WAL, a busy timeout, foreign
-//! keys on, a memory map, and the parent directory created.
+//! keys on, and the parent directory created.
 //!
 //! One rule for the SQL itself: bind a limit as `LIMIT ?N + 0`, never a bare `LIMIT ?N`. SQLite
 //! plans with the value of a bare bound limit, so it re-prepares the statement each time it runs
@@ -11,14 +11,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-
-/// How much of a database file each connection reads through a memory map instead of `pread`
-/// into its own page cache. Several connections share a file (a queue's writer, its readers,
-/// a stream's writer), and in WAL mode each one drops its page cache whenever another commits,
-/// so without the map every transaction re-reads and copies the pages it touches with `pread`
-/// (a third of the bus writer threads' time in a profile at 300 deliveries/s). Mapped pages are
-/// the kernel's page cache, shared, not a copy per connection.
-const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
 /// How hard a commit works to survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +35,7 @@ pub fn connect_options(path: &Path, durability: Durability) -> Result<SqliteConn
             Durability::Normal => SqliteSynchronous::Normal,
         })
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true)
-        .pragma("mmap_size", MMAP_BYTES.to_string());
+        .foreign_keys(true);
     Ok(options)
 }
 
@@ -66,7 +57,6 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Conn
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     Ok(conn)
 }
 
