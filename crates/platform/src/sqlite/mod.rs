@@ -7,8 +7,12 @@
 //! profile at 300 deliveries/s). The expression keeps the one plan, which the indexes decide
 //! anyway.
 
+mod writer;
+
 use std::path::Path;
 use std::time::Duration;
+
+pub use writer::{GroupWriter, WriteError};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
