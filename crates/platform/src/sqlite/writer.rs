@@ -217,7 +217,8 @@ mod tests {
                     .await
             })
         });
-        let answers: Vec<i64> = futures::future::join_all(writes).await.into_iter().map(|a| a.unwrap().unwrap()).collect();
+        let answers: Vec<i64> =
+            futures::future::join_all(writes).await.into_iter().map(|a| a.unwrap().unwrap()).collect();
         assert_eq!(answers, (0..200).map(|i| i * 2).collect::<Vec<_>>());
         assert_eq!(count(&writer).await, 200);
     }

@@ -3,22 +3,26 @@ use std::path::Path;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::clock::unix_millis;
-use platform::sqlite::{Durability, open_pool};
+use platform::sqlite::{Durability, GroupWriter, open_pool};
+use rusqlite::params;
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
 use super::{IngestionStore, SavedResponse, StoreError};
 
-/// Ingestion's records in an embedded SQLite file.
+/// Ingestion's records in an embedded SQLite file: writes go through one group-committing
+/// writer thread (every accepted request writes the ledger), reads through a small pool.
 pub struct SqliteIngestionStore {
     pool: SqlitePool,
+    writer: GroupWriter,
 }
 
 impl SqliteIngestionStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = GroupWriter::open(path, Durability::Normal, "ingestion").await?;
+        Ok(Self { pool, writer })
     }
 }
 
@@ -31,23 +35,26 @@ impl IngestionStore for SqliteIngestionStore {
         account_id: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO accepted_deliveries (delivery_id, owner_id, account_id, accepted_at)
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(delivery_id)
-        .bind(owner_id)
-        .bind(account_id)
-        .bind(unix_millis(at))
-        .execute(&self.pool)
-        .await?;
+        let (delivery_id, owner_id, account_id) =
+            (delivery_id.to_owned(), owner_id.to_owned(), account_id.map(str::to_owned));
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO accepted_deliveries (delivery_id, owner_id, account_id, accepted_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![delivery_id, owner_id, account_id, unix_millis(at)])
+            })
+            .await?;
         Ok(())
     }
 
     async fn forget_accepted(&self, delivery_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM accepted_deliveries WHERE delivery_id = ?1")
-            .bind(delivery_id)
-            .execute(&self.pool)
+        let delivery_id = delivery_id.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM accepted_deliveries WHERE delivery_id = ?1")?.execute([delivery_id])
+            })
             .await?;
         Ok(())
     }
@@ -91,36 +98,48 @@ impl IngestionStore for SqliteIngestionStore {
         expired_before: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         // An expired row for the same key is replaced; a live one is kept (first response wins).
-        sqlx::query(
-            "INSERT INTO idempotency_keys (scope, key, request_hash, status, location, body, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
-                 status = excluded.status, location = excluded.location, body = excluded.body,
-                 created_at = excluded.created_at
-             WHERE idempotency_keys.created_at < ?8",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(&response.request_hash)
-        .bind(i64::from(response.status))
-        .bind(&response.location)
-        .bind(&response.body)
-        .bind(unix_millis(at))
-        .bind(unix_millis(expired_before))
-        .execute(&self.pool)
-        .await?;
+        let (scope, key, response) = (scope.to_owned(), key.to_owned(), response.clone());
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, status, location, body, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash,
+                         status = excluded.status, location = excluded.location, body = excluded.body,
+                         created_at = excluded.created_at
+                     WHERE idempotency_keys.created_at < ?8",
+                )?
+                .execute(params![
+                    scope,
+                    key,
+                    response.request_hash,
+                    i64::from(response.status),
+                    response.location,
+                    response.body,
+                    unix_millis(at),
+                    unix_millis(expired_before),
+                ])
+            })
+            .await?;
         Ok(())
     }
 
     async fn purge_responses(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
-            .bind(unix_millis(before))
-            .execute(&self.pool)
+        let before = unix_millis(before);
+        let purged = self
+            .writer
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([before])
+            })
             .await?;
-        Ok(result.rows_affected())
+        Ok(u64::try_from(purged).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if !self.writer.is_running() {
+            return Err(platform::sqlite::WriteError::Stopped.into());
+        }
+        Ok(())
     }
 }
