@@ -2,14 +2,17 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use contracts::events::FinishedDelivery;
-use platform::sqlite::{Durability, open_pool};
+use platform::sqlite::{Durability, GroupWriter, open_pool};
+use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 
 use super::{Bounds, HistoryQuery, HistoryStore, Page, Recorded, StoreError, decode, encode, page, recorded};
 
-/// Finished deliveries in an embedded SQLite file.
+/// Finished deliveries in an embedded SQLite file. Writes go through one group-committing
+/// writer thread, reads through a small pool.
 pub struct SqliteHistoryStore {
     pool: SqlitePool,
+    writer: GroupWriter,
 }
 
 impl SqliteHistoryStore {
@@ -17,7 +20,8 @@ impl SqliteHistoryStore {
         // A finish lost in a power cut comes back: the stream redelivers what was not acked.
         let pool = open_pool(path, Durability::Normal, 4).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let writer = GroupWriter::open(path, Durability::Normal, "deliveryhistory").await?;
+        Ok(Self { pool, writer })
     }
 }
 
@@ -26,23 +30,26 @@ impl HistoryStore for SqliteHistoryStore {
     async fn record(&self, finished: &FinishedDelivery) -> Result<Recorded, StoreError> {
         let row = encode(finished)?;
         // One statement: the winner rule is the upsert's condition, so no read-then-write race.
-        let revision: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO finished_deliveries (delivery_id, owner_id, stage_rank, finished_at, document, revision)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)
-             ON CONFLICT (delivery_id) DO UPDATE SET owner_id = excluded.owner_id,
-                 stage_rank = excluded.stage_rank, finished_at = excluded.finished_at,
-                 document = excluded.document, revision = finished_deliveries.revision + 1
-             WHERE (excluded.finished_at, excluded.stage_rank, excluded.document)
-                 > (finished_deliveries.finished_at, finished_deliveries.stage_rank, finished_deliveries.document)
-             RETURNING revision",
-        )
-        .bind(&row.delivery_id)
-        .bind(&row.owner_id)
-        .bind(row.stage_rank)
-        .bind(row.finished_at)
-        .bind(&row.document)
-        .fetch_optional(&self.pool)
-        .await?;
+        let revision: Option<i64> = self
+            .writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO finished_deliveries (delivery_id, owner_id, stage_rank, finished_at, document, revision)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (delivery_id) DO UPDATE SET owner_id = excluded.owner_id,
+                         stage_rank = excluded.stage_rank, finished_at = excluded.finished_at,
+                         document = excluded.document, revision = finished_deliveries.revision + 1
+                     WHERE (excluded.finished_at, excluded.stage_rank, excluded.document)
+                         > (finished_deliveries.finished_at, finished_deliveries.stage_rank, finished_deliveries.document)
+                     RETURNING revision",
+                )?
+                .query_row(
+                    params![row.delivery_id, row.owner_id, row.stage_rank, row.finished_at, row.document],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
         Ok(recorded(revision))
     }
 
@@ -77,6 +84,10 @@ impl HistoryStore for SqliteHistoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if !self.writer.is_running() {
+            return Err(platform::sqlite::WriteError::Stopped.into());
+        }
+        Ok(())
     }
 }

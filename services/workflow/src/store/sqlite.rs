@@ -5,22 +5,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::clock::unix_millis;
-use platform::sqlite::{Durability, open_pool};
+use platform::sqlite::{Durability, GroupWriter, open_pool};
+use rusqlite::params;
 use sqlx::sqlite::SqlitePool;
 
 use super::{Row, Saved, StoreError, WorkflowStore, count_map, decode};
 use crate::state::{WorkflowRecord, WorkflowStatus};
 
-/// Workflow state in an embedded SQLite file (one workflow process).
+/// Workflow state in an embedded SQLite file (one workflow process). Writes go through one
+/// group-committing writer thread, reads through a small pool.
 pub struct SqliteWorkflowStore {
     pool: SqlitePool,
+    writer: GroupWriter,
 }
 
 impl SqliteWorkflowStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(sqlx::Error::from)?;
-        Ok(Self { pool })
+        let writer = GroupWriter::open(path, Durability::Normal, "workflow").await.map_err(sqlx::Error::from)?;
+        Ok(Self { pool, writer })
     }
 }
 
@@ -36,33 +40,29 @@ impl WorkflowStore for SqliteWorkflowStore {
 
     async fn save(&self, record: &mut WorkflowRecord) -> Result<Saved, StoreError> {
         let row = Row::of(record)?;
-        let written = if record.version == 0 {
-            sqlx::query(
-                "INSERT INTO workflows (delivery_id, status, complete_by, updated_at, version, doc)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT (delivery_id) DO NOTHING",
-            )
-            .bind(&record.delivery_id)
-            .bind(row.status)
-            .bind(row.complete_by)
-            .bind(row.updated_at)
-            .bind(&row.doc)
-            .execute(&self.pool)
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE workflows SET status = ?2, complete_by = ?3, updated_at = ?4, version = version + 1, doc = ?5
-                 WHERE delivery_id = ?1 AND version = ?6",
-            )
-            .bind(&record.delivery_id)
-            .bind(row.status)
-            .bind(row.complete_by)
-            .bind(row.updated_at)
-            .bind(&row.doc)
-            .bind(record.version)
-            .execute(&self.pool)
-            .await?
-        };
-        if written.rows_affected() == 1 {
+        let (delivery_id, version) = (record.delivery_id.clone(), record.version);
+        let written = self
+            .writer
+            .write(move |conn| {
+                let Row { status, complete_by, updated_at, doc } = row;
+                if version == 0 {
+                    conn.prepare_cached(
+                        "INSERT INTO workflows (delivery_id, status, complete_by, updated_at, version, doc)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT (delivery_id) DO NOTHING",
+                    )?
+                    .execute(params![delivery_id, status, complete_by, updated_at, doc])
+                } else {
+                    conn.prepare_cached(
+                        "UPDATE workflows SET status = ?2, complete_by = ?3, updated_at = ?4, version = version + 1,
+                             doc = ?5
+                         WHERE delivery_id = ?1 AND version = ?6",
+                    )?
+                    .execute(params![delivery_id, status, complete_by, updated_at, doc, version])
+                }
+            })
+            .await
+            .map_err(sqlx::Error::from)?;
+        if written == 1 {
             record.version += 1;
             Ok(Saved::Written)
         } else {
@@ -91,22 +91,28 @@ impl WorkflowStore for SqliteWorkflowStore {
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let now_ms = unix_millis(now);
-        let taken = sqlx::query(
-            "INSERT INTO workflow_leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE workflow_leases.holder = excluded.holder OR workflow_leases.expires_at <= ?4",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now_ms + ttl.as_millis() as i64)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(taken.rows_affected() == 1)
+        let expires_at = now_ms + ttl.as_millis() as i64;
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let taken = self
+            .writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO workflow_leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                     WHERE workflow_leases.holder = excluded.holder OR workflow_leases.expires_at <= ?4",
+                )?
+                .execute(params![name, holder, expires_at, now_ms])
+            })
+            .await
+            .map_err(sqlx::Error::from)?;
+        Ok(taken == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if !self.writer.is_running() {
+            return Err(sqlx::Error::from(platform::sqlite::WriteError::Stopped).into());
+        }
         Ok(())
     }
 }
