@@ -211,6 +211,61 @@ pub struct FlightProgress {
     pub plan_version: i64,
 }
 
+/// A row's columns by name, typed: what [`flight_from`] and [`claim_from`] read, so that one
+/// decoding serves sqlx's rows (both backends' reads) and rusqlite's (the SQLite writer's).
+trait Columns {
+    type Error;
+    fn real(&self, name: &'static str) -> Result<f64, Self::Error>;
+    fn maybe_real(&self, name: &'static str) -> Result<Option<f64>, Self::Error>;
+    fn int(&self, name: &'static str) -> Result<i64, Self::Error>;
+    fn maybe_int(&self, name: &'static str) -> Result<Option<i64>, Self::Error>;
+    fn flag(&self, name: &'static str) -> Result<bool, Self::Error>;
+    fn text(&self, name: &'static str) -> Result<String, Self::Error>;
+    fn maybe_text(&self, name: &'static str) -> Result<Option<String>, Self::Error>;
+    /// The error for a row of the flights table that reads as no flight (a NULL departure, which
+    /// the schema forbids).
+    fn no_flight() -> Self::Error;
+}
+
+/// An sqlx row of either backend, read through [`Columns`].
+struct SqlxColumns<'r, R>(&'r R);
+
+impl<'r, R> Columns for SqlxColumns<'r, R>
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    type Error = sqlx::Error;
+    fn real(&self, name: &'static str) -> Result<f64, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn maybe_real(&self, name: &'static str) -> Result<Option<f64>, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn int(&self, name: &'static str) -> Result<i64, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn maybe_int(&self, name: &'static str) -> Result<Option<i64>, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn flag(&self, name: &'static str) -> Result<bool, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn text(&self, name: &'static str) -> Result<String, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn maybe_text(&self, name: &'static str) -> Result<Option<String>, sqlx::Error> {
+        self.0.try_get(name)
+    }
+    fn no_flight() -> sqlx::Error {
+        sqlx::Error::ColumnNotFound("f_departed_at".into())
+    }
+}
+
 /// Reads the flight selected with [`flight_columns`]; `None` for a drone without one (the
 /// columns of a `LEFT JOIN` that found nothing are all NULL). One reader for both backends.
 fn read_flight<'r, R>(row: &'r R) -> Result<Option<FlightPath>, sqlx::Error>
@@ -222,52 +277,55 @@ where
     bool: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let Some(departed_at) = row.try_get::<Option<i64>, _>("f_departed_at")? else {
+    flight_from(&SqlxColumns(row))
+}
+
+/// [`read_flight`] for any row that has [`Columns`].
+fn flight_from<C: Columns>(row: &C) -> Result<Option<FlightPath>, C::Error> {
+    let Some(departed_at) = row.maybe_int("f_departed_at")? else {
         return Ok(None);
     };
-    let point = |latitude: &'static str,
-                 longitude: &'static str,
-                 altitude: Option<&'static str>|
-     -> Result<Point, sqlx::Error> {
-        Ok(Point {
-            latitude: row.try_get(latitude)?,
-            longitude: row.try_get(longitude)?,
-            altitude: match altitude {
-                Some(column) => row.try_get(column)?,
-                None => 0.0,
-            },
-        })
-    };
-    let turned_back = match row.try_get::<Option<i64>, _>("f_turned_at")? {
+    let point =
+        |latitude: &'static str, longitude: &'static str, altitude: Option<&'static str>| -> Result<Point, C::Error> {
+            Ok(Point {
+                latitude: row.real(latitude)?,
+                longitude: row.real(longitude)?,
+                altitude: match altitude {
+                    Some(column) => row.real(column)?,
+                    None => 0.0,
+                },
+            })
+        };
+    let turned_back = match row.maybe_int("f_turned_at")? {
         Some(at) => Some(TurnBack {
             at: from_unix_millis(at),
             from: point("f_turned_latitude", "f_turned_longitude", Some("f_turned_altitude"))?,
-            home_at: from_unix_millis(row.try_get("f_home_at")?),
+            home_at: from_unix_millis(row.int("f_home_at")?),
         }),
         None => None,
     };
     let depot = point("f_depot_latitude", "f_depot_longitude", None)?;
-    let origin = match row.try_get::<Option<f64>, _>("f_origin_latitude")? {
+    let origin = match row.maybe_real("f_origin_latitude")? {
         Some(_) => point("f_origin_latitude", "f_origin_longitude", Some("f_origin_altitude"))?,
         None => depot,
     };
     Ok(Some(FlightPath {
-        drone_id: row.try_get("f_drone_id")?,
+        drone_id: row.text("f_drone_id")?,
         depot,
         origin,
-        carrying: row.try_get("f_carrying")?,
-        flown_before_miles: row.try_get("f_flown_before_miles")?,
-        replans: row.try_get("f_replans")?,
+        carrying: row.flag("f_carrying")?,
+        flown_before_miles: row.real("f_flown_before_miles")?,
+        replans: row.int("f_replans")?,
         pickup: point("f_pickup_latitude", "f_pickup_longitude", Some("f_pickup_altitude"))?,
         dropoff: point("f_dropoff_latitude", "f_dropoff_longitude", Some("f_dropoff_altitude"))?,
-        speed_mph: row.try_get("f_speed_mph")?,
-        time_scale: row.try_get("f_time_scale")?,
+        speed_mph: row.real("f_speed_mph")?,
+        time_scale: row.real("f_time_scale")?,
         departed_at: from_unix_millis(departed_at),
-        pickup_at: from_unix_millis(row.try_get("f_pickup_at")?),
-        dropoff_at: from_unix_millis(row.try_get("f_dropoff_at")?),
-        back_at: from_unix_millis(row.try_get("f_back_at")?),
+        pickup_at: from_unix_millis(row.int("f_pickup_at")?),
+        dropoff_at: from_unix_millis(row.int("f_dropoff_at")?),
+        back_at: from_unix_millis(row.int("f_back_at")?),
         turned_back,
-        position_every_ms: row.try_get("f_position_every_ms")?,
+        position_every_ms: row.int("f_position_every_ms")?,
     }))
 }
 
@@ -280,14 +338,18 @@ where
     i64: Decode<'r, R::Database> + Type<R::Database>,
     bool: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
 {
+    claim_from(&SqlxColumns(row))
+}
+
+/// [`read_claim`] for any row that has [`Columns`].
+fn claim_from<C: Columns>(row: &C) -> Result<ClaimedFlight, C::Error> {
     Ok(ClaimedFlight {
-        delivery_id: row.try_get("delivery_id")?,
-        flight: read_flight(row)?.ok_or_else(|| sqlx::Error::ColumnNotFound("f_departed_at".into()))?,
-        events_published: usize::try_from(row.try_get::<i64, _>("events_published")?).unwrap_or(0),
-        plan_version: row.try_get("plan_version")?,
-        traceparent: row.try_get("traceparent")?,
+        delivery_id: row.text("delivery_id")?,
+        flight: flight_from(row)?.ok_or_else(C::no_flight)?,
+        events_published: usize::try_from(row.int("events_published")?).unwrap_or(0),
+        plan_version: row.int("plan_version")?,
+        traceparent: row.maybe_text("traceparent")?,
     })
 }
 
