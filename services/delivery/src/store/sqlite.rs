@@ -1,4 +1,13 @@
+//! Deliveries in an embedded SQLite file.
+//!
+//! Every write goes through one group-committing writer thread ([`GroupWriter`]): each delivery
+//! is created there and every drone event writes its tracking, flight or position, so the store
+//! takes many small writes per delivery, which the writer commits together. A change that reads
+//! the stage then writes runs as one closure on that thread, reads included, so it is atomic
+//! without a lock. Reads for callers go through a small pool.
+
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,184 +16,230 @@ use contracts::events::{DronePosition, Flight};
 use contracts::{DeliveryStage, Location};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
-use platform::sqlite::{Durability, open_pool};
+use platform::sqlite::{Durability, GroupWriter, WriteError, open_pool};
+use rusqlite::{Connection, OptionalExtension, params};
+use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, SqliteConnection};
-use tokio::sync::Mutex;
 
 use super::{Changed, Closed, DeliveryStore, StoreError, Upserted, from_json, to_json};
 use crate::domain::{self, Action, Transition};
 use crate::notifications::{Notification, NotificationRecord, NotificationStatus, Outcome};
 
-/// Deliveries in an embedded SQLite file.
+/// Deliveries in an embedded SQLite file: reads on a pool, writes on one writer thread.
 pub struct SqliteDeliveryStore {
     pool: SqlitePool,
-    /// Stage changes read then write; one at a time keeps them atomic.
-    writer: Mutex<()>,
+    writer: GroupWriter,
 }
 
 impl SqliteDeliveryStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(sqlx::Error::from)?;
-        Ok(Self { pool, writer: Mutex::new(()) })
+        let writer = GroupWriter::open(path, Durability::Normal, "delivery").await.map_err(sqlx::Error::from)?;
+        Ok(Self { pool, writer })
     }
 
-    /// Applies `action` to the delivery if the stage rules allow it, in one transaction.
+    /// Runs `write` on the writer's thread in the next batch; a [`StoreError`] it raised (through
+    /// [`abort`]) comes back as itself, its statements undone.
+    async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(write).await.map_err(store_error)
+    }
+
+    /// Applies `action` to the delivery if the stage rules allow it, atomically.
     async fn change(
         &self,
         id: &str,
         action: Action,
         now: DateTime<Utc>,
-        update: impl FnOnce(Delivery) -> (Delivery, Option<Location>) + Send,
+        update: impl FnOnce(Delivery) -> (Delivery, Option<Location>) + Send + 'static,
         confirmation: Option<String>,
     ) -> Result<Changed, StoreError> {
-        let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let Some(current) = load(&mut tx, id).await? else { return Ok(Changed::NotFound) };
-        let stage = tracked(&mut tx, id, current.stage.unwrap_or(DeliveryStage::Created)).await?;
-        let next = match domain::transition(stage, action) {
-            Transition::AlreadyDone => return Ok(Changed::Done(Box::new(current))),
-            Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
-            Transition::To(next) => next,
-        };
-        let (updated, location) = update(current);
-        let updated = move_to(&mut tx, updated, next, location, None, now).await?;
-        if let Some(body) = confirmation {
-            sqlx::query("INSERT OR REPLACE INTO confirmations (delivery_id, body, at) VALUES (?1, ?2, ?3)")
-                .bind(id)
-                .bind(body)
-                .bind(unix_millis(now))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Changed::Done(Box::new(updated)))
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let Some(current) = load(conn, &id)? else { return Ok(Changed::NotFound) };
+            let stage = tracked(conn, &id, current.stage.unwrap_or(DeliveryStage::Created))?;
+            let next = match domain::transition(stage, action) {
+                Transition::AlreadyDone => return Ok(Changed::Done(Box::new(current))),
+                Transition::Refused(reason) => return Ok(Changed::Refused(reason)),
+                Transition::To(next) => next,
+            };
+            let (updated, location) = update(current);
+            let updated = move_to(conn, updated, next, location, None, now)?;
+            if let Some(body) = confirmation {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO confirmations (delivery_id, body, at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![id, body, unix_millis(now)])?;
+            }
+            Ok(Changed::Done(Box::new(updated)))
+        })
+        .await
     }
 }
 
-/// Inserts `delivery` in `stage` with its first event (at the pickup); `false`, writing nothing,
-/// when a delivery with its id exists.
-async fn insert(
-    conn: &mut SqliteConnection,
+/// Carries a [`StoreError`] out of a write closure as a SQLite error, so the writer undoes the
+/// closure's statements like for any failed write; [`store_error`] takes it back out.
+fn abort(err: StoreError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(err))
+}
+
+fn store_error(err: WriteError) -> StoreError {
+    let WriteError::Sqlite(cause) = err else { return sqlx::Error::from(err).into() };
+    // The writer hands a failed closure's error to its caller alone: this is the only handle.
+    match Arc::try_unwrap(cause) {
+        Ok(rusqlite::Error::ToSqlConversionFailure(inner)) => match inner.downcast::<StoreError>() {
+            Ok(aborted) => *aborted,
+            Err(other) => {
+                sqlx::Error::from(WriteError::Sqlite(Arc::new(rusqlite::Error::ToSqlConversionFailure(other)))).into()
+            }
+        },
+        Ok(other) => sqlx::Error::from(WriteError::Sqlite(Arc::new(other))).into(),
+        Err(shared) => sqlx::Error::from(WriteError::Sqlite(shared)).into(),
+    }
+}
+
+/// Inserts `delivery` (without its stage) in `stage` with its first event (at the pickup);
+/// `false`, writing nothing, when a delivery with its id exists.
+fn insert(
+    conn: &Connection,
     delivery: &Delivery,
     stage: DeliveryStage,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let body = to_json(&Delivery { stage: None, ..delivery.clone() })?;
-    let inserted = sqlx::query(
-        "INSERT INTO deliveries (id, owner_user_id, owner_account_id, body, stage, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&delivery.id)
-    .bind(&delivery.owner.user_id)
-    .bind(&delivery.owner.account_id)
-    .bind(&body)
-    .bind(stage.as_str())
-    .bind(unix_millis(now))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
+) -> rusqlite::Result<bool> {
+    let body = to_json(delivery).map_err(abort)?;
+    let inserted =
+        conn.prepare_cached(
+            "INSERT INTO deliveries (id, owner_user_id, owner_account_id, body, stage, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![
+            delivery.id,
+            delivery.owner.user_id,
+            delivery.owner.account_id,
+            body,
+            stage.as_str(),
+            unix_millis(now)
+        ])? == 1;
     if inserted {
-        record_event(conn, &delivery.id, stage, Some(delivery.pickup), reason, now).await?;
+        record_event(conn, &delivery.id, stage, Some(delivery.pickup), reason, now)?;
     }
     Ok(inserted)
 }
 
 /// Writes `delivery` (as updated by the change) in stage `next` and records the event; returns
 /// it with its new stage.
-async fn move_to(
-    conn: &mut SqliteConnection,
+fn move_to(
+    conn: &Connection,
     mut delivery: Delivery,
     next: DeliveryStage,
     location: Option<Location>,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<Delivery, StoreError> {
+) -> rusqlite::Result<Delivery> {
     delivery.stage = None;
-    sqlx::query("UPDATE deliveries SET body = ?1, stage = ?2, updated_at = ?3 WHERE id = ?4")
-        .bind(to_json(&delivery)?)
-        .bind(next.as_str())
-        .bind(unix_millis(now))
-        .bind(&delivery.id)
-        .execute(&mut *conn)
-        .await?;
-    record_event(conn, &delivery.id, next, location, reason, now).await?;
+    let body = to_json(&delivery).map_err(abort)?;
+    conn.prepare_cached("UPDATE deliveries SET body = ?1, stage = ?2, updated_at = ?3 WHERE id = ?4")?
+        .execute(params![body, next.as_str(), unix_millis(now), delivery.id])?;
+    record_event(conn, &delivery.id, next, location, reason, now)?;
     delivery.stage = Some(next);
     Ok(delivery)
 }
 
-async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Delivery>, StoreError> {
-    let row = sqlx::query("SELECT body, stage FROM deliveries WHERE id = ?1").bind(id).fetch_optional(conn).await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut delivery: Delivery = from_json(row.get::<&str, _>(0))?;
-    delivery.stage = row.get::<&str, _>(1).parse().ok();
-    Ok(Some(delivery))
-}
-
-/// The stage the rules judge the delivery by ([`domain::tracked_stage`]), reading its history
-/// only when that matters.
-async fn tracked(conn: &mut SqliteConnection, id: &str, stage: DeliveryStage) -> Result<DeliveryStage, StoreError> {
-    if !domain::needs_history(stage) {
-        return Ok(stage);
-    }
-    let history: Vec<DeliveryStage> = load_tracking(conn, id).await?.into_iter().map(|e| e.stage).collect();
-    Ok(domain::tracked_stage(stage, &history))
-}
-
-async fn load_tracking(conn: &mut SqliteConnection, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
-    let rows =
-        sqlx::query("SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(conn)
-            .await?;
-    rows.iter()
-        .map(|row| {
-            let stage: &str = row.get(0);
-            Ok(DeliveryTrackingEvent {
-                delivery_id: id.to_owned(),
-                stage: stage.parse().map_err(|e| StoreError::Decode(Box::new(e)))?,
-                location: row.get::<Option<&str>, _>(1).map(from_json).transpose()?,
-                at: from_unix_millis(row.get(2)),
-                reason: row.get(3),
-            })
-        })
-        .collect()
-}
-
-async fn record_event(
-    conn: &mut SqliteConnection,
+fn record_event(
+    conn: &Connection,
     id: &str,
     stage: DeliveryStage,
     location: Option<Location>,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let location = location.map(|l| to_json(&l)).transpose()?;
-    sqlx::query("INSERT INTO tracking_events (delivery_id, stage, location, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .bind(id)
-        .bind(stage.as_str())
-        .bind(location)
-        .bind(unix_millis(now))
-        .bind(reason)
-        .execute(conn)
-        .await?;
+) -> rusqlite::Result<()> {
+    let location = location.map(|l| to_json(&l)).transpose().map_err(abort)?;
+    conn.prepare_cached(
+        "INSERT INTO tracking_events (delivery_id, stage, location, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, stage.as_str(), location, unix_millis(now), reason])?;
     Ok(())
 }
 
-/// Reads an outbox row selected as `body, status, attempts, last_error, created_at, sent_at`.
-fn notification_record(row: &sqlx::sqlite::SqliteRow) -> Result<NotificationRecord, StoreError> {
-    let status: &str = row.get(1);
+/// The delivery as a change reads it, on the writer's connection.
+fn load(conn: &Connection, id: &str) -> rusqlite::Result<Option<Delivery>> {
+    let row = conn
+        .prepare_cached("SELECT body, stage FROM deliveries WHERE id = ?1")?
+        .query_row([id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+        .optional()?;
+    row.map(|(body, stage)| delivery_from(&body, &stage)).transpose().map_err(abort)
+}
+
+/// The stage the rules judge the delivery by ([`domain::tracked_stage`]), reading its history
+/// only when that matters.
+fn tracked(conn: &Connection, id: &str, stage: DeliveryStage) -> rusqlite::Result<DeliveryStage> {
+    if !domain::needs_history(stage) {
+        return Ok(stage);
+    }
+    let history: Vec<DeliveryStage> = history(conn, id)?.into_iter().map(|e| e.stage).collect();
+    Ok(domain::tracked_stage(stage, &history))
+}
+
+/// The delivery's tracking events as a change reads them, on the writer's connection.
+fn history(conn: &Connection, id: &str) -> rusqlite::Result<Vec<DeliveryTrackingEvent>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq",
+    )?;
+    let rows = statement.query_map([id], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get(2)?, row.get(3)?))
+    })?;
+    rows.map(|row| {
+        let (stage, location, at, reason) = row?;
+        event_from(id, &stage, location.as_deref(), at, reason).map_err(abort)
+    })
+    .collect()
+}
+
+/// A delivery row: its body (without the stage) and its stage.
+fn delivery_from(body: &str, stage: &str) -> Result<Delivery, StoreError> {
+    let mut delivery: Delivery = from_json(body)?;
+    delivery.stage = stage.parse().ok();
+    Ok(delivery)
+}
+
+fn event_from(
+    id: &str,
+    stage: &str,
+    location: Option<&str>,
+    at: i64,
+    reason: Option<String>,
+) -> Result<DeliveryTrackingEvent, StoreError> {
+    Ok(DeliveryTrackingEvent {
+        delivery_id: id.to_owned(),
+        stage: stage.parse().map_err(|e| StoreError::Decode(Box::new(e)))?,
+        location: location.map(from_json).transpose()?,
+        at: from_unix_millis(at),
+        reason,
+    })
+}
+
+/// An outbox row, selected as `body, status, attempts, last_error, created_at, sent_at`.
+fn notification_from(
+    body: &str,
+    status: &str,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    sent_at: Option<i64>,
+) -> Result<NotificationRecord, StoreError> {
     Ok(NotificationRecord {
-        notification: from_json(row.get::<&str, _>(0))?,
+        notification: from_json(body)?,
         status: NotificationStatus::parse(status)
             .ok_or_else(|| StoreError::Decode(format!("unknown notification status {status:?}").into()))?,
-        attempts: u32::try_from(row.get::<i64, _>(2)).unwrap_or(0),
-        last_error: row.get(3),
-        created_at: from_unix_millis(row.get(4)),
-        sent_at: row.get::<Option<i64>, _>(5).map(from_unix_millis),
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        last_error,
+        created_at: from_unix_millis(created_at),
+        sent_at: sent_at.map(from_unix_millis),
     })
 }
 
@@ -192,52 +247,52 @@ fn notification_record(row: &sqlx::sqlite::SqliteRow) -> Result<NotificationReco
 impl DeliveryStore for SqliteDeliveryStore {
     async fn upsert(&self, mut delivery: Delivery, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
         delivery.stage = None;
-        let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let inserted = insert(&mut tx, &delivery, DeliveryStage::Created, None, now).await?;
-        if !inserted {
-            let body = to_json(&delivery)?;
-            let stage: Option<String> = sqlx::query_scalar("SELECT stage FROM deliveries WHERE id = ?1")
-                .bind(&delivery.id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        self.write(move |conn| {
+            if insert(conn, &delivery, DeliveryStage::Created, None, now)? {
+                return Ok(Upserted::Created(Box::new(Delivery { stage: Some(DeliveryStage::Created), ..delivery })));
+            }
+            let stage: Option<String> = conn
+                .prepare_cached("SELECT stage FROM deliveries WHERE id = ?1")?
+                .query_row([&delivery.id], |row| row.get(0))
+                .optional()?;
             // A failed delivery put again (the workflow runs its replayed request) is reopened.
             let reopen = stage.as_deref() == Some(DeliveryStage::Failed.as_str());
             let stage = if reopen { DeliveryStage::Created.as_str().to_owned() } else { stage.unwrap_or_default() };
+            let body = to_json(&delivery).map_err(abort)?;
             // The PUT may name another owner: the counting columns follow the body.
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE deliveries SET owner_user_id = ?1, owner_account_id = ?2, body = ?3, updated_at = ?4, stage = ?6
                  WHERE id = ?5",
-            )
-            .bind(&delivery.owner.user_id)
-            .bind(&delivery.owner.account_id)
-            .bind(&body)
-            .bind(unix_millis(now))
-            .bind(&delivery.id)
-            .bind(&stage)
-            .execute(&mut *tx)
-            .await?;
+            )?
+            .execute(params![
+                delivery.owner.user_id,
+                delivery.owner.account_id,
+                body,
+                unix_millis(now),
+                delivery.id,
+                stage
+            ])?;
             if reopen {
-                record_event(&mut tx, &delivery.id, DeliveryStage::Created, Some(delivery.pickup), None, now).await?;
+                record_event(conn, &delivery.id, DeliveryStage::Created, Some(delivery.pickup), None, now)?;
             }
-        }
-        tx.commit().await?;
-        if inserted {
-            delivery.stage = Some(DeliveryStage::Created);
-            Ok(Upserted::Created(Box::new(delivery)))
-        } else {
             Ok(Upserted::Updated)
-        }
+        })
+        .await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        load(&mut conn, id).await
+        let row =
+            sqlx::query("SELECT body, stage FROM deliveries WHERE id = ?1").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|row| delivery_from(row.get(0), row.get(1))).transpose()
     }
 
     async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        load_tracking(&mut conn, id).await
+        let rows =
+            sqlx::query("SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|row| event_from(id, row.get(0), row.get(1), row.get(2), row.get(3))).collect()
     }
 
     async fn reschedule(
@@ -269,29 +324,29 @@ impl DeliveryStore for SqliteDeliveryStore {
         now: DateTime<Utc>,
     ) -> Result<Closed, StoreError> {
         delivery.stage = None;
-        let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let current = load(&mut tx, &delivery.id).await?;
-        let current_stage = match &current {
-            Some(d) => Some(tracked(&mut tx, &delivery.id, d.stage.unwrap_or(DeliveryStage::Created)).await?),
-            None => None,
-        };
-        let next = match domain::close(current_stage, stage) {
-            Transition::To(next) => next,
-            // Only a delivery that exists can be already closed.
-            Transition::AlreadyDone => return Ok(Closed::Done(Box::new(current.unwrap_or(delivery)))),
-            Transition::Refused(reason) => return Ok(Closed::Refused(reason)),
-        };
-        let closed = match current {
-            Some(current) => Closed::Done(Box::new(move_to(&mut tx, current, next, None, Some(reason), now).await?)),
-            None if insert(&mut tx, &delivery, next, Some(reason), now).await? => {
-                Closed::Created(Box::new(Delivery { stage: Some(next), ..delivery }))
+        let reason = reason.to_owned();
+        self.write(move |conn| {
+            let current = load(conn, &delivery.id)?;
+            let current_stage = match &current {
+                Some(d) => Some(tracked(conn, &delivery.id, d.stage.unwrap_or(DeliveryStage::Created))?),
+                None => None,
+            };
+            let next = match domain::close(current_stage, stage) {
+                Transition::To(next) => next,
+                // Only a delivery that exists can be already closed.
+                Transition::AlreadyDone => return Ok(Closed::Done(Box::new(current.unwrap_or(delivery)))),
+                Transition::Refused(reason) => return Ok(Closed::Refused(reason)),
+            };
+            match current {
+                Some(current) => Ok(Closed::Done(Box::new(move_to(conn, current, next, None, Some(&reason), now)?))),
+                None if insert(conn, &delivery, next, Some(&reason), now)? => {
+                    Ok(Closed::Created(Box::new(Delivery { stage: Some(next), ..delivery })))
+                }
+                // Created by a writer outside this store between the read and the write.
+                None => Err(abort(StoreError::Contended(delivery.id))),
             }
-            // Created by a writer outside this store between the read and the write.
-            None => return Err(StoreError::Contended(delivery.id)),
-        };
-        tx.commit().await?;
-        Ok(closed)
+        })
+        .await
     }
 
     async fn advance(
@@ -311,19 +366,20 @@ impl DeliveryStore for SqliteDeliveryStore {
         reason: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let _one = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let Some(current) = load(&mut tx, id).await? else { return Ok(false) };
-        let stage = current.stage.unwrap_or(DeliveryStage::Created);
-        let Some(note) = domain::refusal_note(tracked(&mut tx, id, stage).await?, action, reason) else {
-            return Ok(false);
-        };
-        if domain::already_noted(&load_tracking(&mut tx, id).await?, &note) {
-            return Ok(false);
-        }
-        record_event(&mut tx, id, stage, None, Some(&note), now).await?;
-        tx.commit().await?;
-        Ok(true)
+        let (id, reason) = (id.to_owned(), reason.map(str::to_owned));
+        self.write(move |conn| {
+            let Some(current) = load(conn, &id)? else { return Ok(false) };
+            let stage = current.stage.unwrap_or(DeliveryStage::Created);
+            let Some(note) = domain::refusal_note(tracked(conn, &id, stage)?, action, reason.as_deref()) else {
+                return Ok(false);
+            };
+            if domain::already_noted(&history(conn, &id)?, &note) {
+                return Ok(false);
+            }
+            record_event(conn, &id, stage, None, Some(&note), now)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError> {
@@ -335,21 +391,20 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn record_flight(&self, id: &str, flight: &Flight, observed_at: DateTime<Utc>) -> Result<bool, StoreError> {
-        // One statement: the newer-wins rule is the upsert's condition, so it needs no lock.
-        let stored = sqlx::query(
-            "INSERT INTO flights (delivery_id, body, departed_at, observed_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (delivery_id) DO UPDATE SET
-                 body = excluded.body, departed_at = excluded.departed_at, observed_at = excluded.observed_at
-             WHERE excluded.departed_at > flights.departed_at
-                OR (excluded.departed_at = flights.departed_at AND excluded.observed_at > flights.observed_at)",
-        )
-        .bind(id)
-        .bind(to_json(flight)?)
-        .bind(unix_millis(flight.departed_at))
-        .bind(unix_millis(observed_at))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let (id, body, departed_at) = (id.to_owned(), to_json(flight)?, unix_millis(flight.departed_at));
+        // The newer-wins rule is the upsert's condition.
+        let stored = self
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO flights (delivery_id, body, departed_at, observed_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (delivery_id) DO UPDATE SET
+                         body = excluded.body, departed_at = excluded.departed_at, observed_at = excluded.observed_at
+                     WHERE excluded.departed_at > flights.departed_at
+                        OR (excluded.departed_at = flights.departed_at AND excluded.observed_at > flights.observed_at)",
+                )?
+                .execute(params![id, body, departed_at, unix_millis(observed_at)])
+            })
+            .await?;
         Ok(stored == 1)
     }
 
@@ -362,18 +417,18 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn record_position(&self, id: &str, position: &DronePosition) -> Result<bool, StoreError> {
+        let (id, body, at) = (id.to_owned(), to_json(position)?, unix_millis(position.at));
         // The newer-wins rule is the upsert's condition, as for flights.
-        let stored = sqlx::query(
-            "INSERT INTO positions (delivery_id, body, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (delivery_id) DO UPDATE SET body = excluded.body, at = excluded.at
-             WHERE excluded.at > positions.at",
-        )
-        .bind(id)
-        .bind(to_json(position)?)
-        .bind(unix_millis(position.at))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let stored = self
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO positions (delivery_id, body, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (delivery_id) DO UPDATE SET body = excluded.body, at = excluded.at
+                     WHERE excluded.at > positions.at",
+                )?
+                .execute(params![id, body, at])
+            })
+            .await?;
         Ok(stored == 1)
     }
 
@@ -391,17 +446,17 @@ impl DeliveryStore for SqliteDeliveryStore {
         request: &NotifyMeRequest,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO notify_requests (delivery_id, email, sms, created_at)
-             SELECT id, ?2, ?3, ?4 FROM deliveries WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(&request.email_address)
-        .bind(&request.sms)
-        .bind(unix_millis(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let (id, request) = (id.to_owned(), request.clone());
+        let added = self
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO notify_requests (delivery_id, email, sms, created_at)
+                     SELECT id, ?2, ?3, ?4 FROM deliveries WHERE id = ?1",
+                )?
+                .execute(params![id, request.email_address, request.sms, unix_millis(now)])
+            })
+            .await?;
+        Ok(added == 1)
     }
 
     async fn notify_requests(&self, id: &str) -> Result<Vec<NotifyMeRequest>, StoreError> {
@@ -417,27 +472,38 @@ impl DeliveryStore for SqliteDeliveryStore {
         notification: &Notification,
         now: DateTime<Utc>,
     ) -> Result<NotificationRecord, StoreError> {
-        // The insert is one statement, so concurrent callers create one row; the read that
-        // follows sees that row whoever created it.
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query(
-            "INSERT INTO notifications (id, delivery_id, body, status, attempts, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&notification.id)
-        .bind(&notification.delivery_id)
-        .bind(to_json(notification)?)
-        .bind(NotificationStatus::Pending.as_str())
-        .bind(unix_millis(now))
-        .execute(&mut *conn)
-        .await?;
-        let row = sqlx::query(
-            "SELECT body, status, attempts, last_error, created_at, sent_at FROM notifications WHERE id = ?1",
-        )
-        .bind(&notification.id)
-        .fetch_one(&mut *conn)
-        .await?;
-        notification_record(&row)
+        let (id, delivery_id, body) =
+            (notification.id.clone(), notification.delivery_id.clone(), to_json(notification)?);
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO notifications (id, delivery_id, body, status, attempts, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                id,
+                delivery_id,
+                body,
+                NotificationStatus::Pending.as_str(),
+                unix_millis(now)
+            ])?;
+            // Read back as stored: a record created before tells whether it was sent already.
+            let (body, status, attempts, last_error, created_at, sent_at) = conn
+                .prepare_cached(
+                    "SELECT body, status, attempts, last_error, created_at, sent_at FROM notifications WHERE id = ?1",
+                )?
+                .query_row([&id], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    ))
+                })?;
+            notification_from(&body, &status, attempts, last_error, created_at, sent_at).map_err(abort)
+        })
+        .await
     }
 
     async fn mark_notification(
@@ -449,22 +515,27 @@ impl DeliveryStore for SqliteDeliveryStore {
     ) -> Result<bool, StoreError> {
         let status = outcome.status();
         let sent_at = (status == NotificationStatus::Sent).then(|| unix_millis(now));
-        let marked = sqlx::query(
-            "UPDATE notifications SET status = ?3, attempts = attempts + ?4, last_error = COALESCE(?5, last_error),
-                 sent_at = COALESCE(?6, sent_at), updated_at = ?7
-             WHERE id = ?1 AND delivery_id = ?2 AND status = ?8",
-        )
-        .bind(id)
-        .bind(delivery_id)
-        .bind(status.as_str())
-        .bind(i64::from(outcome.is_attempt()))
-        .bind(outcome.error())
-        .bind(sent_at)
-        .bind(unix_millis(now))
-        .bind(NotificationStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let (delivery_id, id, error) = (delivery_id.to_owned(), id.to_owned(), outcome.error().map(str::to_owned));
+        let attempt = i64::from(outcome.is_attempt());
+        let marked = self
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE notifications SET status = ?3, attempts = attempts + ?4,
+                         last_error = COALESCE(?5, last_error), sent_at = COALESCE(?6, sent_at), updated_at = ?7
+                     WHERE id = ?1 AND delivery_id = ?2 AND status = ?8",
+                )?
+                .execute(params![
+                    id,
+                    delivery_id,
+                    status.as_str(),
+                    attempt,
+                    error,
+                    sent_at,
+                    unix_millis(now),
+                    NotificationStatus::Pending.as_str()
+                ])
+            })
+            .await?;
         Ok(marked == 1)
     }
 
@@ -476,7 +547,9 @@ impl DeliveryStore for SqliteDeliveryStore {
         .bind(delivery_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(notification_record).collect()
+        rows.iter()
+            .map(|row| notification_from(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5)))
+            .collect()
     }
 
     async fn count(&self, account_id: Option<&str>, owner_user_id: &str, month: Month) -> Result<u64, StoreError> {
@@ -501,6 +574,9 @@ impl DeliveryStore for SqliteDeliveryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if !self.writer.is_running() {
+            return Err(sqlx::Error::from(WriteError::Stopped).into());
+        }
         Ok(())
     }
 }
@@ -561,5 +637,47 @@ mod tests {
         assert_eq!(store.count(Some("acc-a"), "shared", march).await.unwrap(), 2);
         assert_eq!(store.count(Some("acc-b"), "shared", march).await.unwrap(), 1);
         assert_eq!(store.count(None, "shared", march).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_store_error_in_a_write_undoes_it_and_comes_back_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteDeliveryStore::open(&dir.path().join("delivery.db")).await.unwrap();
+        let delivery = owned("d1", "u1", "acc-a");
+        let now = Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap();
+        let failed = store
+            .write(move |conn| {
+                assert!(insert(conn, &delivery, DeliveryStage::Created, None, now)?);
+                Err::<(), _>(abort(StoreError::Contended(delivery.id)))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(&failed, StoreError::Contended(id) if id == "d1"), "{failed}");
+        assert_eq!(store.get("d1").await.unwrap(), None);
+        assert!(store.tracking("d1").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stored_value_that_does_not_decode_fails_a_change_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("delivery.db");
+        let store = SqliteDeliveryStore::open(&path).await.unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap();
+        store.upsert(owned("d1", "u1", "acc-a"), now).await.unwrap();
+        sqlx::query("UPDATE deliveries SET body = 'not json' WHERE id = 'd1'").execute(&store.pool).await.unwrap();
+
+        let failed = store.cancel("d1", now).await.unwrap_err();
+        assert!(matches!(failed, StoreError::Decode(_)), "{failed}");
+        assert!(!failed.is_unavailable());
+        assert_eq!(store.tracking("d1").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_is_the_store_being_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteDeliveryStore::open(&dir.path().join("delivery.db")).await.unwrap();
+        let failed = store.write(|conn| conn.execute("INSERT INTO no_such_table VALUES (1)", [])).await.unwrap_err();
+        assert!(matches!(failed, StoreError::Sqlite(_)), "{failed}");
+        assert!(failed.is_unavailable());
     }
 }
