@@ -49,6 +49,12 @@ impl WriteError {
     }
 }
 
+impl From<rusqlite::Error> for WriteError {
+    fn from(err: rusqlite::Error) -> Self {
+        WriteError::Sqlite(Arc::new(err))
+    }
+}
+
 impl From<WriteError> for sqlx::Error {
     /// For stores whose error type is sqlx's: the writer's failure as an I/O error, which every
     /// caller already treats as the store being unavailable.
@@ -93,22 +99,34 @@ impl GroupWriter {
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.write_with(move |conn| write(conn).map_err(WriteError::from)).await
+    }
+
+    /// As [`write`](Self::write), for a closure that fails with the store's own error (a value
+    /// that does not decode, a domain refusal): that error comes back as it is, the closure's
+    /// statements undone; the writer's own failures come back converted from [`WriteError`].
+    pub async fn write_with<T, E, F>(&self, write: F) -> Result<T, E>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let outcome = conn.map(|conn| in_savepoint(conn, write));
             Box::new(move |committed| {
                 let result = match (outcome, committed) {
                     (Some(Err(err)), _) => Err(err),
-                    (_, Err(err)) => Err(WriteError::Transaction(err.clone())),
+                    (_, Err(err)) => Err(E::from(WriteError::Transaction(err.clone()))),
                     (Some(Ok(value)), Ok(())) => Ok(value),
-                    (None, Ok(())) => Err(WriteError::Stopped),
+                    (None, Ok(())) => Err(E::from(WriteError::Stopped)),
                 };
                 // The caller may have gone (its request was cancelled): nothing to tell.
                 let _ = answer.send(result);
             })
         });
-        self.jobs.send(job).await.map_err(|_| WriteError::Stopped)?;
-        answered.await.map_err(|_| WriteError::Stopped)?
+        self.jobs.send(job).await.map_err(|_| E::from(WriteError::Stopped))?;
+        answered.await.map_err(|_| E::from(WriteError::Stopped))?
     }
 
     /// Whether the writer thread still runs.
@@ -118,25 +136,26 @@ impl GroupWriter {
 }
 
 /// Runs `write` so that a failure undoes only its own statements.
-fn in_savepoint<T>(
+fn in_savepoint<T, E: From<WriteError>>(
     conn: &rusqlite::Connection,
-    write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-) -> Result<T, WriteError> {
-    let sqlite = |e| WriteError::Sqlite(Arc::new(e));
-    conn.prepare_cached("SAVEPOINT job").and_then(|mut s| s.execute([])).map_err(sqlite)?;
+    write: impl FnOnce(&rusqlite::Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    let statement =
+        |sql| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(|e| E::from(WriteError::from(e)));
+    statement("SAVEPOINT job")?;
     match catch_unwind(AssertUnwindSafe(|| write(conn))) {
         Ok(Ok(value)) => {
-            conn.prepare_cached("RELEASE job").and_then(|mut s| s.execute([])).map_err(sqlite)?;
+            statement("RELEASE job")?;
             Ok(value)
         }
         Ok(Err(err)) => {
             undo(conn);
-            Err(sqlite(err))
+            Err(err)
         }
         Err(_) => {
             undo(conn);
             tracing::error!("a store write panicked; its changes were rolled back");
-            Err(WriteError::Stopped)
+            Err(E::from(WriteError::Stopped))
         }
     }
 }
@@ -243,6 +262,36 @@ mod tests {
         let pool = crate::sqlite::open_pool(&dir.path().join("w.db"), Durability::Normal, 1).await.unwrap();
         let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k").fetch_all(&pool).await.unwrap();
         assert_eq!(keys, ["a", "c"]);
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum StoreFailure {
+        Refused(&'static str),
+        Writer(String),
+    }
+
+    impl From<WriteError> for StoreFailure {
+        fn from(err: WriteError) -> Self {
+            StoreFailure::Writer(err.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_with_the_stores_own_error_gets_it_back_and_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_with_table(&dir).await;
+        let refused = writer
+            .write_with(|conn| {
+                conn.execute("INSERT INTO t (k, v) VALUES ('x', 1)", []).map_err(WriteError::from)?;
+                Err::<(), _>(StoreFailure::Refused("a domain rule"))
+            })
+            .await;
+        assert_eq!(refused, Err(StoreFailure::Refused("a domain rule")));
+        assert_eq!(count(&writer).await, 0);
+        let broken: Result<usize, StoreFailure> = writer
+            .write_with(|conn| Ok(conn.execute("INSERT INTO missing VALUES (1)", []).map_err(WriteError::from)?))
+            .await;
+        assert!(matches!(broken, Err(StoreFailure::Writer(ref m)) if m.contains("missing")), "{broken:?}");
     }
 
     #[tokio::test]

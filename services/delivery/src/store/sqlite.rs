@@ -7,7 +7,6 @@
 //! without a lock. Reads for callers go through a small pool.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -39,14 +38,14 @@ impl SqliteDeliveryStore {
         Ok(Self { pool, writer })
     }
 
-    /// Runs `write` on the writer's thread in the next batch; a [`StoreError`] it raised (through
-    /// [`abort`]) comes back as itself, its statements undone.
+    /// Runs `write` on the writer's thread in the next batch; a [`StoreError`] it returns comes
+    /// back as itself, its statements undone.
     async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        self.writer.write(write).await.map_err(store_error)
+        self.writer.write_with(write).await
     }
 
     /// Applies `action` to the delivery if the stage rules allow it, atomically.
@@ -81,24 +80,16 @@ impl SqliteDeliveryStore {
     }
 }
 
-/// Carries a [`StoreError`] out of a write closure as a SQLite error, so the writer undoes the
-/// closure's statements like for any failed write; [`store_error`] takes it back out.
-fn abort(err: StoreError) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(err))
+// A write closure fails with the store's own error; SQLite's and the writer's convert into it.
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        WriteError::from(err).into()
+    }
 }
 
-fn store_error(err: WriteError) -> StoreError {
-    let WriteError::Sqlite(cause) = err else { return sqlx::Error::from(err).into() };
-    // The writer hands a failed closure's error to its caller alone: this is the only handle.
-    match Arc::try_unwrap(cause) {
-        Ok(rusqlite::Error::ToSqlConversionFailure(inner)) => match inner.downcast::<StoreError>() {
-            Ok(aborted) => *aborted,
-            Err(other) => {
-                sqlx::Error::from(WriteError::Sqlite(Arc::new(rusqlite::Error::ToSqlConversionFailure(other)))).into()
-            }
-        },
-        Ok(other) => sqlx::Error::from(WriteError::Sqlite(Arc::new(other))).into(),
-        Err(shared) => sqlx::Error::from(WriteError::Sqlite(shared)).into(),
+impl From<WriteError> for StoreError {
+    fn from(err: WriteError) -> Self {
+        StoreError::Sqlite(err.into())
     }
 }
 
@@ -110,8 +101,8 @@ fn insert(
     stage: DeliveryStage,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> rusqlite::Result<bool> {
-    let body = to_json(delivery).map_err(abort)?;
+) -> Result<bool, StoreError> {
+    let body = to_json(delivery)?;
     let inserted =
         conn.prepare_cached(
             "INSERT INTO deliveries (id, owner_user_id, owner_account_id, body, stage, created_at, updated_at)
@@ -140,9 +131,9 @@ fn move_to(
     location: Option<Location>,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> rusqlite::Result<Delivery> {
+) -> Result<Delivery, StoreError> {
     delivery.stage = None;
-    let body = to_json(&delivery).map_err(abort)?;
+    let body = to_json(&delivery)?;
     conn.prepare_cached("UPDATE deliveries SET body = ?1, stage = ?2, updated_at = ?3 WHERE id = ?4")?
         .execute(params![body, next.as_str(), unix_millis(now), delivery.id])?;
     record_event(conn, &delivery.id, next, location, reason, now)?;
@@ -157,8 +148,8 @@ fn record_event(
     location: Option<Location>,
     reason: Option<&str>,
     now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
-    let location = location.map(|l| to_json(&l)).transpose().map_err(abort)?;
+) -> Result<(), StoreError> {
+    let location = location.map(|l| to_json(&l)).transpose()?;
     conn.prepare_cached(
         "INSERT INTO tracking_events (delivery_id, stage, location, at, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -167,17 +158,17 @@ fn record_event(
 }
 
 /// The delivery as a change reads it, on the writer's connection.
-fn load(conn: &Connection, id: &str) -> rusqlite::Result<Option<Delivery>> {
+fn load(conn: &Connection, id: &str) -> Result<Option<Delivery>, StoreError> {
     let row = conn
         .prepare_cached("SELECT body, stage FROM deliveries WHERE id = ?1")?
         .query_row([id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
         .optional()?;
-    row.map(|(body, stage)| delivery_from(&body, &stage)).transpose().map_err(abort)
+    row.map(|(body, stage)| delivery_from(&body, &stage)).transpose()
 }
 
 /// The stage the rules judge the delivery by ([`domain::tracked_stage`]), reading its history
 /// only when that matters.
-fn tracked(conn: &Connection, id: &str, stage: DeliveryStage) -> rusqlite::Result<DeliveryStage> {
+fn tracked(conn: &Connection, id: &str, stage: DeliveryStage) -> Result<DeliveryStage, StoreError> {
     if !domain::needs_history(stage) {
         return Ok(stage);
     }
@@ -186,7 +177,7 @@ fn tracked(conn: &Connection, id: &str, stage: DeliveryStage) -> rusqlite::Resul
 }
 
 /// The delivery's tracking events as a change reads them, on the writer's connection.
-fn history(conn: &Connection, id: &str) -> rusqlite::Result<Vec<DeliveryTrackingEvent>> {
+fn history(conn: &Connection, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq",
     )?;
@@ -195,7 +186,7 @@ fn history(conn: &Connection, id: &str) -> rusqlite::Result<Vec<DeliveryTracking
     })?;
     rows.map(|row| {
         let (stage, location, at, reason) = row?;
-        event_from(id, &stage, location.as_deref(), at, reason).map_err(abort)
+        event_from(id, &stage, location.as_deref(), at, reason)
     })
     .collect()
 }
@@ -258,7 +249,7 @@ impl DeliveryStore for SqliteDeliveryStore {
             // A failed delivery put again (the workflow runs its replayed request) is reopened.
             let reopen = stage.as_deref() == Some(DeliveryStage::Failed.as_str());
             let stage = if reopen { DeliveryStage::Created.as_str().to_owned() } else { stage.unwrap_or_default() };
-            let body = to_json(&delivery).map_err(abort)?;
+            let body = to_json(&delivery)?;
             // The PUT may name another owner: the counting columns follow the body.
             conn.prepare_cached(
                 "UPDATE deliveries SET owner_user_id = ?1, owner_account_id = ?2, body = ?3, updated_at = ?4, stage = ?6
@@ -343,7 +334,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                     Ok(Closed::Created(Box::new(Delivery { stage: Some(next), ..delivery })))
                 }
                 // Created by a writer outside this store between the read and the write.
-                None => Err(abort(StoreError::Contended(delivery.id))),
+                None => Err(StoreError::Contended(delivery.id)),
             }
         })
         .await
@@ -395,14 +386,15 @@ impl DeliveryStore for SqliteDeliveryStore {
         // The newer-wins rule is the upsert's condition.
         let stored = self
             .write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO flights (delivery_id, body, departed_at, observed_at) VALUES (?1, ?2, ?3, ?4)
+                Ok(conn
+                    .prepare_cached(
+                        "INSERT INTO flights (delivery_id, body, departed_at, observed_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (delivery_id) DO UPDATE SET
                          body = excluded.body, departed_at = excluded.departed_at, observed_at = excluded.observed_at
                      WHERE excluded.departed_at > flights.departed_at
                         OR (excluded.departed_at = flights.departed_at AND excluded.observed_at > flights.observed_at)",
-                )?
-                .execute(params![id, body, departed_at, unix_millis(observed_at)])
+                    )?
+                    .execute(params![id, body, departed_at, unix_millis(observed_at)])?)
             })
             .await?;
         Ok(stored == 1)
@@ -421,12 +413,13 @@ impl DeliveryStore for SqliteDeliveryStore {
         // The newer-wins rule is the upsert's condition, as for flights.
         let stored = self
             .write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO positions (delivery_id, body, at) VALUES (?1, ?2, ?3)
+                Ok(conn
+                    .prepare_cached(
+                        "INSERT INTO positions (delivery_id, body, at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (delivery_id) DO UPDATE SET body = excluded.body, at = excluded.at
                      WHERE excluded.at > positions.at",
-                )?
-                .execute(params![id, body, at])
+                    )?
+                    .execute(params![id, body, at])?)
             })
             .await?;
         Ok(stored == 1)
@@ -449,11 +442,12 @@ impl DeliveryStore for SqliteDeliveryStore {
         let (id, request) = (id.to_owned(), request.clone());
         let added = self
             .write(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO notify_requests (delivery_id, email, sms, created_at)
+                Ok(conn
+                    .prepare_cached(
+                        "INSERT INTO notify_requests (delivery_id, email, sms, created_at)
                      SELECT id, ?2, ?3, ?4 FROM deliveries WHERE id = ?1",
-                )?
-                .execute(params![id, request.email_address, request.sms, unix_millis(now)])
+                    )?
+                    .execute(params![id, request.email_address, request.sms, unix_millis(now)])?)
             })
             .await?;
         Ok(added == 1)
@@ -501,7 +495,7 @@ impl DeliveryStore for SqliteDeliveryStore {
                         row.get(5)?,
                     ))
                 })?;
-            notification_from(&body, &status, attempts, last_error, created_at, sent_at).map_err(abort)
+            notification_from(&body, &status, attempts, last_error, created_at, sent_at)
         })
         .await
     }
@@ -519,21 +513,22 @@ impl DeliveryStore for SqliteDeliveryStore {
         let attempt = i64::from(outcome.is_attempt());
         let marked = self
             .write(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE notifications SET status = ?3, attempts = attempts + ?4,
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE notifications SET status = ?3, attempts = attempts + ?4,
                          last_error = COALESCE(?5, last_error), sent_at = COALESCE(?6, sent_at), updated_at = ?7
                      WHERE id = ?1 AND delivery_id = ?2 AND status = ?8",
-                )?
-                .execute(params![
-                    id,
-                    delivery_id,
-                    status.as_str(),
-                    attempt,
-                    error,
-                    sent_at,
-                    unix_millis(now),
-                    NotificationStatus::Pending.as_str()
-                ])
+                    )?
+                    .execute(params![
+                        id,
+                        delivery_id,
+                        status.as_str(),
+                        attempt,
+                        error,
+                        sent_at,
+                        unix_millis(now),
+                        NotificationStatus::Pending.as_str()
+                    ])?)
             })
             .await?;
         Ok(marked == 1)
@@ -648,7 +643,7 @@ mod tests {
         let failed = store
             .write(move |conn| {
                 assert!(insert(conn, &delivery, DeliveryStage::Created, None, now)?);
-                Err::<(), _>(abort(StoreError::Contended(delivery.id)))
+                Err::<(), _>(StoreError::Contended(delivery.id))
             })
             .await
             .unwrap_err();
@@ -676,7 +671,8 @@ mod tests {
     async fn a_failing_statement_is_the_store_being_unavailable() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteDeliveryStore::open(&dir.path().join("delivery.db")).await.unwrap();
-        let failed = store.write(|conn| conn.execute("INSERT INTO no_such_table VALUES (1)", [])).await.unwrap_err();
+        let failed =
+            store.write(|conn| Ok(conn.execute("INSERT INTO no_such_table VALUES (1)", [])?)).await.unwrap_err();
         assert!(matches!(failed, StoreError::Sqlite(_)), "{failed}");
         assert!(failed.is_unavailable());
     }
