@@ -160,7 +160,7 @@ impl SqliteQueue {
             .map_err(unavailable)?;
         let (commands, inbox) = mpsc::channel(8192);
         let name: Arc<str> = Arc::from(name);
-        let writer = Writer { conn, queue: name.clone(), options: options.clone(), feed };
+        let writer = Writer { conn, queue: name.clone(), options: options.clone(), feed, durability, flushing: true };
         std::thread::Builder::new()
             .name(format!("queue {name}"))
             .spawn(move || writer.run(inbox))
@@ -358,6 +358,9 @@ struct Writer {
     queue: Arc<str>,
     options: QueueOptions,
     feed: Option<Feed>,
+    durability: Durability,
+    /// Whether the connection's commits fsync now (`synchronous=FULL`).
+    flushing: bool,
 }
 
 /// The stream and consumer group a fed queue takes its messages from.
@@ -419,7 +422,8 @@ impl Writer {
 
     fn apply(&mut self, commands: Vec<Command>) {
         let mut replies = Vec::with_capacity(commands.len());
-        if let Err(err) = self.apply_in_transaction(commands, &mut replies) {
+        let flushed = self.flush_if_needed(&commands).and_then(|()| self.apply_in_transaction(commands, &mut replies));
+        if let Err(err) = flushed {
             tracing::error!(error = %err, queue = %self.queue, "queue transaction failed");
             let message = err.to_string();
             for reply in replies {
@@ -432,9 +436,27 @@ impl Writer {
         }
     }
 
+    /// A durable queue fsyncs only the batches that carry a promise: a publish (its 202) or an
+    /// operator's replay or purge. Claims, acks, retries and lease extensions commit without
+    /// one: a power cut that loses them only delivers a message again, which every consumer
+    /// must survive anyway. The WAL is written in order, so the next fsync'd commit also
+    /// flushes every commit before it.
+    fn flush_if_needed(&mut self, commands: &[Command]) -> rusqlite::Result<()> {
+        if self.durability != Durability::Full {
+            return Ok(());
+        }
+        let promise =
+            commands.iter().any(|c| matches!(c, Command::Publish(..) | Command::Replay(..) | Command::Purge(..)));
+        if promise != self.flushing {
+            self.conn.pragma_update(None, "synchronous", if promise { "FULL" } else { "NORMAL" })?;
+            self.flushing = promise;
+        }
+        Ok(())
+    }
+
     fn apply_in_transaction(&mut self, commands: Vec<Command>, replies: &mut Vec<Reply>) -> rusqlite::Result<()> {
         let now = Utc::now().timestamp_millis();
-        let Self { conn, queue, options, feed } = self;
+        let Self { conn, queue, options, feed, .. } = self;
         // IMMEDIATE takes the write lock up front, so a file shared with other writers (event
         // streams, other queues) makes this wait (busy timeout) instead of failing with
         // SQLITE_BUSY when a read-then-write transaction cannot upgrade its lock.
