@@ -169,14 +169,7 @@ fn undo(conn: &rusqlite::Connection) {
 
 fn run(conn: &rusqlite::Connection, mut inbox: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = inbox.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while inbox.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
         commit_batch(conn, &mut batch);
     }
 }
