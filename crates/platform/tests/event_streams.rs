@@ -37,8 +37,8 @@ mod sqlite {
     async fn members_in_two_processes_share_a_group_without_doubles() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("events.db");
-        let one = SqliteEventStream::open(&file, "orders").await.unwrap();
-        let two = SqliteEventStream::open(&file, "orders").await.unwrap();
+        let one = SqliteEventStream::open_private(&file, "orders").await.unwrap();
+        let two = SqliteEventStream::open_private(&file, "orders").await.unwrap();
         let options = QueueOptions { ack_wait: Duration::from_secs(30), ..QueueOptions::default() };
         let a = one.subscribe("workers", StartAt::Beginning, options.clone()).await.unwrap();
         let b = two.subscribe("workers", StartAt::Beginning, options).await.unwrap();

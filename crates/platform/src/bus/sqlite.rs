@@ -32,8 +32,6 @@ const STATE_DONE: i64 = 1;
 const STATE_DEAD: i64 = 2;
 /// Most commands folded into one transaction.
 const MAX_BATCH: usize = 512;
-/// Most events a consumer group's queue takes from its stream's log per claim.
-const FEED_BATCH: i64 = 1024;
 /// How often settled messages older than the de-duplication window are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 
@@ -116,31 +114,6 @@ impl SqliteQueue {
         options: QueueOptions,
         durability: Durability,
     ) -> Result<Self, BusError> {
-        Self::open_inner(path, name, options, durability, None, Arc::new(Notify::new())).await
-    }
-
-    /// A consumer group's queue of an event stream in the same file: each claim first moves the
-    /// events past the group's cursor from the log into the queue, in the claim's transaction, so
-    /// the copy and the cursor move commit together. `published` is the stream's signal.
-    pub(crate) async fn open_fed(
-        path: &Path,
-        name: &str,
-        options: QueueOptions,
-        durability: Durability,
-        feed: Feed,
-        published: Arc<Notify>,
-    ) -> Result<Self, BusError> {
-        Self::open_inner(path, name, options, durability, Some(feed), published).await
-    }
-
-    async fn open_inner(
-        path: &Path,
-        name: &str,
-        options: QueueOptions,
-        durability: Durability,
-        feed: Option<Feed>,
-        published: Arc<Notify>,
-    ) -> Result<Self, BusError> {
         let file = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<rusqlite::Connection> {
             let conn = open_writer(&file, durability)?;
@@ -160,12 +133,12 @@ impl SqliteQueue {
             .map_err(unavailable)?;
         let (commands, inbox) = mpsc::channel(8192);
         let name: Arc<str> = Arc::from(name);
-        let writer = Writer { conn, queue: name.clone(), options: options.clone(), feed, durability, flushing: true };
+        let writer = Writer { conn, queue: name.clone(), options: options.clone(), durability, flushing: true };
         std::thread::Builder::new()
             .name(format!("queue {name}"))
             .spawn(move || writer.run(inbox))
             .map_err(|e| BusError::Unavailable(format!("starting the queue's writer: {e}")))?;
-        Ok(Self { name, commands, readers, published, options })
+        Ok(Self { name, commands, readers, published: Arc::new(Notify::new()), options })
     }
 
     async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command) -> Result<T, BusError> {
@@ -357,17 +330,9 @@ struct Writer {
     conn: rusqlite::Connection,
     queue: Arc<str>,
     options: QueueOptions,
-    feed: Option<Feed>,
     durability: Durability,
     /// Whether the connection's commits fsync now (`synchronous=FULL`).
     flushing: bool,
-}
-
-/// The stream and consumer group a fed queue takes its messages from.
-#[derive(Debug, Clone)]
-pub(crate) struct Feed {
-    pub stream: String,
-    pub group: String,
 }
 
 /// A reply to send once the batch's transaction has committed.
@@ -456,16 +421,11 @@ impl Writer {
 
     fn apply_in_transaction(&mut self, commands: Vec<Command>, replies: &mut Vec<Reply>) -> rusqlite::Result<()> {
         let now = Utc::now().timestamp_millis();
-        let Self { conn, queue, options, feed, .. } = self;
+        let Self { conn, queue, options, .. } = self;
         // IMMEDIATE takes the write lock up front, so a file shared with other writers (event
         // streams, other queues) makes this wait (busy timeout) instead of failing with
         // SQLITE_BUSY when a read-then-write transaction cannot upgrade its lock.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(feed) = feed
-            && commands.iter().any(|c| matches!(c, Command::Claim(..)))
-        {
-            feed_from_log(&tx, queue, feed, now)?;
-        }
         let mut published = Vec::new();
         for command in commands {
             match command {
@@ -504,34 +464,6 @@ impl Writer {
         )?;
         Ok(())
     }
-}
-
-/// Moves the events past the group's cursor from the stream's log into the group's queue and
-/// moves the cursor, in the caller's transaction. Events keep their publish time as their
-/// enqueue time, so lateness counts from the publish.
-fn feed_from_log(conn: &rusqlite::Connection, queue: &str, feed: &Feed, now: i64) -> rusqlite::Result<()> {
-    let cursor: i64 = conn
-        .prepare_cached("SELECT cursor FROM stream_groups WHERE stream = ?1 AND grp = ?2")?
-        .query_row(params![feed.stream, feed.group], |row| row.get(0))?;
-    let upto: Option<i64> = conn
-        .prepare_cached(
-            "SELECT MAX(seq) FROM (SELECT seq FROM stream_events WHERE stream = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3 + 0)",
-        )?
-        .query_row(params![feed.stream, cursor, FEED_BATCH], |row| row.get(0))?;
-    let Some(upto) = upto else { return Ok(()) };
-    conn.prepare_cached(
-        "INSERT INTO queue_messages (queue, message_id, payload, state, visible_at, enqueued_at)
-         SELECT ?1, event_id, payload, ?2, ?3, published_at FROM stream_events
-         WHERE stream = ?4 AND seq > ?5 AND seq <= ?6 ORDER BY seq
-         ON CONFLICT (queue, message_id) DO NOTHING",
-    )?
-    .execute(params![queue, STATE_READY, now, feed.stream, cursor, upto])?;
-    conn.prepare_cached("UPDATE stream_groups SET cursor = ?3 WHERE stream = ?1 AND grp = ?2")?.execute(params![
-        feed.stream,
-        feed.group,
-        upto
-    ])?;
-    Ok(())
 }
 
 /// Stores one message unless its id is already there (then it is a duplicate, also when the

@@ -8,6 +8,10 @@
 //! each write alone; profiles of the embedded system showed those hand-overs and commits as the
 //! largest costs after the bus's own.
 //!
+//! A writer opened with [`Durability::Normal`] fsyncs only the batches that hold a write made
+//! with [`GroupWriter::write_flushed`] (a promise to a caller, such as a published event); the
+//! WAL is written in order, so that fsync also flushes every commit before it.
+//!
 //! A closure that fails is rolled back to its savepoint and gets its error; the others in the
 //! batch still commit. Only when the commit itself fails do all of them get the error, and then
 //! nothing of the batch was stored.
@@ -66,7 +70,13 @@ impl From<WriteError> for sqlx::Error {
 /// What a finished closure does once the batch's commit is known: answer its caller.
 type Reply = Box<dyn FnOnce(Result<(), &Arc<rusqlite::Error>>) + Send>;
 /// A write to run on the connection, or (given none) to fail because its batch could not begin.
-type Job = Box<dyn FnOnce(Option<&rusqlite::Connection>) -> Reply + Send>;
+type Work = Box<dyn FnOnce(Option<&rusqlite::Connection>) -> Reply + Send>;
+
+struct Job {
+    work: Work,
+    /// Whether the batch holding this write must be fsync'd before it is answered.
+    flush: bool,
+}
 
 /// The handle to a file's writer thread; clones share the thread, which stops when the last
 /// handle is dropped.
@@ -88,7 +98,7 @@ impl GroupWriter {
         let (jobs, inbox) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name(format!("writer {name}"))
-            .spawn(move || run(&conn, inbox))
+            .spawn(move || Thread { conn, durability, flushing: durability == Durability::Full }.run(inbox))
             .map_err(|_| WriteError::Stopped)?;
         Ok(Self { jobs })
     }
@@ -102,6 +112,16 @@ impl GroupWriter {
         self.write_with(move |conn| write(conn).map_err(WriteError::from)).await
     }
 
+    /// As [`write`](Self::write), and the batch holding it is fsync'd before anyone is answered,
+    /// whatever the writer's durability: for a write that promises something to its caller.
+    pub async fn write_flushed<T, F>(&self, write: F) -> Result<T, WriteError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(true, move |conn| write(conn).map_err(WriteError::from)).await
+    }
+
     /// As [`write`](Self::write), for a closure that fails with the store's own error (a value
     /// that does not decode, a domain refusal): that error comes back as it is, the closure's
     /// statements undone; the writer's own failures come back converted from [`WriteError`].
@@ -111,8 +131,17 @@ impl GroupWriter {
         T: Send + 'static,
         E: From<WriteError> + Send + 'static,
     {
+        self.submit(false, write).await
+    }
+
+    async fn submit<T, E, F>(&self, flush: bool, write: F) -> Result<T, E>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let work: Work = Box::new(move |conn| {
             let outcome = conn.map(|conn| in_savepoint(conn, write));
             Box::new(move |committed| {
                 let result = match (outcome, committed) {
@@ -125,7 +154,7 @@ impl GroupWriter {
                 let _ = answer.send(result);
             })
         });
-        self.jobs.send(job).await.map_err(|_| E::from(WriteError::Stopped))?;
+        self.jobs.send(Job { work, flush }).await.map_err(|_| E::from(WriteError::Stopped))?;
         answered.await.map_err(|_| E::from(WriteError::Stopped))?
     }
 
@@ -167,26 +196,52 @@ fn undo(conn: &rusqlite::Connection) {
     }
 }
 
-fn run(conn: &rusqlite::Connection, mut inbox: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while inbox.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-        commit_batch(conn, &mut batch);
+/// The writer thread's connection and how its commits are flushed.
+struct Thread {
+    conn: rusqlite::Connection,
+    durability: Durability,
+    /// Whether the connection's commits fsync now (`synchronous=FULL`).
+    flushing: bool,
+}
+
+impl Thread {
+    fn run(mut self, mut inbox: mpsc::Receiver<Job>) {
+        let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+        while inbox.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            let flush = self.durability == Durability::Full || batch.iter().any(|job| job.flush);
+            match self.flush_commits(flush) {
+                Ok(()) => commit_batch(&self.conn, &mut batch),
+                Err(err) => fail_batch(&mut batch, "could not set how to flush", err),
+            }
+        }
+    }
+
+    fn flush_commits(&mut self, flush: bool) -> rusqlite::Result<()> {
+        if flush != self.flushing {
+            self.conn.pragma_update(None, "synchronous", if flush { "FULL" } else { "NORMAL" })?;
+            self.flushing = flush;
+        }
+        Ok(())
+    }
+}
+
+fn fail_batch(batch: &mut Vec<Job>, why: &str, err: rusqlite::Error) {
+    tracing::error!(error = %err, "a writer {why}; its batch failed");
+    let err = Arc::new(err);
+    for job in batch.drain(..) {
+        (job.work)(None)(Err(&err));
     }
 }
 
 fn commit_batch(conn: &rusqlite::Connection, batch: &mut Vec<Job>) {
     if let Err(err) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])) {
-        tracing::error!(error = %err, "a store's writer could not begin a transaction");
-        let err = Arc::new(err);
-        for job in batch.drain(..) {
-            job(None)(Err(&err));
-        }
+        fail_batch(batch, "could not begin a transaction", err);
         return;
     }
-    let replies: Vec<Reply> = batch.drain(..).map(|job| job(Some(conn))).collect();
+    let replies: Vec<Reply> = batch.drain(..).map(|job| (job.work)(Some(conn))).collect();
     let committed = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ());
     let committed = committed.map_err(|err| {
-        tracing::error!(error = %err, "a store's batch did not commit");
+        tracing::error!(error = %err, "a writer's batch did not commit");
         if let Err(rollback) = conn.execute_batch("ROLLBACK") {
             tracing::error!(error = %rollback, "and could not be rolled back");
         }
@@ -300,5 +355,18 @@ mod tests {
         assert!(matches!(panicked, Err(WriteError::Stopped)));
         assert_eq!(count(&writer).await, 0);
         assert!(writer.is_running());
+    }
+
+    #[tokio::test]
+    async fn a_flushed_write_makes_its_batch_fsync_and_later_batches_go_back_to_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_with_table(&dir).await;
+        let synchronous =
+            |conn: &rusqlite::Connection| conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0));
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        assert_eq!(writer.write(synchronous).await.unwrap(), NORMAL);
+        assert_eq!(writer.write_flushed(synchronous).await.unwrap(), FULL);
+        assert_eq!(writer.write(synchronous).await.unwrap(), NORMAL);
     }
 }
