@@ -1,37 +1,41 @@
 //! The embedded queue backend: one SQLite file (WAL), one writer thread.
 //!
-//! Every change (publish, claim, ack, retry) goes through a single writer thread that batches
-//! whatever is waiting into one transaction: one fsync covers many publishes (group commit),
-//! and writers never fight over SQLite's lock. The writer owns a plain (rusqlite) connection, so
-//! a whole batch costs one hand-over between threads; sqlx's driver would hand over every
-//! statement to its own worker thread, and those context switches were most of the embedded
-//! bus's CPU. Reads (dead letters, depth) use a small sqlx pool.
+//! Every change (publish, claim, ack, retry) goes through the file's [`GroupWriter`], which
+//! applies whatever is waiting in one transaction: one fsync covers many publishes (group
+//! commit), and writers never fight over SQLite's lock. The writer owns a plain (rusqlite)
+//! connection, so a whole batch costs one hand-over between threads; sqlx's driver would hand
+//! over every statement to its own worker thread, and those context switches were most of the
+//! embedded bus's CPU. Reads (dead letters, depth) use a small sqlx pool.
+//!
+//! A durable queue fsyncs only the batches that carry a promise: a publish (its 202) or an
+//! operator's replay or purge. Claims, acks, retries and lease extensions commit without one: a
+//! power cut that loses them only delivers a message again, which every consumer must survive
+//! anyway, and the next fsync'd commit flushes them (the WAL is written in order).
+//!
 //! A dead letter stays in its row (state dead, `settled_at` saying when) until an operator
 //! replays it (the same row becomes ready again) or purges it (the row is deleted).
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 
 use super::{
     BusError, DeadLetter, OutgoingMessage, Published, Queue, QueueOptions, ReceivedMessage, Retried, Settlement,
 };
 use crate::clock::from_unix_millis;
-use crate::sqlite::{Durability, connect_options, open_writer};
+use crate::sqlite::{Durability, GroupWriter, open_pool};
 
 const STATE_READY: i64 = 0;
 const STATE_DONE: i64 = 1;
 const STATE_DEAD: i64 = 2;
-/// Most commands folded into one transaction.
-const MAX_BATCH: usize = 512;
 /// How often settled messages older than the de-duplication window are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 
@@ -56,20 +60,13 @@ const SCHEMA: &[&str] = &[
 /// A durable work queue in a SQLite file.
 pub struct SqliteQueue {
     name: Arc<str>,
-    commands: mpsc::Sender<Command>,
+    writer: GroupWriter,
     readers: SqlitePool,
-    published: Arc<Notify>,
-    options: QueueOptions,
-}
-
-enum Command {
-    Publish(OutgoingMessage, oneshot::Sender<Result<Published, BusError>>),
-    Claim(usize, oneshot::Sender<Result<Vec<Claimed>, BusError>>),
-    Settle(Lease, Outcome, oneshot::Sender<Result<Settled, BusError>>),
-    /// Makes the dead letter with this message id ready again; `false` when there is none.
-    Replay(String, oneshot::Sender<Result<bool, BusError>>),
-    /// Deletes the dead letter with this message id, or every dead letter; how many went.
-    Purge(Option<String>, oneshot::Sender<Result<u64, BusError>>),
+    published: Notify,
+    options: Arc<QueueOptions>,
+    durability: Durability,
+    /// When settled messages were last purged.
+    purged_at: Mutex<Instant>,
 }
 
 struct Claimed {
@@ -107,51 +104,67 @@ impl SqliteQueue {
         Self::open_with(path, name, options, Durability::Full).await
     }
 
-    /// As [`open`](Self::open), choosing how commits are flushed.
+    /// As [`open`](Self::open), choosing how publishes are flushed.
     pub async fn open_with(
         path: &Path,
         name: &str,
         options: QueueOptions,
         durability: Durability,
     ) -> Result<Self, BusError> {
-        let file = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<rusqlite::Connection> {
-            let conn = open_writer(&file, durability)?;
-            for statement in SCHEMA {
-                conn.execute_batch(statement)?;
-            }
-            Ok(conn)
+        let writer = GroupWriter::open(path, Durability::Normal, &format!("queue {name}")).await?;
+        writer.write(|conn| SCHEMA.iter().try_for_each(|statement| conn.execute_batch(statement))).await?;
+        let readers = open_pool(path, durability, 2).await.map_err(unavailable)?;
+        Ok(Self {
+            name: Arc::from(name),
+            writer,
+            readers,
+            published: Notify::new(),
+            options: Arc::new(options),
+            durability,
+            purged_at: Mutex::new(Instant::now()),
         })
-        .await
-        .map_err(|e| BusError::Unavailable(e.to_string()))?
-        .map_err(write_failed)?;
-        let connect = connect_options(path, durability).map_err(unavailable)?;
-        let readers = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(connect)
-            .await
-            .map_err(unavailable)?;
-        let (commands, inbox) = mpsc::channel(8192);
-        let name: Arc<str> = Arc::from(name);
-        let writer = Writer { conn, queue: name.clone(), options: options.clone(), durability, flushing: true };
-        std::thread::Builder::new()
-            .name(format!("queue {name}"))
-            .spawn(move || writer.run(inbox))
-            .map_err(|e| BusError::Unavailable(format!("starting the queue's writer: {e}")))?;
-        Ok(Self { name, commands, readers, published: Arc::new(Notify::new()), options })
     }
 
-    async fn send<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command) -> Result<T, BusError> {
-        send(&self.commands, make).await
+    /// Runs `change` in the writer's next batch, fsync'd when it is a promise to the caller and
+    /// the queue is durable.
+    async fn change<T: Send + 'static>(
+        &self,
+        promise: bool,
+        change: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, BusError> {
+        Ok(if promise && self.durability == Durability::Full {
+            self.writer.write_flushed(change).await?
+        } else {
+            self.writer.write(change).await?
+        })
+    }
+
+    /// Whether settled messages are due to be purged (then the caller purges them).
+    fn purge_due(&self) -> bool {
+        let mut purged_at = self.purged_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = purged_at.elapsed() >= PURGE_EVERY;
+        if due {
+            *purged_at = Instant::now();
+        }
+        due
     }
 
     async fn claim(&self, max: usize) -> Result<Vec<ReceivedMessage>, BusError> {
-        let claimed = self.send(|reply| Command::Claim(max, reply)).await?;
+        let (queue, options, purge) = (self.name.clone(), self.options.clone(), self.purge_due());
+        let claimed = self
+            .change(false, move |conn| {
+                let now = Utc::now().timestamp_millis();
+                if purge && let Err(err) = purge_expired_ids(conn, &queue, &options, now) {
+                    tracing::warn!(error = %err, %queue, "purging de-duplication ids failed");
+                }
+                claim(conn, &queue, &options, max, now)
+            })
+            .await?;
         Ok(claimed
             .into_iter()
             .map(|c| {
                 let lease = Lease { seq: c.seq, token: c.lease, message_id: c.message_id.clone() };
-                let settlement = SqliteSettlement { commands: self.commands.clone(), lease };
+                let settlement = SqliteSettlement { writer: self.writer.clone(), options: self.options.clone(), lease };
                 ReceivedMessage::new(
                     c.message_id,
                     Bytes::from(c.payload),
@@ -164,22 +177,7 @@ impl SqliteQueue {
     }
 }
 
-async fn send<T>(
-    commands: &mpsc::Sender<Command>,
-    make: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Command,
-) -> Result<T, BusError> {
-    let (reply, answer) = oneshot::channel();
-    commands.send(make(reply)).await.map_err(|_| BusError::Unavailable("queue writer stopped".to_owned()))?;
-    // A dropped answer: the batch's transaction failed before this command was answered (the
-    // writer logs why); nothing of it was stored.
-    answer.await.map_err(|_| BusError::Unavailable("the queue's transaction failed; nothing was stored".to_owned()))?
-}
-
 fn unavailable(err: sqlx::Error) -> BusError {
-    BusError::Unavailable(err.to_string())
-}
-
-fn write_failed(err: rusqlite::Error) -> BusError {
     BusError::Unavailable(err.to_string())
 }
 
@@ -203,7 +201,10 @@ impl Queue for SqliteQueue {
     }
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError> {
-        let outcome = self.send(|reply| Command::Publish(message, reply)).await?;
+        let queue = self.name.clone();
+        let outcome = self
+            .change(true, move |conn| insert_message(conn, &queue, &message, Utc::now().timestamp_millis()))
+            .await?;
         if outcome == Published::Stored {
             self.published.notify_waiters();
         }
@@ -257,7 +258,8 @@ impl Queue for SqliteQueue {
     }
 
     async fn replay_dead_letter(&self, id: &str) -> Result<bool, BusError> {
-        let replayed = self.send(|reply| Command::Replay(id.to_owned(), reply)).await?;
+        let (queue, id) = (self.name.clone(), id.to_owned());
+        let replayed = self.change(true, move |conn| replay(conn, &queue, &id, Utc::now().timestamp_millis())).await?;
         if replayed {
             self.published.notify_waiters();
         }
@@ -265,11 +267,13 @@ impl Queue for SqliteQueue {
     }
 
     async fn purge_dead_letter(&self, id: &str) -> Result<bool, BusError> {
-        Ok(self.send(|reply| Command::Purge(Some(id.to_owned()), reply)).await? > 0)
+        let (queue, id) = (self.name.clone(), id.to_owned());
+        Ok(self.change(true, move |conn| purge(conn, &queue, Some(&id))).await? > 0)
     }
 
     async fn purge_dead_letters(&self) -> Result<u64, BusError> {
-        self.send(|reply| Command::Purge(None, reply)).await
+        let queue = self.name.clone();
+        self.change(true, move |conn| purge(conn, &queue, None)).await
     }
 
     async fn depth(&self) -> Result<u64, BusError> {
@@ -284,7 +288,7 @@ impl Queue for SqliteQueue {
 
     async fn ping(&self) -> Result<(), BusError> {
         sqlx::query("SELECT 1").execute(&self.readers).await.map_err(unavailable)?;
-        if self.commands.is_closed() {
+        if !self.writer.is_running() {
             return Err(BusError::Unavailable("queue writer stopped".to_owned()));
         }
         Ok(())
@@ -292,14 +296,15 @@ impl Queue for SqliteQueue {
 }
 
 struct SqliteSettlement {
-    commands: mpsc::Sender<Command>,
+    writer: GroupWriter,
+    options: Arc<QueueOptions>,
     lease: Lease,
 }
 
 impl SqliteSettlement {
     async fn settle(&self, outcome: Outcome) -> Result<Settled, BusError> {
-        let lease = self.lease.clone();
-        send(&self.commands, |reply| Command::Settle(lease, outcome, reply)).await
+        let (options, lease) = (self.options.clone(), self.lease.clone());
+        self.writer.write(move |conn| settle(conn, &options, &lease, outcome, Utc::now().timestamp_millis())).await?
     }
 }
 
@@ -325,145 +330,18 @@ impl Settlement for SqliteSettlement {
     }
 }
 
-/// The single writer: owns the write connection, applies commands in batched transactions.
-struct Writer {
-    conn: rusqlite::Connection,
-    queue: Arc<str>,
-    options: QueueOptions,
-    durability: Durability,
-    /// Whether the connection's commits fsync now (`synchronous=FULL`).
-    flushing: bool,
-}
-
-/// A reply to send once the batch's transaction has committed.
-enum Reply {
-    Publish(oneshot::Sender<Result<Published, BusError>>, Result<Published, BusError>),
-    Claim(oneshot::Sender<Result<Vec<Claimed>, BusError>>, Result<Vec<Claimed>, BusError>),
-    Settle(oneshot::Sender<Result<Settled, BusError>>, Result<Settled, BusError>),
-    Replay(oneshot::Sender<Result<bool, BusError>>, Result<bool, BusError>),
-    Purge(oneshot::Sender<Result<u64, BusError>>, Result<u64, BusError>),
-}
-
-impl Reply {
-    fn send(self) {
-        // A caller that went away no longer needs its answer.
-        match self {
-            Reply::Publish(tx, r) => drop(tx.send(r)),
-            Reply::Claim(tx, r) => drop(tx.send(r)),
-            Reply::Settle(tx, r) => drop(tx.send(r)),
-            Reply::Replay(tx, r) => drop(tx.send(r)),
-            Reply::Purge(tx, r) => drop(tx.send(r)),
-        }
-    }
-
-    fn fail(self, err: &str) -> Self {
-        let error = || BusError::Unavailable(err.to_owned());
-        match self {
-            Reply::Publish(tx, _) => Reply::Publish(tx, Err(error())),
-            Reply::Claim(tx, _) => Reply::Claim(tx, Err(error())),
-            Reply::Settle(tx, _) => Reply::Settle(tx, Err(error())),
-            Reply::Replay(tx, _) => Reply::Replay(tx, Err(error())),
-            Reply::Purge(tx, _) => Reply::Purge(tx, Err(error())),
-        }
-    }
-}
-
-impl Writer {
-    /// Runs on its own thread until every sender (the queue, its settlements) is gone.
-    fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut purged_at = std::time::Instant::now();
-        while inbox.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-            if purged_at.elapsed() >= PURGE_EVERY {
-                purged_at = std::time::Instant::now();
-                if let Err(err) = self.purge_expired_ids() {
-                    tracing::warn!(error = %err, queue = %self.queue, "purging de-duplication ids failed");
-                }
-            }
-            let commands = std::mem::take(&mut batch);
-            self.apply(commands);
-        }
-    }
-
-    fn apply(&mut self, commands: Vec<Command>) {
-        let mut replies = Vec::with_capacity(commands.len());
-        let flushed = self.flush_if_needed(&commands).and_then(|()| self.apply_in_transaction(commands, &mut replies));
-        if let Err(err) = flushed {
-            tracing::error!(error = %err, queue = %self.queue, "queue transaction failed");
-            let message = err.to_string();
-            for reply in replies {
-                reply.fail(&message).send();
-            }
-            return;
-        }
-        for reply in replies {
-            reply.send();
-        }
-    }
-
-    /// A durable queue fsyncs only the batches that carry a promise: a publish (its 202) or an
-    /// operator's replay or purge. Claims, acks, retries and lease extensions commit without
-    /// one: a power cut that loses them only delivers a message again, which every consumer
-    /// must survive anyway. The WAL is written in order, so the next fsync'd commit also
-    /// flushes every commit before it.
-    fn flush_if_needed(&mut self, commands: &[Command]) -> rusqlite::Result<()> {
-        if self.durability != Durability::Full {
-            return Ok(());
-        }
-        let promise =
-            commands.iter().any(|c| matches!(c, Command::Publish(..) | Command::Replay(..) | Command::Purge(..)));
-        if promise != self.flushing {
-            self.conn.pragma_update(None, "synchronous", if promise { "FULL" } else { "NORMAL" })?;
-            self.flushing = promise;
-        }
-        Ok(())
-    }
-
-    fn apply_in_transaction(&mut self, commands: Vec<Command>, replies: &mut Vec<Reply>) -> rusqlite::Result<()> {
-        let now = Utc::now().timestamp_millis();
-        let Self { conn, queue, options, .. } = self;
-        // IMMEDIATE takes the write lock up front, so a file shared with other writers (event
-        // streams, other queues) makes this wait (busy timeout) instead of failing with
-        // SQLITE_BUSY when a read-then-write transaction cannot upgrade its lock.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut published = Vec::new();
-        for command in commands {
-            match command {
-                Command::Publish(message, reply) => {
-                    let outcome = insert_message(&tx, queue, &message, now)?;
-                    published.push(Reply::Publish(reply, Ok(outcome)));
-                }
-                Command::Claim(max, reply) => {
-                    let claimed = claim(&tx, queue, options, max, now)?;
-                    replies.push(Reply::Claim(reply, Ok(claimed)));
-                }
-                Command::Settle(lease, outcome, reply) => {
-                    let settled = settle(&tx, options, &lease, outcome, now)?;
-                    replies.push(Reply::Settle(reply, settled));
-                }
-                Command::Replay(id, reply) => {
-                    let replayed = replay(&tx, queue, &id, now)?;
-                    replies.push(Reply::Replay(reply, Ok(replayed)));
-                }
-                Command::Purge(id, reply) => {
-                    let purged = purge(&tx, queue, id.as_deref())?;
-                    replies.push(Reply::Purge(reply, Ok(purged)));
-                }
-            }
-        }
-        replies.append(&mut published);
-        tx.commit()
-    }
-
-    fn purge_expired_ids(&mut self) -> rusqlite::Result<()> {
-        let window = i64::try_from(self.options.dedup_window.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = Utc::now().timestamp_millis().saturating_sub(window);
-        self.conn.execute(
-            "DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND settled_at < ?3",
-            params![&*self.queue, STATE_DONE, cutoff],
-        )?;
-        Ok(())
-    }
+/// Deletes the settled messages older than the de-duplication window: their ids may be used
+/// again from then on.
+fn purge_expired_ids(
+    conn: &rusqlite::Connection,
+    queue: &str,
+    options: &QueueOptions,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let window = i64::try_from(options.dedup_window.as_millis()).unwrap_or(i64::MAX);
+    conn.prepare_cached("DELETE FROM queue_messages WHERE queue = ?1 AND state = ?2 AND settled_at < ?3")?
+        .execute(params![queue, STATE_DONE, now.saturating_sub(window)])?;
+    Ok(())
 }
 
 /// Stores one message unless its id is already there (then it is a duplicate, also when the
