@@ -1,87 +1,16 @@
 //! The account service's HTTP API, route by route, against a real SQLite store.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use account::bootstrap::{self, BootstrapArgs};
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use chrono::TimeZone;
+use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use platform::clock::ManualClock;
-use platform::config::CommonArgs;
-use serde_json::{Value, json};
+use serde_json::json;
 use tower::ServiceExt;
 
-struct TestApp {
-    router: Router,
-    operator: String,
-    store: Arc<dyn account::AccountStore>,
-    clock: ManualClock,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(chrono::Utc.with_ymd_and_hms(2026, 3, 15, 12, 0, 0).unwrap());
-    let url = format!("sqlite://{}", dir.path().join("account.db").display());
-    let store = account::open_store(&url).await.unwrap();
-    let operator = bootstrap::operator(&*store, Arc::new(clock.clone()), &BootstrapArgs::default()).await.unwrap();
-    let router = account::router(store.clone(), Arc::new(clock.clone()), &CommonArgs::default());
-    TestApp { router, operator, store, clock, _dir: dir }
-}
-
-impl TestApp {
-    /// One request with `Authorization: Bearer <token>` when a token is given.
-    async fn call_as(
-        &self,
-        token: Option<&str>,
-        method: Method,
-        uri: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value, HeaderMap) {
-        let mut request = Request::builder().method(method).uri(uri);
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let body = match body {
-            Some(json) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(json.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self.router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
-    }
-
-    /// An admin call with the operator token.
-    async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value, HeaderMap) {
-        self.call_as(Some(&self.operator.clone()), method, uri, body).await
-    }
-
-    async fn verify(&self, api_key: &str) -> (StatusCode, Value) {
-        let (status, body, _) =
-            self.call_as(None, Method::POST, "/internal/credentials/verify", Some(json!({ "apiKey": api_key }))).await;
-        (status, body)
-    }
-
-    async fn new_account(&self, name: &str) -> String {
-        let (status, body, _) = self.admin(Method::POST, "/api/admin/accounts", Some(json!({ "name": name }))).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn new_key(&self, account: &str, body: Value) -> Value {
-        let (status, body, _) =
-            self.admin(Method::POST, &format!("/api/admin/accounts/{account}/keys"), Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body
-    }
-}
+mod common;
+use common::spawn_app;
 
 #[tokio::test]
 async fn admin_routes_need_a_valid_operator_token() {
@@ -289,45 +218,4 @@ async fn health_and_metrics() {
     let response = app.router.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
     let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(text.contains("credential_verifications_total{service=\"account\",outcome=\"malformed\"}"), "{text}");
-}
-
-/// Log lines, collected for one test (the subscriber is this thread's only).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn secrets_never_reach_the_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber =
-        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let app = spawn_app().await;
-    let id = app.new_account("Contoso").await;
-    let key = app.new_key(&id, json!({})).await;
-    let key_id = key["keyId"].as_str().unwrap();
-    let api_key = key["apiKey"].as_str().unwrap();
-    app.verify(api_key).await;
-    app.verify(&format!("{}0", &api_key[..api_key.len() - 1])).await;
-    let (_, rotated, _) =
-        app.admin(Method::POST, &format!("/api/admin/accounts/{id}/keys/{key_id}/rotate"), None).await;
-    app.call_as(Some("fop_0123456789abcdef_nope"), Method::GET, "/api/admin/accounts", None).await;
-
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains(key_id), "the log names keys by id, so this test sees the log: {logs}");
-    for secret in [api_key, rotated["apiKey"].as_str().unwrap(), &app.operator] {
-        let (_, secret_part) = secret.rsplit_once('_').unwrap();
-        assert!(!logs.contains(secret_part), "a secret reached the log: {logs}");
-    }
 }
