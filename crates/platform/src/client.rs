@@ -8,11 +8,18 @@ use tracing::Instrument;
 
 /// A client with keep-alive, a connect timeout and an overall per-request timeout.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
+    http_client_keeping(timeout, 256)
+}
+
+/// As [`http_client`], keeping up to `idle` connections per downstream open between requests. A
+/// caller that may have more requests in flight at once should keep as many: connections beyond
+/// the pool are closed as their requests end and opened again by the next burst.
+pub fn http_client_keeping(timeout: Duration, idle: usize) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(idle)
         .tcp_nodelay(true)
         .build()
         .expect("reqwest client builds with static settings")

@@ -69,7 +69,9 @@ impl Live {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(options.timeout_ms.max(1));
-        let client = platform::client::http_client(timeout);
+        // Up to --max-in-flight requests go upstream at once; keeping that many connections
+        // means a burst reuses them instead of opening and closing hundreds.
+        let client = platform::client::http_client_keeping(timeout, options.max_in_flight.max(1));
         let auth_options = &options.auth;
         let jwt = JwtVerifier::new(&JwtSettings {
             hs256_secret: auth_options.jwt_hs256_secret.clone(),
