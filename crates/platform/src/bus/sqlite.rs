@@ -177,6 +177,35 @@ impl SqliteQueue {
     }
 }
 
+/// Claims until something comes or `wait` is over: after an empty claim, naps until `published`
+/// is raised (a publish in this process) or `poll_interval` passes (another process's publish, a
+/// retry coming due).
+pub(super) async fn receive_until<F, Fut>(
+    published: &Notify,
+    poll_interval: Duration,
+    wait: Duration,
+    mut claim: F,
+) -> Result<Vec<ReceivedMessage>, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<ReceivedMessage>, BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register interest before looking, so a publish in between is not missed.
+        let notified = published.notified();
+        let messages = claim().await?;
+        let now = tokio::time::Instant::now();
+        if !messages.is_empty() || now >= deadline {
+            return Ok(messages);
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(poll_interval.min(deadline - now)) => {}
+        }
+    }
+}
+
 fn unavailable(err: sqlx::Error) -> BusError {
     BusError::Unavailable(err.to_string())
 }
@@ -212,21 +241,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Register interest before looking, so a publish in between is not missed.
-            let published = self.published.notified();
-            let messages = self.claim(max.max(1)).await?;
-            let now = tokio::time::Instant::now();
-            if !messages.is_empty() || now >= deadline {
-                return Ok(messages);
-            }
-            let nap = self.options.poll_interval.min(deadline - now);
-            tokio::select! {
-                () = published => {}
-                () = tokio::time::sleep(nap) => {}
-            }
-        }
+        receive_until(&self.published, self.options.poll_interval, wait, || self.claim(max.max(1))).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {

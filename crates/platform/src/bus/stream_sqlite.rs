@@ -243,21 +243,7 @@ impl Subscription for SqliteSubscription {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, BusError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Register interest before looking, so a publish in between is not missed.
-            let published = self.published.notified();
-            let messages = self.claim(max.max(1)).await?;
-            let now = tokio::time::Instant::now();
-            if !messages.is_empty() || now >= deadline {
-                return Ok(messages);
-            }
-            let nap = self.options.poll_interval.min(deadline - now);
-            tokio::select! {
-                () = published => {}
-                () = tokio::time::sleep(nap) => {}
-            }
-        }
+        super::sqlite::receive_until(&self.published, self.options.poll_interval, wait, || self.claim(max.max(1))).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
