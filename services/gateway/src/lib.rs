@@ -4,6 +4,7 @@
 //! ([`auth`]) and forwards them to the services as a signed identity, rate-limits per client IP
 //! and per account ([`limits`]), terminates TLS ([`tls`]) and aggregates invoices ([`invoice`]).
 
+pub mod admission;
 pub mod auth;
 pub mod invoice;
 pub mod limits;

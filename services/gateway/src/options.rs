@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -39,6 +40,11 @@ impl UpstreamUrls {
     }
 }
 
+// The admission defaults, measured in BENCHMARKS.md ("Session 9").
+const MAX_IN_FLIGHT: usize = 128;
+const QUEUE_WAIT_MS: u64 = 100;
+const OVERLOAD_QUEUE_WAIT_MS: u64 = 5;
+
 /// How the gateway protects the services behind it.
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "gateway-options")]
@@ -49,12 +55,19 @@ pub struct GatewayOptions {
 
     /// Requests forwarded at once; more wait (see --queue-wait-ms), then get 503 + Retry-After
     /// instead of piling connections onto the services until they fail.
-    #[arg(long, env = "FABRIKAM_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "FABRIKAM_GATEWAY_MAX_IN_FLIGHT", default_value_t = MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 
-    /// How long a request waits for a free slot before it is shed, in milliseconds.
-    #[arg(long, env = "FABRIKAM_GATEWAY_QUEUE_WAIT_MS", default_value_t = 1000)]
+    /// How long a request waits for a free slot before it is shed, in milliseconds, while the
+    /// queue is a passing burst. A queue that stays longer than this is overload.
+    #[arg(long, env = "FABRIKAM_GATEWAY_QUEUE_WAIT_MS", default_value_t = QUEUE_WAIT_MS)]
     pub queue_wait_ms: u64,
+
+    /// How long a request waits for a slot, in milliseconds, once the queue has stood longer
+    /// than --queue-wait-ms: under overload the excess is shed at once instead of every
+    /// request waiting in a queue that never drains.
+    #[arg(long, env = "FABRIKAM_GATEWAY_OVERLOAD_QUEUE_WAIT_MS", default_value_t = OVERLOAD_QUEUE_WAIT_MS)]
+    pub overload_queue_wait_ms: u64,
 
     /// Address for /healthz* and /metrics only. When set, the public listener does not serve
     /// them; unset, the public listener serves them as every service does.
@@ -87,8 +100,9 @@ impl Default for GatewayOptions {
     fn default() -> Self {
         Self {
             timeout_ms: 10_000,
-            max_in_flight: 1024,
-            queue_wait_ms: 1000,
+            max_in_flight: MAX_IN_FLIGHT,
+            queue_wait_ms: QUEUE_WAIT_MS,
+            overload_queue_wait_ms: OVERLOAD_QUEUE_WAIT_MS,
             internal_listen: None,
             routes_file: None,
             reload_poll_ms: 2000,
@@ -96,6 +110,16 @@ impl Default for GatewayOptions {
             protection: ProtectionOptions::default(),
             tls: TlsOptions::default(),
             prices: PriceList::default(),
+        }
+    }
+}
+
+impl GatewayOptions {
+    /// How long a request may wait for a slot (see [`crate::admission`]).
+    pub fn wait_rule(&self) -> crate::admission::WaitRule {
+        crate::admission::WaitRule {
+            patient: Duration::from_millis(self.queue_wait_ms),
+            overloaded: Duration::from_millis(self.overload_queue_wait_ms),
         }
     }
 }

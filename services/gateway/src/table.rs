@@ -20,10 +20,10 @@ use platform::Problem;
 use platform::config::CommonArgs;
 use platform::http::{HttpOptions, ServiceRouter};
 use platform::identity::IdentityKey;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::admission::Admission;
 use crate::auth::{ApiKeys, Authenticator, JwtSettings, JwtVerifier};
 use crate::invoice::{PriceList, Sources};
 use crate::limits::{AccessList, KeyedLimit};
@@ -40,9 +40,7 @@ struct Shared {
     ip_limit: KeyedLimit,
     trust_forwarded_for: bool,
     max_header_bytes: usize,
-    in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
-    queue_wait: Duration,
+    admission: Admission,
     body_limit: usize,
     default_timeout: Duration,
     prices: PriceList,
@@ -99,9 +97,7 @@ impl Live {
             ip_limit: KeyedLimit::new(protection.rate_limit_per_ip, protection.rate_limit_ip_burst),
             trust_forwarded_for: protection.trust_forwarded_for,
             max_header_bytes: protection.max_header_bytes,
-            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
-            max_in_flight: options.max_in_flight.max(1),
-            queue_wait: Duration::from_millis(options.queue_wait_ms),
+            admission: Admission::new(options.max_in_flight, options.wait_rule()),
             body_limit: common.body_limit,
             default_timeout: timeout,
             prices: options.prices.clone(),
@@ -286,11 +282,11 @@ async fn handle(shared: &Shared, compiled: &Compiled, mut request: Request) -> R
             .into_response();
         }
     }
-    let Ok(Ok(_slot)) = tokio::time::timeout(shared.queue_wait, shared.in_flight.clone().acquire_owned()).await else {
+    let Some(_slot) = shared.admission.admit().await else {
         metrics::counter!("gateway_requests_shed_total", "service" => SERVICE).increment(1);
         return Problem::unavailable("the system is at capacity; retry shortly", 1).into_response();
     };
-    let in_flight = shared.max_in_flight - shared.in_flight.available_permits();
+    let in_flight = shared.admission.in_flight();
     metrics::gauge!("downstream_in_flight", "service" => SERVICE, "downstream" => "all").set(in_flight as f64);
     let timeout = compiled.route.timeout.unwrap_or(shared.default_timeout);
     match &compiled.route.action {
