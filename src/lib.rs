@@ -151,9 +151,13 @@ impl System {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { Ok(platform::http::serve(listener, router, shutdown, grace).await?) });
         };
-        serve(package_l, package::router(package_store, common));
+        // The gateway calls these routers directly (gateway::InProcess); the workflow and the
+        // gateway's credential checks still reach them over their loopback ports.
+        let package_router = package::router(package_store, common);
+        serve(package_l, package_router.clone());
         serve(account_l, account::router(account_store, clock.clone(), common));
-        serve(delivery_l, delivery::router(delivery_store.clone(), delivery_events.clone(), clock.clone(), common));
+        let delivery_router = delivery::router(delivery_store.clone(), delivery_events.clone(), clock.clone(), common);
+        serve(delivery_l, delivery_router.clone());
         let drone_events = dronescheduler::open_events(&url("events.db")).await?;
         let tracking_subscription =
             delivery::tracking::subscribe(&*drone_events, delivery::tracking::DEFAULT_GROUP).await?;
@@ -172,16 +176,16 @@ impl System {
             dronescheduler::fleet_gauge::REFRESH_EVERY,
             shutdown.clone(),
         );
-        serve(
-            drones_l,
-            dronescheduler::router_with_stream(drone_store, drone_events, &options.fleet, clock.clone(), common),
-        );
-        serve(
-            ingestion_l,
-            ingestion::router(queue.clone(), ingestion_store, clock, &ingestion_settings, common, shutdown.clone()),
-        );
+        let drones_router =
+            dronescheduler::router_with_stream(drone_store, drone_events, &options.fleet, clock.clone(), common);
+        serve(drones_l, drones_router.clone());
+        let ingestion_router =
+            ingestion::router(queue.clone(), ingestion_store, clock, &ingestion_settings, common, shutdown.clone());
+        serve(ingestion_l, ingestion_router.clone());
         serve(workflow_l, workflow::router(queue.clone(), workflow_store.clone(), common));
-        serve(history_l, deliveryhistory::router_with_stream(history_store.clone(), delivery_events.clone(), common));
+        let history_router =
+            deliveryhistory::router_with_stream(history_store.clone(), delivery_events.clone(), common);
+        serve(history_l, history_router.clone());
         let upstreams = gateway::UpstreamUrls {
             ingestion_url: http(addresses.ingestion),
             delivery_url: http(addresses.delivery),
@@ -193,7 +197,14 @@ impl System {
         // The gateway signs callers' identities with the secret every service here checks.
         let secret = common.identity_secret.as_deref().context("the identity secret is set above")?;
         let identity = platform::identity::IdentityKey::new(secret).map_err(anyhow::Error::msg)?;
-        let gateway = gateway::build(upstreams, &options.gateway, common, identity, &shutdown)?;
+        let in_process = gateway::InProcess::default()
+            .with(&upstreams.ingestion_url, ingestion_router)
+            .with(&upstreams.delivery_url, delivery_router)
+            .with(&upstreams.package_url, package_router)
+            .with(&upstreams.dronescheduler_url, drones_router)
+            .with(&upstreams.deliveryhistory_url, history_router);
+        let gateway =
+            gateway::build_with_in_process(upstreams, in_process, &options.gateway, common, identity, &shutdown)?;
         if let (Some(addr), Some(internal)) = (options.gateway.internal_listen, gateway.internal) {
             let internal_l = TcpListener::bind(addr)
                 .await

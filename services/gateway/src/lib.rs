@@ -33,6 +33,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+pub use table::InProcess;
 pub use options::{AuthOptions, GatewayOptions, ProtectionOptions, TlsOptions, UpstreamUrls};
 
 /// The service's name in logs and metrics.
@@ -72,7 +73,19 @@ pub fn build(
     identity: IdentityKey,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Routers> {
-    let live = table::Live::start(upstreams, options, common, identity, shutdown)?;
+    build_with_in_process(upstreams, InProcess::default(), options, common, identity, shutdown)
+}
+
+/// As [`build`], calling the upstreams in `in_process` directly rather than over HTTP.
+pub fn build_with_in_process(
+    upstreams: UpstreamUrls,
+    in_process: InProcess,
+    options: &GatewayOptions,
+    common: &CommonArgs,
+    identity: IdentityKey,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Routers> {
+    let live = table::Live::start(upstreams, in_process, options, common, identity, shutdown)?;
     let mut public = live.router();
     if options.internal_listen.is_some() {
         public = public.layer(middleware::from_fn(hide_operations_routes));

@@ -31,6 +31,24 @@ use crate::options::{GatewayOptions, UpstreamUrls};
 use crate::routes::{Action, AuthPolicy, Route, RouteTable};
 use crate::{SERVICE, proxy};
 
+/// Upstreams served by this process (the all-in-one), by the base URL routes name them with. A
+/// route to one of these URLs calls the router directly; a routes file that points a name
+/// elsewhere goes over HTTP as usual.
+#[derive(Clone, Default)]
+pub struct InProcess(HashMap<String, Router>);
+
+impl InProcess {
+    /// Serves `base_url` (as in `--ingestion-url`) with `router` in this process.
+    pub fn with(mut self, base_url: &str, router: Router) -> Self {
+        self.0.insert(base_url.trim_end_matches('/').to_owned(), router);
+        self
+    }
+
+    fn get(&self, base_url: &str) -> Option<Router> {
+        self.0.get(base_url).cloned()
+    }
+}
+
 /// What every route shares, whatever the table.
 struct Shared {
     client: reqwest::Client,
@@ -46,6 +64,8 @@ struct Shared {
     prices: PriceList,
     /// The `--*-url` upstreams; a table may add or override names.
     upstreams: BTreeMap<String, String>,
+    /// Routers of upstreams that run in this process, by base URL (see [`InProcess`]).
+    in_process: InProcess,
     /// The `--allow-ips` / `--deny-ips` lists; a table's lists add to them.
     access: AccessList,
     http: HttpOptions,
@@ -61,6 +81,7 @@ impl Live {
     /// Compiles the built-in table or `--routes-file`, and watches the file until `shutdown`.
     pub fn start(
         upstreams: UpstreamUrls,
+        in_process: InProcess,
         options: &GatewayOptions,
         common: &CommonArgs,
         identity: IdentityKey,
@@ -102,6 +123,7 @@ impl Live {
             default_timeout: timeout,
             prices: options.prices.clone(),
             upstreams: upstreams.by_name().into_iter().map(|(name, url)| (name.to_owned(), url)).collect(),
+            in_process,
             access: AccessList { allow: protection.allow_ips.clone(), deny: protection.deny_ips.clone() },
             http: common.http_options(),
         });
@@ -178,6 +200,8 @@ struct Compiled {
     prefix: String,
     /// The upstream's base URL (forwarding routes).
     base: Option<String>,
+    /// The upstream's router, when it is served in this process.
+    in_process: Option<Router>,
     access: Arc<AccessList>,
     invoice_sources: Sources,
 }
@@ -213,6 +237,7 @@ fn compile(shared: &Arc<Shared>, table: &RouteTable) -> Result<Router, String> {
                 route: route.clone(),
                 prefix: prefix.clone(),
                 base: base.clone(),
+                in_process: base.as_ref().and_then(|base| shared.in_process.get(base)),
                 access: access.clone(),
                 invoice_sources: invoice_sources.clone(),
             };
@@ -363,6 +388,7 @@ async fn forward(
         body_limit: shared.body_limit,
         public_prefix: &compiled.prefix,
         pass_authorization: compiled.route.auth == AuthPolicy::None,
+        in_process: compiled.in_process.as_ref(),
     };
     let forwarded = proxy::forward(&shared.client, hop, request).await;
     record_call(upstream, method, &forwarded, started.elapsed());
