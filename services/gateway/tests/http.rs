@@ -54,10 +54,9 @@ async fn call_as(
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
 }
 
-#[tokio::test]
-async fn public_routes_reach_their_service_under_both_prefixes() {
-    let (router, _, _) = gateway().await;
-    let cases = [
+/// Each public route: method, path under the prefix, upstream, and the path it reaches there.
+fn public_routes() -> Vec<(Method, &'static str, &'static str, &'static str)> {
+    vec![
         (Method::POST, "/deliveryrequests", "ingestion", "/api/deliveryrequests"),
         (Method::PATCH, "/deliveryrequests/d1", "ingestion", "/api/deliveryrequests/d1"),
         (Method::DELETE, "/deliveryrequests/d1", "ingestion", "/api/deliveryrequests/d1"),
@@ -85,11 +84,15 @@ async fn public_routes_reach_their_service_under_both_prefixes() {
             "deliveryhistory",
             "/api/deliveryhistory?ownerId=o&limit=5",
         ),
-    ];
+    ]
+}
+
+/// Every public route reaches its upstream's path under both prefixes, body and headers intact.
+async fn assert_public_routes_reach_their_service(router: &Router) {
     for prefix in ["/api", "/v0.1.0/api"] {
-        for (method, path, upstream, target) in &cases {
+        for (method, path, upstream, target) in &public_routes() {
             let body = (method == Method::POST || method == Method::PATCH).then_some("{\"a\":1}");
-            let (status, reply, _) = call(&router, method.clone(), &format!("{prefix}{path}"), body).await;
+            let (status, reply, _) = call(router, method.clone(), &format!("{prefix}{path}"), body).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{method} {prefix}{path}");
             assert_eq!(reply["upstream"], *upstream, "{method} {prefix}{path}");
             assert_eq!(reply["uri"], *target, "{method} {prefix}{path}");
@@ -97,8 +100,30 @@ async fn public_routes_reach_their_service_under_both_prefixes() {
                 assert_eq!(reply["body"], body);
             }
             assert_eq!(reply["idempotencyKey"], "k1");
+            assert_eq!(reply["account"], "acc-1", "the signed identity goes along");
+            assert!(reply["signature"].is_string());
         }
     }
+}
+
+#[tokio::test]
+async fn public_routes_reach_their_service_under_both_prefixes() {
+    let (router, _, _) = gateway().await;
+    assert_public_routes_reach_their_service(&router).await;
+}
+
+#[tokio::test]
+async fn upstreams_served_in_process_answer_as_over_http() {
+    let seen = Seen::default();
+    let accounts = Accounts::default();
+    accounts.issue("k1", "acc-1", Some("user-1"));
+    let router = common::in_process_router(&seen, accounts.start().await, &GatewayOptions::default());
+    assert_public_routes_reach_their_service(&router).await;
+    let (_, _, headers) = call(&router, Method::POST, "/v0.1.0/api/deliveryrequests", Some("{}")).await;
+    assert_eq!(headers[header::LOCATION], "/v0.1.0/api/deliveries/abc");
+    assert_eq!(headers[header::RETRY_AFTER], "3");
+    let expected = public_routes().len() * 2 + 1;
+    assert_eq!(seen.lock().unwrap().len(), expected, "every call reached the in-process upstream");
 }
 
 #[tokio::test]

@@ -36,7 +36,12 @@ pub async fn serve(app: Router) -> String {
 /// An upstream that answers 202 with its name, the method, path, query, body and the identity
 /// and authorization headers it saw.
 pub async fn echo_upstream(name: &'static str, seen: Seen) -> String {
-    let app = Router::new().fallback(move |State(seen): State<Seen>, request: Request| async move {
+    serve(echo_router(name, seen)).await
+}
+
+/// The echo upstream's router, for serving it in-process.
+pub fn echo_router(name: &'static str, seen: Seen) -> Router {
+    Router::new().fallback(move |State(seen): State<Seen>, request: Request| async move {
         let uri = request.uri().clone();
         let (key, account, user, signature, authorization) = {
             let header = |h: &str| request.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
@@ -62,8 +67,8 @@ pub async fn echo_upstream(name: &'static str, seen: Seen) -> String {
         )
             .into_response();
         response
-    });
-    serve(app.with_state(seen)).await
+    })
+    .with_state(seen)
 }
 
 /// The account service's verification endpoint, with keys that can be added and revoked.
@@ -132,6 +137,29 @@ pub fn dead_url() -> String {
 /// The gateway's router (in-process, no socket).
 pub fn router(upstreams: UpstreamUrls, options: &GatewayOptions) -> Router {
     gateway::router(upstreams, options, &CommonArgs::default(), identity_key(), &CancellationToken::new()).unwrap()
+}
+
+/// The gateway's router with every upstream served in-process at an address nothing listens
+/// on, so an answer proves the call never left the process.
+pub fn in_process_router(seen: &Seen, account_url: String, options: &GatewayOptions) -> Router {
+    let upstreams = UpstreamUrls {
+        ingestion_url: dead_url(),
+        delivery_url: dead_url(),
+        package_url: dead_url(),
+        dronescheduler_url: dead_url(),
+        deliveryhistory_url: dead_url(),
+        account_url,
+    };
+    let in_process = gateway::InProcess::default()
+        .with(&upstreams.ingestion_url, echo_router("ingestion", seen.clone()))
+        .with(&upstreams.delivery_url, echo_router("delivery", seen.clone()))
+        .with(&upstreams.package_url, echo_router("package", seen.clone()))
+        .with(&upstreams.dronescheduler_url, echo_router("dronescheduler", seen.clone()))
+        .with(&upstreams.deliveryhistory_url, echo_router("deliveryhistory", seen.clone()));
+    let shutdown = CancellationToken::new();
+    gateway::build_with_in_process(upstreams, in_process, options, &CommonArgs::default(), identity_key(), &shutdown)
+        .unwrap()
+        .public
 }
 
 /// The gateway serving on a real socket (client addresses are known), until the token is cancelled.
