@@ -151,11 +151,12 @@ impl System {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { Ok(platform::http::serve(listener, router, shutdown, grace).await?) });
         };
-        // The gateway calls these routers directly (gateway::InProcess); the workflow and the
-        // gateway's credential checks still reach them over their loopback ports.
+        // The gateway and the workflow call these routers directly (platform::client::InProcess);
+        // the ports stay for the gateway's credential checks, the CLI and operators.
         let package_router = package::router(package_store, common);
         serve(package_l, package_router.clone());
-        serve(account_l, account::router(account_store, clock.clone(), common));
+        let account_router = account::router(account_store, clock.clone(), common);
+        serve(account_l, account_router.clone());
         let delivery_router = delivery::router(delivery_store.clone(), delivery_events.clone(), clock.clone(), common);
         serve(delivery_l, delivery_router.clone());
         let drone_events = dronescheduler::open_events(&url("events.db")).await?;
@@ -197,14 +198,21 @@ impl System {
         // The gateway signs callers' identities with the secret every service here checks.
         let secret = common.identity_secret.as_deref().context("the identity secret is set above")?;
         let identity = platform::identity::IdentityKey::new(secret).map_err(anyhow::Error::msg)?;
-        let in_process = gateway::InProcess::default()
+        let in_process = platform::client::InProcess::default()
             .with(&upstreams.ingestion_url, ingestion_router)
             .with(&upstreams.delivery_url, delivery_router)
             .with(&upstreams.package_url, package_router)
             .with(&upstreams.dronescheduler_url, drones_router)
-            .with(&upstreams.deliveryhistory_url, history_router);
-        let gateway =
-            gateway::build_with_in_process(upstreams, in_process, &options.gateway, common, identity, &shutdown)?;
+            .with(&upstreams.deliveryhistory_url, history_router)
+            .with(&upstreams.account_url, account_router);
+        let gateway = gateway::build_with_in_process(
+            upstreams,
+            in_process.clone(),
+            &options.gateway,
+            common,
+            identity,
+            &shutdown,
+        )?;
         if let (Some(addr), Some(internal)) = (options.gateway.internal_listen, gateway.internal) {
             let internal_l = TcpListener::bind(addr)
                 .await
@@ -275,7 +283,8 @@ impl System {
         // The workflow checks that an account is active before scheduling for it.
         let mut workflow_settings = options.workflow.clone();
         workflow_settings.account_url.get_or_insert_with(|| http(addresses.account));
-        let processor = workflow::processor(&endpoints, &workflow_settings, workflow_store, clock_for_workflow);
+        let mut processor = workflow::processor(&endpoints, &workflow_settings, workflow_store, clock_for_workflow);
+        processor.downstreams.call_in_process(&in_process);
         if let Some(supervision) = options.workflow.supervisor_options() {
             let supervisor = workflow::supervisor(&processor, supervision);
             let supervisor_shutdown = shutdown.clone();

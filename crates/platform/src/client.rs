@@ -51,6 +51,51 @@ pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::
     result
 }
 
+/// Services that run in this process (the all-in-one), by the base URL callers know them by.
+/// A call to one of these URLs goes straight into the router ([`call_in_process`]); any other
+/// URL goes over HTTP.
+#[derive(Clone, Default)]
+pub struct InProcess(std::collections::HashMap<String, axum::Router>);
+
+impl InProcess {
+    /// Serves `base_url` (as in `--ingestion-url`) with `router` in this process.
+    pub fn with(mut self, base_url: &str, router: axum::Router) -> Self {
+        self.0.insert(base_url.trim_end_matches('/').to_owned(), router);
+        self
+    }
+
+    /// The router serving `base_url`, if it runs here.
+    pub fn get(&self, base_url: &str) -> Option<axum::Router> {
+        self.0.get(base_url.trim_end_matches('/')).cloned()
+    }
+}
+
+/// [`send`] for a callee in this process: the built request goes through [`call_in_process`]
+/// and its answer comes back as a `reqwest::Response`, so the caller reads it as any other.
+/// The error says why there is no answer (a timeout, or a request that cannot be built).
+pub async fn send_in_process(
+    router: &axum::Router,
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, String> {
+    let request = request.build().map_err(|err| err.to_string())?;
+    let target = match request.url().query() {
+        Some(query) => format!("{}?{query}", request.url().path()),
+        None => request.url().path().to_owned(),
+    };
+    let body = request.body().and_then(reqwest::Body::as_bytes).map(bytes::Bytes::copy_from_slice).unwrap_or_default();
+    let mut incoming = http::Request::new(axum::body::Body::from(body));
+    *incoming.method_mut() = request.method().clone();
+    *incoming.uri_mut() = target.parse().map_err(|_| format!("{target:?} is not a URI"))?;
+    *incoming.headers_mut() = request.headers().clone();
+    let response = call_in_process(router, request.url(), incoming, timeout)
+        .await
+        .ok_or_else(|| format!("no answer within {} ms", timeout.as_millis()))?;
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(|err| err.to_string())?;
+    Ok(reqwest::Response::from(http::Response::from_parts(parts, body)))
+}
+
 /// Calls a service whose router runs in this process as [`send`] calls one over the network:
 /// inside a client span, with the trace context in `traceparent`, within `timeout`. It skips
 /// the socket and the encoding and parsing of both messages, which is most of a loopback hop's

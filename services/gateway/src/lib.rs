@@ -33,8 +33,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use table::InProcess;
 pub use options::{AuthOptions, GatewayOptions, ProtectionOptions, TlsOptions, UpstreamUrls};
+pub use platform::client::InProcess;
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = "gateway";

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use axum::{Json, RequestExt};
 use platform::Problem;
+use platform::client::InProcess;
 use platform::config::CommonArgs;
 use platform::http::{HttpOptions, ServiceRouter};
 use platform::identity::IdentityKey;
@@ -30,24 +31,6 @@ use crate::limits::{AccessList, KeyedLimit};
 use crate::options::{GatewayOptions, UpstreamUrls};
 use crate::routes::{Action, AuthPolicy, Route, RouteTable};
 use crate::{SERVICE, proxy};
-
-/// Upstreams served by this process (the all-in-one), by the base URL routes name them with. A
-/// route to one of these URLs calls the router directly; a routes file that points a name
-/// elsewhere goes over HTTP as usual.
-#[derive(Clone, Default)]
-pub struct InProcess(HashMap<String, Router>);
-
-impl InProcess {
-    /// Serves `base_url` (as in `--ingestion-url`) with `router` in this process.
-    pub fn with(mut self, base_url: &str, router: Router) -> Self {
-        self.0.insert(base_url.trim_end_matches('/').to_owned(), router);
-        self
-    }
-
-    fn get(&self, base_url: &str) -> Option<Router> {
-        self.0.get(base_url).cloned()
-    }
-}
 
 /// What every route shares, whatever the table.
 struct Shared {
@@ -64,7 +47,8 @@ struct Shared {
     prices: PriceList,
     /// The `--*-url` upstreams; a table may add or override names.
     upstreams: BTreeMap<String, String>,
-    /// Routers of upstreams that run in this process, by base URL (see [`InProcess`]).
+    /// Routers of upstreams that run in this process, by base URL; a routes file that points a
+    /// name elsewhere goes over HTTP as usual.
     in_process: InProcess,
     /// The `--allow-ips` / `--deny-ips` lists; a table's lists add to them.
     access: AccessList,

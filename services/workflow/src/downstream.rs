@@ -10,7 +10,7 @@ use contracts::delivery::{Delivery, DeliveryClosure, DeliveryRefusal, Reschedule
 use contracts::drone::{DroneAssignment, DroneDeliveryRequest, DroneReroute};
 use contracts::package::PackageUpsert;
 use http::StatusCode;
-use platform::client::{CallError, encode_segment as encode, http_client};
+use platform::client::{CallError, InProcess, encode_segment as encode, http_client};
 use platform::ttl_cache::TtlCache;
 use reqwest::{Method, Response};
 use serde::Serialize;
@@ -49,6 +49,9 @@ struct Api {
     name: &'static str,
     base: String,
     client: reqwest::Client,
+    timeout: Duration,
+    /// The downstream's router when it runs in this process.
+    in_process: Option<axum::Router>,
     guard: Arc<Guard>,
 }
 
@@ -98,6 +101,16 @@ impl Downstreams {
         self.accounts = Some(Api::new("account", base, timeout, guards));
         self.active_accounts = Arc::new(TtlCache::new(cache_for, ACTIVE_ACCOUNTS_CACHED));
         self
+    }
+
+    /// Calls the downstreams that `routers` serves in this process (the all-in-one) directly
+    /// instead of over their loopback ports; the guards apply as before.
+    pub fn call_in_process(&mut self, routers: &InProcess) {
+        let apis =
+            [&mut self.package, &mut self.drones, &mut self.deliveries].into_iter().chain(self.accounts.as_mut());
+        for api in apis {
+            api.in_process = routers.get(&api.base);
+        }
     }
 
     /// Whether an account service is configured, so accounts are checked.
@@ -269,6 +282,8 @@ impl Api {
             name,
             base: base.trim_end_matches('/').to_owned(),
             client: http_client(timeout),
+            timeout,
+            in_process: None,
             guard: Arc::new(Guard::new(name, guards.clone())),
         }
     }
@@ -295,7 +310,12 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let result = platform::client::send(request).await;
+        let result = match &self.in_process {
+            Some(router) => platform::client::send_in_process(router, request, self.timeout).await.map_err(|reason| {
+                CallError::Transient { reason: format!("{}: {reason}", self.name), retry_after: None }
+            }),
+            None => platform::client::send(request).await.map_err(|e| CallError::from_transport(self.name, &e)),
+        };
         let outcome = match &result {
             Ok(r) => platform::metrics::status_class(r.status().as_u16()),
             Err(_) => "transport_error",
@@ -307,7 +327,7 @@ impl Api {
             ("outcome", outcome.to_owned()),
         ];
         metrics::histogram!("downstream_call_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
-        result.map_err(|e| CallError::from_transport(self.name, &e))
+        result
     }
 }
 

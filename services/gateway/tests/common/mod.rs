@@ -41,34 +41,35 @@ pub async fn echo_upstream(name: &'static str, seen: Seen) -> String {
 
 /// The echo upstream's router, for serving it in-process.
 pub fn echo_router(name: &'static str, seen: Seen) -> Router {
-    Router::new().fallback(move |State(seen): State<Seen>, request: Request| async move {
-        let uri = request.uri().clone();
-        let (key, account, user, signature, authorization) = {
-            let header = |h: &str| request.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
-            (
-                header("idempotency-key"),
-                header("x-fabrikam-account"),
-                header("x-fabrikam-user"),
-                header("x-fabrikam-identity"),
-                header("authorization"),
+    Router::new()
+        .fallback(move |State(seen): State<Seen>, request: Request| async move {
+            let uri = request.uri().clone();
+            let (key, account, user, signature, authorization) = {
+                let header = |h: &str| request.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
+                (
+                    header("idempotency-key"),
+                    header("x-fabrikam-account"),
+                    header("x-fabrikam-user"),
+                    header("x-fabrikam-identity"),
+                    header("authorization"),
+                )
+            };
+            let body =
+                String::from_utf8(axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+            seen.lock().unwrap().push(format!("{name} {uri}"));
+            let reply = json!({
+                "upstream": name, "uri": uri.to_string(), "idempotencyKey": key, "body": body,
+                "account": account, "user": user, "signature": signature, "authorization": authorization,
+            });
+            let response: Response = (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, "/api/deliveries/abc"), (header::RETRY_AFTER, "3")],
+                axum::Json(reply),
             )
-        };
-        let body =
-            String::from_utf8(axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
-        seen.lock().unwrap().push(format!("{name} {uri}"));
-        let reply = json!({
-            "upstream": name, "uri": uri.to_string(), "idempotencyKey": key, "body": body,
-            "account": account, "user": user, "signature": signature, "authorization": authorization,
-        });
-        let response: Response = (
-            StatusCode::ACCEPTED,
-            [(header::LOCATION, "/api/deliveries/abc"), (header::RETRY_AFTER, "3")],
-            axum::Json(reply),
-        )
-            .into_response();
-        response
-    })
-    .with_state(seen)
+                .into_response();
+            response
+        })
+        .with_state(seen)
 }
 
 /// The account service's verification endpoint, with keys that can be added and revoked.
