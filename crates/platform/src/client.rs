@@ -79,21 +79,33 @@ pub async fn send_in_process(
     timeout: Duration,
 ) -> Result<reqwest::Response, String> {
     let request = request.build().map_err(|err| err.to_string())?;
-    let target = match request.url().query() {
-        Some(query) => format!("{}?{query}", request.url().path()),
-        None => request.url().path().to_owned(),
-    };
     let body = request.body().and_then(reqwest::Body::as_bytes).map(bytes::Bytes::copy_from_slice).unwrap_or_default();
-    let mut incoming = http::Request::new(axum::body::Body::from(body));
-    *incoming.method_mut() = request.method().clone();
-    *incoming.uri_mut() = target.parse().map_err(|_| format!("{target:?} is not a URI"))?;
-    *incoming.headers_mut() = request.headers().clone();
+    let incoming = in_process_request(request.url(), request.method().clone(), request.headers().clone(), body)?;
     let response = call_in_process(router, request.url(), incoming, timeout)
         .await
         .ok_or_else(|| format!("no answer within {} ms", timeout.as_millis()))?;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.map_err(|err| err.to_string())?;
     Ok(reqwest::Response::from(http::Response::from_parts(parts, body)))
+}
+
+/// The request a router in this process receives for a call to `url`: its path and query as the
+/// URI, as a server would see it.
+pub fn in_process_request(
+    url: &reqwest::Url,
+    method: http::Method,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<http::Request<axum::body::Body>, String> {
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut request = http::Request::new(axum::body::Body::from(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = target.parse().map_err(|_| format!("{target:?} is not a URI"))?;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 /// Calls a service whose router runs in this process as [`send`] calls one over the network:
@@ -191,6 +203,49 @@ pub fn encode_segment(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A router that answers with what it received; `/slow` answers after 5 s.
+    fn echo() -> axum::Router {
+        axum::Router::new().fallback(|request: axum::extract::Request| async move {
+            if request.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let seen = serde_json::json!({
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "contentType": parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+                "body": String::from_utf8_lossy(&body),
+            });
+            (StatusCode::CREATED, [(header::LOCATION, "/made/1")], axum::Json(seen))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_call_in_process_reads_as_one_over_http() {
+        let routers = InProcess::default().with("http://127.0.0.1:1/", echo());
+        let router = routers.get("http://127.0.0.1:1").expect("found without the trailing slash");
+        let request = http_client(Duration::from_secs(1))
+            .put("http://127.0.0.1:1/things/a%2Fb?x=1")
+            .json(&serde_json::json!({ "n": 1 }));
+        let response = send_in_process(&router, request, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()[header::LOCATION], "/made/1");
+        let seen: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(seen["method"], "PUT");
+        assert_eq!(seen["uri"], "/things/a%2Fb?x=1");
+        assert_eq!(seen["contentType"], "application/json");
+        assert_eq!(seen["body"], r#"{"n":1}"#);
+        assert!(routers.get("http://127.0.0.1:2").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_process_gives_up_at_its_timeout() {
+        let request = http_client(Duration::from_secs(1)).get("http://127.0.0.1:1/slow");
+        let err = send_in_process(&echo(), request, Duration::from_millis(100)).await.unwrap_err();
+        assert!(err.contains("100 ms"), "{err}");
+    }
 
     #[test]
     fn ids_are_one_path_segment() {

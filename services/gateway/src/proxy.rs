@@ -106,14 +106,7 @@ async fn call_in_process(
         Problem::new(StatusCode::BAD_GATEWAY, format!("the {upstream_name} service is unreachable")).with_retry_after(1)
     };
     let url = reqwest::Url::parse(url).map_err(|_| unreachable("the upstream URL does not parse"))?;
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let mut request = Request::new(Body::from(body));
-    *request.method_mut() = method;
-    *request.uri_mut() = target.parse().map_err(|_| unreachable("the path is not a URI"))?;
-    *request.headers_mut() = headers;
+    let request = platform::client::in_process_request(&url, method, headers, body).map_err(|why| unreachable(&why))?;
     let Some(response) = platform::client::call_in_process(router, &url, request, timeout).await else {
         tracing::warn!(upstream = upstream_name, "in-process upstream call timed out");
         return Err(Problem::new(
