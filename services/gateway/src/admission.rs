@@ -2,9 +2,11 @@
 //! forwarded at once, and the rest wait for a slot or are shed with `503` + `Retry-After`.
 //!
 //! How long a request may wait follows CoDel's rule for server queues. A burst that the queue
-//! absorbs and then drains may wait the whole `--queue-wait-ms`. Once the queue has stood
-//! (never empty) for longer than that, the system is overloaded, not bursty, and newcomers wait
-//! only `--overload-queue-wait-ms` before they are shed. Without that, a sustained overload
+//! absorbs and then drains may wait the whole `--queue-wait-ms`. Once the queue has stood for
+//! longer than that, the system is overloaded, not bursty, and newcomers wait only
+//! `--overload-queue-wait-ms` before they are shed. The queue stops standing when it empties or
+//! when a request gets its slot within that short wait: a busy gateway whose slots are always
+//! taken still moves its queue quickly, and must not shed. Without the rule, a sustained overload
 //! keeps a full-length queue: every admitted request pays the whole wait, and since a client's
 //! open connections are its rate times its latency, thousands of connections pile onto the
 //! gateway and their cost crowds out the work (measured in BENCHMARKS.md, "Session 9").
@@ -31,6 +33,11 @@ impl WaitRule {
     /// How long a request arriving now may wait, given how long the queue has not been empty.
     pub fn budget(&self, queue_standing_for: Duration) -> Duration {
         if queue_standing_for > self.patient { self.overloaded.min(self.patient) } else { self.patient }
+    }
+
+    /// Whether a request that waited this long for its slot shows the queue moving freely.
+    pub fn admitted_promptly(&self, waited: Duration) -> bool {
+        waited <= self.overloaded.min(self.patient)
     }
 }
 
@@ -71,8 +78,10 @@ impl Admission {
         }
         let budget = self.rule.budget(self.standing_for());
         self.waiting.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let admitted = tokio::time::timeout(budget, self.slots.clone().acquire_owned()).await;
-        if self.waiting.fetch_sub(1, Ordering::Relaxed) == 1 {
+        let emptied = self.waiting.fetch_sub(1, Ordering::Relaxed) == 1;
+        if emptied || (admitted.is_ok() && self.rule.admitted_promptly(started.elapsed())) {
             self.mark_empty();
         }
         match admitted {
@@ -118,6 +127,25 @@ mod tests {
         assert_eq!(RULE.budget(Duration::from_millis(101)), RULE.overloaded);
         let inverted = WaitRule { patient: Duration::from_millis(10), overloaded: Duration::from_millis(50) };
         assert_eq!(inverted.budget(Duration::from_secs(1)), inverted.patient, "overload never waits longer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_that_never_empties_but_moves_quickly_is_not_overload() {
+        let admission = Arc::new(Admission::new(1, RULE));
+        let mut held = admission.admit().await.expect("a free slot");
+        let mut waiters = tokio::task::JoinSet::new();
+        let wait_for_slot = |admission: Arc<Admission>| async move { admission.admit().await };
+        waiters.spawn(wait_for_slot(admission.clone()));
+        // Every 2 ms the slot passes to the oldest waiter and a new one joins: someone waits at
+        // every moment for 150 ms, none for more than 4 ms.
+        for _ in 0..75 {
+            waiters.spawn(wait_for_slot(admission.clone()));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            drop(held);
+            held = waiters.join_next().await.unwrap().unwrap().expect("admitted within the budget");
+            assert!(admission.waiting.load(Ordering::Relaxed) > 0);
+        }
+        assert_eq!(admission.rule.budget(admission.standing_for()), RULE.patient);
     }
 
     #[tokio::test(start_paused = true)]
