@@ -120,6 +120,9 @@ pub async fn call_in_process(
     timeout: Duration,
 ) -> Option<axum::response::Response> {
     use tower::ServiceExt;
+    // Over HTTP the callee would see a loopback peer; a handler that asks for it finds one here too.
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
     let span = crate::telemetry::spans::http_client(request.method().as_str(), url);
     crate::telemetry::propagation::inject(
         &tracing_opentelemetry::OpenTelemetrySpanExt::context(&span),
@@ -216,6 +219,7 @@ mod tests {
                 "method": parts.method.as_str(),
                 "uri": parts.uri.to_string(),
                 "contentType": parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+                "peer": parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()),
                 "body": String::from_utf8_lossy(&body),
             });
             (StatusCode::CREATED, [(header::LOCATION, "/made/1")], axum::Json(seen))
@@ -237,6 +241,7 @@ mod tests {
         assert_eq!(seen["uri"], "/things/a%2Fb?x=1");
         assert_eq!(seen["contentType"], "application/json");
         assert_eq!(seen["body"], r#"{"n":1}"#);
+        assert_eq!(seen["peer"], "127.0.0.1", "a handler asking for its peer gets the loopback one");
         assert!(routers.get("http://127.0.0.1:2").is_none());
     }
 
