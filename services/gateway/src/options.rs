@@ -42,7 +42,7 @@ impl UpstreamUrls {
 
 // The admission defaults, measured in BENCHMARKS.md ("Session 9").
 const MAX_IN_FLIGHT: usize = 128;
-const QUEUE_WAIT_MS: u64 = 100;
+const QUEUE_WAIT_MS: u64 = 1000;
 const OVERLOAD_QUEUE_WAIT_MS: u64 = 5;
 
 /// How the gateway protects the services behind it.
