@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 use crate::report::{Report, table_header};
-use crate::runner::{Mode, RunOptions};
+use crate::runner::{Mode, OPEN_LOOP_CONNECTIONS, RunOptions};
 use crate::workload::Mix;
 use crate::{Observe, measure};
 
@@ -364,7 +364,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     reports.push(saturated);
     let mut paced = measure(
         "ingest only, paced",
-        &options(&system, Mode::Open { rate: args.ingest_rate }, args.ingest_secs, 0),
+        &options(
+            &system,
+            Mode::Open { rate: args.ingest_rate, connections: OPEN_LOOP_CONNECTIONS },
+            args.ingest_secs,
+            0,
+        ),
         creates_only,
         &observe(&system, false),
     )
@@ -378,7 +383,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let system = start_system(&args, data.path(), false).await?;
     let mut e2e = measure(
         "end to end (5% reschedule, 2% cancel)",
-        &options(&system, Mode::Open { rate: args.e2e_rate }, args.e2e_secs, 200),
+        &options(&system, Mode::Open { rate: args.e2e_rate, connections: OPEN_LOOP_CONNECTIONS }, args.e2e_secs, 200),
         realistic,
         &observe(&system, true),
     )
@@ -401,7 +406,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let system = start_distributed(&args).await?;
         let mut paced = measure(
             "distributed, end to end (5% reschedule, 2% cancel)",
-            &options(&system, Mode::Open { rate: args.distributed_rate }, args.e2e_secs, 200),
+            &options(
+                &system,
+                Mode::Open { rate: args.distributed_rate, connections: OPEN_LOOP_CONNECTIONS },
+                args.e2e_secs,
+                200,
+            ),
             realistic,
             &observe(&system, true),
         )

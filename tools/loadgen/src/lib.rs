@@ -57,7 +57,9 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
     // Scheduling goes on after the load stops (the backlog drains): the rate counts that time too.
     let scheduling_secs = elapsed + settled.map_or(0.0, |(_, drained)| drained.as_secs_f64());
     let mode = match options.mode {
-        Mode::Open { rate } => format!("open loop {rate:.0}/s, {:.0} s", options.duration.as_secs_f64()),
+        Mode::Open { rate, connections } => {
+            format!("open loop {rate:.0}/s ≤ {connections} conn, {:.0} s", options.duration.as_secs_f64())
+        }
         Mode::Closed { connections } => {
             format!("closed loop {connections} conn, {:.0} s", options.duration.as_secs_f64())
         }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadgen::runner::{Mode, RunOptions};
+use loadgen::runner::{Mode, OPEN_LOOP_CONNECTIONS, RunOptions};
 use loadgen::workload::Mix;
 use loadgen::{Observe, bench, overhead};
 
@@ -37,9 +37,11 @@ struct RunArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Open loop: requests per second (constant arrival rate).
-    #[arg(long, conflicts_with = "connections")]
+    #[arg(long)]
     rate: Option<f64>,
-    /// Closed loop: connections each keeping one request outstanding.
+    /// Closed loop: connections each keeping one request outstanding. With --rate: the most
+    /// connections the open loop uses (default 512); a request due while all are busy waits
+    /// for one, and the wait counts in its latency.
     #[arg(long)]
     connections: Option<usize>,
     /// Seconds of load.
@@ -86,7 +88,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Overhead(args) => overhead::run(args).await,
         Command::Run(args) => {
             let mode = match (args.rate, args.connections) {
-                (Some(rate), _) if rate > 0.0 => Mode::Open { rate },
+                (Some(rate), connections) if rate > 0.0 => {
+                    Mode::Open { rate, connections: connections.unwrap_or(OPEN_LOOP_CONNECTIONS) }
+                }
                 (None, Some(connections)) => Mode::Closed { connections },
                 _ => anyhow::bail!("give --rate N (open loop) or --connections N (closed loop)"),
             };

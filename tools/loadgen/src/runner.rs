@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::pacing;
@@ -14,11 +15,19 @@ use crate::workload::{Operation, Workload};
 /// Where delivery requests are posted, after the base URL.
 pub const CREATE_PATH: &str = "/api/deliveryrequests";
 
+/// The open loop's connections unless told otherwise: enough for 10,000 requests/s answered
+/// within 50 ms, few enough that the generator does not turn a slow moment into a storm of new
+/// connections (each request on its own connection) that the system then spends its time
+/// accepting.
+pub const OPEN_LOOP_CONNECTIONS: usize = 512;
+
 /// How load is applied.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
-    /// Requests arrive at this rate per second, whether or not earlier ones were answered.
-    Open { rate: f64 },
+    /// Requests arrive at this rate per second, whether or not earlier ones were answered, over
+    /// at most `connections` connections (as wrk2 does): a request due while every connection
+    /// is busy waits for one, and that wait counts in its latency, which runs from its due time.
+    Open { rate: f64, connections: usize },
     /// This many connections, each with one request outstanding.
     Closed { connections: usize },
 }
@@ -87,7 +96,9 @@ pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> R
     let started = Instant::now();
     let progress = options.progress.then(|| tokio::spawn(report_progress(shared.clone(), started)));
     let (sent, dropped) = match options.mode {
-        Mode::Open { rate } => open_loop(&shared, rate, options.duration, options.max_in_flight).await,
+        Mode::Open { rate, connections } => {
+            open_loop(&shared, rate, connections, options.duration, options.max_in_flight).await
+        }
         Mode::Closed { connections } => (closed_loop(&shared, connections, options.duration).await, 0),
     };
     let elapsed = started.elapsed();
@@ -104,11 +115,18 @@ pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> R
 /// Open loop. A thread paces the requests, sleeping until each one is due: tokio's timer has a
 /// 1 ms grain, which would add up to a millisecond of the generator's own lag to every latency
 /// measured from the due time, while a thread's sleep is accurate to tens of microseconds.
-async fn open_loop(shared: &Arc<Shared>, rate: f64, duration: Duration, max_in_flight: usize) -> (u64, u64) {
+async fn open_loop(
+    shared: &Arc<Shared>,
+    rate: f64,
+    connections: usize,
+    duration: Duration,
+    max_in_flight: usize,
+) -> (u64, u64) {
     let tasks = Arc::new(Mutex::new(JoinSet::new()));
     let pacer = {
         let (shared, tasks, runtime) = (shared.clone(), tasks.clone(), tokio::runtime::Handle::current());
-        tokio::task::spawn_blocking(move || pace(&shared, &tasks, &runtime, rate, duration, max_in_flight))
+        let pace = Pace { rate, duration, max_in_flight, connections: Arc::new(Semaphore::new(connections.max(1))) };
+        tokio::task::spawn_blocking(move || pace.run(&shared, &tasks, &runtime))
     };
     let counts = pacer.await.expect("the pacer does not panic");
     let mut tasks = std::mem::take(&mut *tasks.lock().expect("tasks lock"));
@@ -116,41 +134,50 @@ async fn open_loop(shared: &Arc<Shared>, rate: f64, duration: Duration, max_in_f
     counts
 }
 
-/// Starts each request of the run at its due time (at once when already late, so a stall is
-/// counted, not hidden); returns how many were sent and how many dropped as too many outstanding.
-fn pace(
-    shared: &Arc<Shared>,
-    tasks: &Mutex<JoinSet<()>>,
-    runtime: &tokio::runtime::Handle,
+/// The open loop's schedule and limits.
+struct Pace {
     rate: f64,
     duration: Duration,
+    /// Requests outstanding (waiting for a connection or answered) beyond this are dropped.
     max_in_flight: usize,
-) -> (u64, u64) {
-    let start = Instant::now();
-    let (mut sent, mut dropped) = (0u64, 0u64);
-    for index in 0..pacing::in_run(duration, rate) {
-        let intended = start + pacing::due_at(index, rate);
-        if let Some(early) = intended.checked_duration_since(Instant::now()) {
-            std::thread::sleep(early);
+    /// One permit per connection: a request holds one from sending until its answer is read,
+    /// so the client's pool never opens more connections than this.
+    connections: Arc<Semaphore>,
+}
+
+impl Pace {
+    /// Starts each request of the run at its due time (at once when already late, so a stall
+    /// is counted, not hidden); returns how many were sent and how many dropped as too many
+    /// outstanding.
+    fn run(&self, shared: &Arc<Shared>, tasks: &Mutex<JoinSet<()>>, runtime: &tokio::runtime::Handle) -> (u64, u64) {
+        let start = Instant::now();
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        for index in 0..pacing::in_run(self.duration, self.rate) {
+            let intended = start + pacing::due_at(index, self.rate);
+            if let Some(early) = intended.checked_duration_since(Instant::now()) {
+                std::thread::sleep(early);
+            }
+            if shared.in_flight.load(Ordering::Relaxed) >= self.max_in_flight {
+                dropped += 1;
+                continue;
+            }
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let (shared, connections) = (shared.clone(), self.connections.clone());
+            let mut tasks = tasks.lock().expect("tasks lock");
+            tasks.spawn_on(
+                async move {
+                    if let Ok(_connection) = connections.acquire().await {
+                        send(&shared, index, intended).await;
+                    }
+                    shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                },
+                runtime,
+            );
+            while tasks.try_join_next().is_some() {}
+            sent += 1;
         }
-        if shared.in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            dropped += 1;
-            continue;
-        }
-        shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let mut tasks = tasks.lock().expect("tasks lock");
-        tasks.spawn_on(
-            async move {
-                send(&shared, index, intended).await;
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            },
-            runtime,
-        );
-        while tasks.try_join_next().is_some() {}
-        sent += 1;
+        (sent, dropped)
     }
-    (sent, dropped)
 }
 
 async fn closed_loop(shared: &Arc<Shared>, connections: usize, duration: Duration) -> u64 {
@@ -276,7 +303,7 @@ mod tests {
         let server = tokio::spawn(crate::baseline::serve(listener));
         let options = RunOptions {
             base,
-            mode: Mode::Open { rate: 500.0 },
+            mode: Mode::Open { rate: 500.0, connections: 64 },
             duration: Duration::from_millis(500),
             sample_every: 0,
             max_in_flight: 1000,
@@ -290,5 +317,52 @@ mod tests {
         assert_eq!(result.stats.ok(), 250, "{:?}", result.stats.by_status);
         // The last request is due 498 ms after the start: the run is paced, not a burst.
         assert!(result.elapsed >= Duration::from_millis(498), "{:?}", result.elapsed);
+    }
+
+    /// An open loop faster than the server over few connections: the requests queue in the
+    /// client (their latency counts the wait) and the server never sees more connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_loop_opens_no_more_connections_than_allowed() {
+        use std::convert::Infallible;
+        use std::sync::atomic::AtomicUsize;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = {
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let slow = hyper::service::service_fn(|_request| async {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                            *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                            Ok::<_, Infallible>(response)
+                        });
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, slow).await;
+                    });
+                }
+            })
+        };
+        let options = RunOptions {
+            base,
+            mode: Mode::Open { rate: 400.0, connections: 3 },
+            duration: Duration::from_millis(250),
+            sample_every: 0,
+            max_in_flight: 1000,
+            progress: false,
+            bearer: None,
+        };
+        let creates = Workload::new(Mix { reschedule: 0.0, cancel: 0.0, owners: 3 }, 1);
+        let result = run(&options, creates, Duration::ZERO).await;
+        server.abort();
+        assert_eq!(result.stats.ok(), 100, "{:?}", result.stats.by_status);
+        assert!(accepted.load(Ordering::SeqCst) <= 3, "{} connections", accepted.load(Ordering::SeqCst));
+        // 100 requests of 20 ms over 3 connections take at least 660 ms: the queue was counted.
+        assert!(result.elapsed >= Duration::from_millis(660), "{:?}", result.elapsed);
     }
 }
