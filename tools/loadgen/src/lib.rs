@@ -54,8 +54,9 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
     let elapsed = result.elapsed.as_secs_f64();
     let stats = &result.stats;
     let scheduled = settled.map(|(c, _)| c.scheduled.max(0.0) as u64);
-    // Scheduling goes on after the load stops (the backlog drains): the rate counts that time too.
-    let scheduling_secs = elapsed + settled.map_or(0.0, |(_, drained)| drained.as_secs_f64());
+    // Scheduling goes on after the load stops (the backlog drains, first while the followed
+    // deliveries are awaited, then until the counters settle): the rate counts that time too.
+    let scheduling_secs = scheduling_secs(&result, settled.map(|(_, drained)| drained));
     let mode = match options.mode {
         Mode::Open { rate, connections } => {
             format!("open loop {rate:.0}/s ≤ {connections} conn, {:.0} s", options.duration.as_secs_f64())
@@ -96,4 +97,28 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
         },
         ratio_to_baseline: None,
     })
+}
+
+/// The time over which a run's deliveries were scheduled: the load, the wait for the followed
+/// deliveries, and the drain after it (when the system's counters were watched).
+fn scheduling_secs(result: &runner::RunResult, drained: Option<Duration>) -> f64 {
+    (result.elapsed + result.followed_for + drained.unwrap_or_default()).as_secs_f64()
+}
+
+#[cfg(test)]
+mod scheduling_rate_tests {
+    use super::*;
+
+    #[test]
+    fn the_scheduling_time_counts_the_wait_for_followed_deliveries() {
+        let result = runner::RunResult {
+            stats: stats::Stats::default(),
+            elapsed: Duration::from_secs(10),
+            followed_for: Duration::from_secs(12),
+            sent: 0,
+            dropped: 0,
+        };
+        assert_eq!(scheduling_secs(&result, Some(Duration::from_secs(3))), 25.0);
+        assert_eq!(scheduling_secs(&result, None), 22.0);
+    }
 }

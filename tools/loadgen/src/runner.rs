@@ -53,7 +53,11 @@ pub struct RunOptions {
 #[derive(Debug)]
 pub struct RunResult {
     pub stats: Stats,
+    /// How long the load ran.
     pub elapsed: Duration,
+    /// How long, after the load, the run waited for its followed deliveries to be scheduled:
+    /// scheduling went on meanwhile, so a scheduling rate must count this time too.
+    pub followed_for: Duration,
     pub sent: u64,
     pub dropped: u64,
 }
@@ -108,8 +112,9 @@ pub async fn run(options: &RunOptions, workload: Workload, drain: Duration) -> R
     let mut samplers = std::mem::take(&mut *shared.samplers.lock().expect("samplers lock"));
     let _ = tokio::time::timeout(drain, async { while samplers.join_next().await.is_some() {} }).await;
     samplers.abort_all();
+    let followed_for = started.elapsed() - elapsed;
     let stats = shared.stats.lock().expect("stats lock").clone();
-    RunResult { stats, elapsed, sent, dropped }
+    RunResult { stats, elapsed, followed_for, sent, dropped }
 }
 
 /// Open loop. A thread paces the requests, sleeping until each one is due: tokio's timer has a
