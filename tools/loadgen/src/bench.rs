@@ -468,8 +468,8 @@ fn render(args: &BenchArgs, reports: &[Report], startup: Duration) -> String {
         "Measured {} at revision `{revision}` with `scripts/bench.sh{}` (release build).\n\n\
          - Machine: {}.\n\
          - Fleet: {} drones, time scale {} (flights pass in milliseconds, so the pipeline is measured, not the fleet).\n\
-         - Load: `loadgen`; open loop means a constant arrival rate with latency counted from each request's due time \
-         (no coordinated omission); closed loop means {} connections each with one request outstanding.\n\
+         - Load: `loadgen`; open loop means a constant arrival rate over at most {OPEN_LOOP_CONNECTIONS} connections, \
+         with latency counted from each request's due time (no coordinated omission); closed loop means {} connections each with one request outstanding.\n\
          - The ratio divides our accepted rate by the bare HTTP server's (hyper, answers 202, no work) measured with the \
          same client in the same sitting: compare ratios across runs, not absolute numbers.\n\
          - Start-up of the embedded system (process start to `/healthz/ready`): {:.0} ms.\n\
