@@ -301,22 +301,27 @@ mod tests {
     use super::*;
     use crate::workload::Mix;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_open_loop_sends_every_request_of_the_run_on_time() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(crate::baseline::serve(listener));
+    /// An open loop of creates only at `base`, quietly, following nothing.
+    async fn open_loop_of_creates(base: String, rate: f64, connections: usize, duration: Duration) -> RunResult {
         let options = RunOptions {
             base,
-            mode: Mode::Open { rate: 500.0, connections: 64 },
-            duration: Duration::from_millis(500),
+            mode: Mode::Open { rate, connections },
+            duration,
             sample_every: 0,
             max_in_flight: 1000,
             progress: false,
             bearer: None,
         };
         let creates = Workload::new(Mix { reschedule: 0.0, cancel: 0.0, owners: 3 }, 1);
-        let result = run(&options, creates, Duration::ZERO).await;
+        run(&options, creates, Duration::ZERO).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_loop_sends_every_request_of_the_run_on_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(crate::baseline::serve(listener));
+        let result = open_loop_of_creates(base, 500.0, 64, Duration::from_millis(500)).await;
         server.abort();
         assert_eq!((result.sent, result.dropped), (250, 0));
         assert_eq!(result.stats.ok(), 250, "{:?}", result.stats.by_status);
@@ -353,17 +358,7 @@ mod tests {
                 }
             })
         };
-        let options = RunOptions {
-            base,
-            mode: Mode::Open { rate: 400.0, connections: 3 },
-            duration: Duration::from_millis(250),
-            sample_every: 0,
-            max_in_flight: 1000,
-            progress: false,
-            bearer: None,
-        };
-        let creates = Workload::new(Mix { reschedule: 0.0, cancel: 0.0, owners: 3 }, 1);
-        let result = run(&options, creates, Duration::ZERO).await;
+        let result = open_loop_of_creates(base, 400.0, 3, Duration::from_millis(250)).await;
         server.abort();
         assert_eq!(result.stats.ok(), 100, "{:?}", result.stats.by_status);
         assert!(accepted.load(Ordering::SeqCst) <= 3, "{} connections", accepted.load(Ordering::SeqCst));
