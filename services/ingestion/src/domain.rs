@@ -276,13 +276,7 @@ pub fn message_id(delivery_id: &str, command: &DeliveryCommand, idempotency: Opt
 
 /// Hex SHA-256, used to recognise a request replayed under the same idempotency key.
 pub fn hash(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(2 * digest.len());
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A W3C `traceparent` to carry: the caller's when well formed, otherwise a new root.

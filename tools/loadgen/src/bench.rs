@@ -364,12 +364,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     reports.push(saturated);
     let mut paced = measure(
         "ingest only, paced",
-        &options(
-            &system,
-            Mode::Open { rate: args.ingest_rate, connections: OPEN_LOOP_CONNECTIONS },
-            args.ingest_secs,
-            0,
-        ),
+        &options(&system, Mode::open(args.ingest_rate), args.ingest_secs, 0),
         creates_only,
         &observe(&system, false),
     )
@@ -383,7 +378,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let system = start_system(&args, data.path(), false).await?;
     let mut e2e = measure(
         "end to end (5% reschedule, 2% cancel)",
-        &options(&system, Mode::Open { rate: args.e2e_rate, connections: OPEN_LOOP_CONNECTIONS }, args.e2e_secs, 200),
+        &options(&system, Mode::open(args.e2e_rate), args.e2e_secs, 200),
         realistic,
         &observe(&system, true),
     )
@@ -406,12 +401,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let system = start_distributed(&args).await?;
         let mut paced = measure(
             "distributed, end to end (5% reschedule, 2% cancel)",
-            &options(
-                &system,
-                Mode::Open { rate: args.distributed_rate, connections: OPEN_LOOP_CONNECTIONS },
-                args.e2e_secs,
-                200,
-            ),
+            &options(&system, Mode::open(args.distributed_rate), args.e2e_secs, 200),
             realistic,
             &observe(&system, true),
         )

@@ -32,6 +32,13 @@ pub enum Mode {
     Closed { connections: usize },
 }
 
+impl Mode {
+    /// An open loop at `rate` over the default number of connections.
+    pub fn open(rate: f64) -> Self {
+        Self::Open { rate, connections: OPEN_LOOP_CONNECTIONS }
+    }
+}
+
 /// One run's settings.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::runner::{self, CREATE_PATH, Mode, OPEN_LOOP_CONNECTIONS, RunOptions};
+use crate::runner::{self, CREATE_PATH, Mode, RunOptions};
 use crate::workload::{Mix, Operation, Workload};
 use crate::{Observe, baseline, measure};
 use figures::{Leg, OverheadReport};
@@ -144,7 +144,7 @@ async fn measure_target(args: &OverheadArgs, target: &Target) -> anyhow::Result<
 fn options(target: &Target, rate: f64, duration: Duration, progress: bool) -> RunOptions {
     RunOptions {
         base: target.base.clone(),
-        mode: Mode::Open { rate, connections: OPEN_LOOP_CONNECTIONS },
+        mode: Mode::open(rate),
         duration,
         sample_every: 0,
         max_in_flight: 20_000,
