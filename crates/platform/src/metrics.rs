@@ -3,12 +3,10 @@
 //! In the all-in-one process the services share the recorder; each series carries a
 //! `service` label so they stay apart. Every family is listed in docs/metrics.md.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, OnceLock, RwLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -83,102 +81,24 @@ pub fn status_class(status: u16) -> &'static str {
 /// would let any client mint new series.
 pub async fn track_requests(service: &'static str, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().as_str().to_owned();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    record_request(service, &method, route, response.status().as_u16(), start.elapsed().as_secs_f64());
+    let code = response.status().as_u16();
+    let class = status_class(code);
+    let timing =
+        [("service", service.to_owned()), ("method", method), ("route", route), ("status_class", class.into())];
+    metrics::histogram!("http_server_request_duration_seconds", &timing).record(start.elapsed().as_secs_f64());
+    let [service, method, route, class] = timing;
+    let counting = [service, method, route, ("status", code.to_string()), class];
+    metrics::counter!("http_server_requests_total", &counting).increment(1);
     response
-}
-
-/// The two series one kind of request records into.
-struct RequestSeries {
-    duration: metrics::Histogram,
-    total: metrics::Counter,
-}
-
-/// What picks a request's series, but the route template.
-type SeriesGroup = (&'static str, Method, u16);
-
-/// Series handles by group and route template. Registering a series builds its labels and
-/// looks it up in the recorder (a few allocations and a hash per label): done once per kind of
-/// request, not once per request.
-static REQUEST_SERIES: LazyLock<RwLock<SeriesByGroup>> = LazyLock::new(Default::default);
-
-type SeriesByGroup = HashMap<SeriesGroup, HashMap<Box<str>, RequestSeries>>;
-
-fn record_request(service: &'static str, method: &Method, route: &str, status: u16, seconds: f64) {
-    let group = (service, method.clone(), status);
-    if let Ok(map) = REQUEST_SERIES.read()
-        && let Some(series) = map.get(&group).and_then(|routes| routes.get(route))
-    {
-        series.record(seconds);
-        return;
-    }
-    let series = RequestSeries::register(service, method, route, status);
-    series.record(seconds);
-    // Handles taken before the recorder is installed go nowhere: only keep real ones.
-    if HANDLE.get().is_some()
-        && let Ok(mut map) = REQUEST_SERIES.write()
-    {
-        map.entry(group).or_default().insert(route.into(), series);
-    }
-}
-
-impl RequestSeries {
-    fn register(service: &'static str, method: &Method, route: &str, status: u16) -> Self {
-        let timing = [
-            ("service", service.to_owned()),
-            ("method", method.to_string()),
-            ("route", route.to_owned()),
-            ("status_class", status_class(status).to_owned()),
-        ];
-        let duration = metrics::histogram!("http_server_request_duration_seconds", &timing);
-        let [service, method, route, class] = timing;
-        let counting = [service, method, route, ("status", status.to_string()), class];
-        let total = metrics::counter!("http_server_requests_total", &counting);
-        Self { duration, total }
-    }
-
-    fn record(&self, seconds: f64) {
-        self.duration.record(seconds);
-        self.total.increment(1);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The handles kept after a request's first time count every later one, under the route
-    /// template and the status it answered.
-    #[tokio::test]
-    async fn every_request_counts_once_in_its_series() {
-        use axum::routing::get;
-        use tower::ServiceExt;
-
-        handle();
-        let app = axum::Router::new()
-            .route("/things/{id}", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(|req: Request, next: Next| track_requests("series-test", req, next)));
-        for path in ["/things/1", "/things/2", "/things/3", "/nowhere"] {
-            let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
-            app.clone().oneshot(request).await.unwrap();
-        }
-        let text = render();
-        let line = |route: &str, status: &str| {
-            text.lines()
-                .find(|l| {
-                    l.starts_with("http_server_requests_total{")
-                        && l.contains("service=\"series-test\"")
-                        && l.contains(&format!("route=\"{route}\""))
-                        && l.contains(&format!("status=\"{status}\""))
-                })
-                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
-        };
-        assert_eq!(line("/things/{id}", "200").as_deref(), Some("3"), "{text}");
-        assert_eq!(line("unmatched", "404").as_deref(), Some("1"), "{text}");
-    }
 
     #[test]
     fn status_classes() {
