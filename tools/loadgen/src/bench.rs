@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+use crate::cleanup::Leftovers;
 use crate::report::{Report, table_header};
 use crate::runner::{Mode, OPEN_LOOP_CONNECTIONS, RunOptions};
 use crate::workload::Mix;
@@ -55,6 +56,31 @@ pub struct BenchArgs {
     /// Open-loop rate of the distributed end-to-end run (requests/s).
     #[arg(long, default_value_t = 1500.0)]
     pub distributed_rate: f64,
+    /// Run only these scenarios (comma-separated), e.g. `--only distributed` to study the
+    /// distributed mode alone; rows whose baseline was not measured carry no ratio.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Scenario>,
+}
+
+/// The groups of runs a benchmark is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The bare HTTP server, saturated.
+    Baseline,
+    /// The embedded system with its workflow paused: saturated, then paced.
+    Ingest,
+    /// The embedded system end to end: paced with reschedules and cancels, then saturated.
+    EndToEnd,
+    /// Every service its own process on NATS, PostgreSQL and Redis: paced, then saturated.
+    Distributed,
+}
+
+impl BenchArgs {
+    /// Whether this run includes `scenario`: all but the distributed one by default, the
+    /// distributed one too with `--distributed`, exactly the listed ones with `--only`.
+    pub fn includes(&self, scenario: Scenario) -> bool {
+        if self.only.is_empty() { scenario != Scenario::Distributed || self.distributed } else { self.only.contains(&scenario) }
+    }
 }
 
 /// The system under test: one process (embedded) or one per service (distributed).
@@ -68,6 +94,8 @@ struct Running {
     started_in: Duration,
     /// The API key the load sends (none for the bare server).
     bearer: Option<String>,
+    /// What the run stores on shared servers, removed when it stops (distributed only).
+    leftovers: Option<Leftovers>,
 }
 
 /// A port free right now on the loopback address, for a child process to bind.
@@ -102,7 +130,7 @@ async fn start_baseline() -> anyhow::Result<Running> {
     let base = format!("http://127.0.0.1:{port}");
     // The bare server answers every path, readiness included.
     let _ = wait_ready(&format!("{base}/ready"), Duration::from_secs(10)).await;
-    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer: None })
+    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer: None, leftovers: None })
 }
 
 /// The gateway's rate limits off: the benchmark is one client on one address sending far more
@@ -133,19 +161,27 @@ async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Re
     let key = std::fs::read_to_string(data.join("demo-api-key"))
         .map_err(|e| anyhow::anyhow!("reading the demo account's API key in {}: {e}", data.display()))?;
     let bearer = Some(key.trim().to_owned());
-    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer })
+    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer, leftovers: None })
 }
 
 fn env_url(name: &str) -> anyhow::Result<String> {
     std::env::var(name).map_err(|_| anyhow::anyhow!("--distributed needs {name} (source scripts/backends.sh)"))
 }
 
+/// The schema of service `name`'s tables in this run.
+fn schema_name(name: &str) -> String {
+    format!("bench_{name}_{}", std::process::id())
+}
+
+/// The services with tables on PostgreSQL, each in a schema of its own.
+const POSTGRES_SERVICES: [&str; 6] = ["account", "package", "dronescheduler", "ingestion", "workflow", "deliveryhistory"];
+
 /// A fresh PostgreSQL schema for one service's tables, made with `psql`; returns the URL
 /// whose connections use it.
 fn fresh_schema(postgres: &str, name: &str) -> anyhow::Result<String> {
-    let schema = format!("bench_{name}_{}", std::process::id());
+    let schema = schema_name(name);
     let status = std::process::Command::new("psql")
-        .args([postgres, "-qc", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")])
+        .args([postgres, "-qc", &format!("SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")])
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "psql could not create schema {schema} on {postgres}");
@@ -251,8 +287,30 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
         children.push(child);
         wait_ready(&format!("{}/healthz/ready", url(service)), Duration::from_secs(120)).await?;
     }
-    let bearer = Some(first_api_key(&args.system, &account_db, &url("gateway")).await?);
-    Ok(Running { children, base: url("gateway"), metrics_base: url("workflow"), started_in: started.elapsed(), bearer })
+    let leftovers = Leftovers {
+        schemas: POSTGRES_SERVICES.map(schema_name).into(),
+        postgres,
+        nats,
+        stream_prefix: format!("{run}-"),
+        redis,
+        key_prefix: run,
+    };
+    let mut running = Running {
+        children,
+        base: url("gateway"),
+        metrics_base: url("workflow"),
+        started_in: started.elapsed(),
+        bearer: None,
+        leftovers: Some(leftovers),
+    };
+    match first_api_key(&args.system, &account_db, &url("gateway")).await {
+        Ok(key) => running.bearer = Some(key),
+        Err(e) => {
+            stop(running).await;
+            return Err(e);
+        }
+    }
+    Ok(running)
 }
 
 /// As an operator of a new deployment: the first operator token on the account store, then an
@@ -285,6 +343,15 @@ async fn first_api_key(system: &Path, account_db: &str, gateway: &str) -> anyhow
 
 async fn stop(mut running: Running) {
     terminate(&mut running.children).await;
+    if let Some(leftovers) = running.leftovers {
+        match leftovers.remove().await {
+            Ok(removed) => eprintln!(
+                "removed the run's {} schemas, {} streams and {} Redis keys",
+                removed.schemas, removed.streams, removed.keys
+            ),
+            Err(e) => eprintln!("could not remove all the run's data from the servers: {e:#}"),
+        }
+    }
 }
 
 /// Asks our children to shut down (SIGTERM), waits up to 30 s for each, then kills what is left.
@@ -323,6 +390,12 @@ fn observe(running: &Running, metrics: bool) -> Observe {
     }
 }
 
+/// Adds a row; its ratio divides by the baseline measured in this sitting, when there is one.
+fn push(mut report: Report, reports: &mut Vec<Report>, bare_rate: Option<f64>) {
+    report.ratio_to_baseline = bare_rate.map(|bare| report.accepted_per_s / bare);
+    reports.push(report);
+}
+
 /// Runs every scenario and writes the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -334,89 +407,91 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let realistic = Mix { reschedule: 0.05, cancel: 0.02, owners: 100 };
     let saturate = Mode::Closed { connections: args.connections };
     let mut reports = Vec::new();
+    let mut bare_rate = None;
 
-    eprintln!("== bare HTTP baseline");
-    let bare = start_baseline().await?;
-    let mut baseline = measure(
-        "bare HTTP server (baseline)",
-        &options(&bare, saturate, args.saturation_secs, 0),
-        creates_only,
-        &observe(&bare, false),
-    )
-    .await?;
-    stop(bare).await;
-    let bare_rate = baseline.accepted_per_s;
-    baseline.ratio_to_baseline = Some(1.0);
-    reports.push(baseline);
+    if args.includes(Scenario::Baseline) {
+        eprintln!("== bare HTTP baseline");
+        let bare = start_baseline().await?;
+        let baseline = measure(
+            "bare HTTP server (baseline)",
+            &options(&bare, saturate, args.saturation_secs, 0),
+            creates_only,
+            &observe(&bare, false),
+        )
+        .await?;
+        stop(bare).await;
+        bare_rate = Some(baseline.accepted_per_s);
+        push(baseline, &mut reports, bare_rate);
+    }
 
-    eprintln!("== ingest only (workflow paused)");
-    let data = tempfile::tempdir()?;
-    let system = start_system(&args, data.path(), true).await?;
-    let startup = system.started_in;
-    let mut saturated = measure(
-        "ingest only, saturated",
-        &options(&system, saturate, args.saturation_secs, 0),
-        creates_only,
-        &observe(&system, false),
-    )
-    .await?;
-    saturated.ratio_to_baseline = Some(saturated.accepted_per_s / bare_rate);
-    reports.push(saturated);
-    let mut paced = measure(
-        "ingest only, paced",
-        &options(&system, Mode::open(args.ingest_rate), args.ingest_secs, 0),
-        creates_only,
-        &observe(&system, false),
-    )
-    .await?;
-    paced.ratio_to_baseline = Some(paced.accepted_per_s / bare_rate);
-    reports.push(paced);
-    stop(system).await;
+    let mut startup = None;
+    if args.includes(Scenario::Ingest) {
+        eprintln!("== ingest only (workflow paused)");
+        let data = tempfile::tempdir()?;
+        let system = start_system(&args, data.path(), true).await?;
+        startup = Some(system.started_in);
+        let saturated = measure(
+            "ingest only, saturated",
+            &options(&system, saturate, args.saturation_secs, 0),
+            creates_only,
+            &observe(&system, false),
+        )
+        .await?;
+        push(saturated, &mut reports, bare_rate);
+        let paced = measure(
+            "ingest only, paced",
+            &options(&system, Mode::open(args.ingest_rate), args.ingest_secs, 0),
+            creates_only,
+            &observe(&system, false),
+        )
+        .await?;
+        push(paced, &mut reports, bare_rate);
+        stop(system).await;
+    }
 
-    eprintln!("== end to end");
-    let data = tempfile::tempdir()?;
-    let system = start_system(&args, data.path(), false).await?;
-    let mut e2e = measure(
-        "end to end (5% reschedule, 2% cancel)",
-        &options(&system, Mode::open(args.e2e_rate), args.e2e_secs, 200),
-        realistic,
-        &observe(&system, true),
-    )
-    .await?;
-    e2e.ratio_to_baseline = Some(e2e.accepted_per_s / bare_rate);
-    reports.push(e2e);
-    let mut e2e_saturated = measure(
-        "end to end, saturated",
-        &options(&system, saturate, args.saturation_secs, 200),
-        creates_only,
-        &observe(&system, true),
-    )
-    .await?;
-    e2e_saturated.ratio_to_baseline = Some(e2e_saturated.accepted_per_s / bare_rate);
-    reports.push(e2e_saturated);
-    stop(system).await;
+    if args.includes(Scenario::EndToEnd) {
+        eprintln!("== end to end");
+        let data = tempfile::tempdir()?;
+        let system = start_system(&args, data.path(), false).await?;
+        startup = startup.or(Some(system.started_in));
+        let e2e = measure(
+            "end to end (5% reschedule, 2% cancel)",
+            &options(&system, Mode::open(args.e2e_rate), args.e2e_secs, 200),
+            realistic,
+            &observe(&system, true),
+        )
+        .await?;
+        push(e2e, &mut reports, bare_rate);
+        let e2e_saturated = measure(
+            "end to end, saturated",
+            &options(&system, saturate, args.saturation_secs, 200),
+            creates_only,
+            &observe(&system, true),
+        )
+        .await?;
+        push(e2e_saturated, &mut reports, bare_rate);
+        stop(system).await;
+    }
 
-    if args.distributed {
+    if args.includes(Scenario::Distributed) {
         eprintln!("== distributed end to end (NATS JetStream, PostgreSQL, Redis; one process per service)");
         let system = start_distributed(&args).await?;
-        let mut paced = measure(
+        let paced = measure(
             "distributed, end to end (5% reschedule, 2% cancel)",
             &options(&system, Mode::open(args.distributed_rate), args.e2e_secs, 200),
             realistic,
             &observe(&system, true),
         )
         .await?;
-        paced.ratio_to_baseline = Some(paced.accepted_per_s / bare_rate);
-        reports.push(paced);
-        let mut saturated = measure(
+        push(paced, &mut reports, bare_rate);
+        let saturated = measure(
             "distributed, end to end, saturated",
             &options(&system, saturate, args.saturation_secs, 200),
             creates_only,
             &observe(&system, true),
         )
         .await?;
-        saturated.ratio_to_baseline = Some(saturated.accepted_per_s / bare_rate);
-        reports.push(saturated);
+        push(saturated, &mut reports, bare_rate);
         stop(system).await;
     }
 
@@ -444,7 +519,23 @@ fn machine() -> String {
     format!("{cores} cores ({}), {mem_gib:.0} GiB; load generator, system and baseline share the machine", model.trim())
 }
 
-fn render(args: &BenchArgs, reports: &[Report], startup: Duration) -> String {
+/// The arguments this bench was given, as `scripts/bench.sh` would take them (it passes
+/// `--system` itself).
+fn invocation(args: impl Iterator<Item = String>) -> String {
+    let mut shown = String::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--system" {
+            args.next();
+        } else if !arg.starts_with("--system=") {
+            shown.push(' ');
+            shown.push_str(&arg);
+        }
+    }
+    shown
+}
+
+fn render(args: &BenchArgs, reports: &[Report], startup: Option<Duration>) -> String {
     let mut out = String::new();
     let revision = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -462,17 +553,17 @@ fn render(args: &BenchArgs, reports: &[Report], startup: Duration) -> String {
          with latency counted from each request's due time (no coordinated omission); closed loop means {} connections each with one request outstanding.\n\
          - The ratio divides our accepted rate by the bare HTTP server's (hyper, answers 202, no work) measured with the \
          same client in the same sitting: compare ratios across runs, not absolute numbers.\n\
-         - Start-up of the embedded system (process start to `/healthz/ready`): {:.0} ms.\n\
+         - Start-up of the embedded system (process start to `/healthz/ready`): {}.\n\
          - Distributed rows (when present): every service its own process (`fabrikam SERVICE`) on loopback, queue on \
          NATS JetStream, package/drone/ingestion stores on PostgreSQL, deliveries on Redis, all servers on this same \
          machine and counted in neither CPU nor memory (only our processes are).\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        if args.distributed { " --distributed" } else { "" },
+        invocation(std::env::args().skip_while(|a| a != "bench").skip(1)),
         machine(),
         args.fleet_size,
         args.time_scale,
         args.connections,
-        startup.as_secs_f64() * 1000.0
+        startup.map_or("not measured in this run".to_owned(), |s| format!("{:.0} ms", s.as_secs_f64() * 1000.0))
     );
     let _ = writeln!(out, "{}", table_header());
     for report in reports {
@@ -491,4 +582,42 @@ fn render(args: &BenchArgs, reports: &[Report], startup: Duration) -> String {
          scheduled/s with accept-to-scheduled p99 ≤ 1 s and nothing lost; ≤ 200 MB RSS; start-up ≤ 1 s.\n"
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn bench(args: &[&str]) -> BenchArgs {
+        Cli::parse_from(std::iter::once("bench").chain(args.iter().copied())).bench
+    }
+
+    #[test]
+    fn the_default_bench_is_embedded_only_and_distributed_adds_its_scenario() {
+        let embedded = bench(&[]);
+        assert!(embedded.includes(Scenario::Baseline) && embedded.includes(Scenario::EndToEnd));
+        assert!(!embedded.includes(Scenario::Distributed));
+        assert!(bench(&["--distributed"]).includes(Scenario::Distributed));
+    }
+
+    #[test]
+    fn only_runs_exactly_the_listed_scenarios() {
+        let only = bench(&["--only", "baseline,distributed"]);
+        assert!(only.includes(Scenario::Baseline) && only.includes(Scenario::Distributed));
+        assert!(!only.includes(Scenario::Ingest) && !only.includes(Scenario::EndToEnd));
+    }
+
+    #[test]
+    fn the_report_names_the_arguments_but_not_the_binary_the_script_passes() {
+        let args = ["--system", "target/release/fabrikam", "--distributed", "--e2e-secs", "30"].map(String::from);
+        assert_eq!(invocation(args.into_iter()), " --distributed --e2e-secs 30");
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod cleanup;
 pub mod overhead;
 pub mod pacing;
 pub mod procfs;
