@@ -88,9 +88,8 @@ struct Running {
     children: Vec<Child>,
     /// The gateway.
     base: String,
-    /// Where the workflow's counters are (the gateway's in the all-in-one, whose recorder is
-    /// shared by every service).
-    metrics_base: String,
+    /// Every process's `/metrics` (the all-in-one has one, shared by every service).
+    metrics: Vec<String>,
     started_in: Duration,
     /// The API key the load sends (none for the bare server).
     bearer: Option<String>,
@@ -130,7 +129,7 @@ async fn start_baseline() -> anyhow::Result<Running> {
     let base = format!("http://127.0.0.1:{port}");
     // The bare server answers every path, readiness included.
     let _ = wait_ready(&format!("{base}/ready"), Duration::from_secs(10)).await;
-    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer: None, leftovers: None })
+    Ok(Running { children: vec![child], metrics: vec![format!("{base}/metrics")], base, started_in: started.elapsed(), bearer: None, leftovers: None })
 }
 
 /// The gateway's rate limits off: the benchmark is one client on one address sending far more
@@ -161,7 +160,7 @@ async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Re
     let key = std::fs::read_to_string(data.join("demo-api-key"))
         .map_err(|e| anyhow::anyhow!("reading the demo account's API key in {}: {e}", data.display()))?;
     let bearer = Some(key.trim().to_owned());
-    Ok(Running { children: vec![child], metrics_base: base.clone(), base, started_in: started.elapsed(), bearer, leftovers: None })
+    Ok(Running { children: vec![child], metrics: vec![format!("{base}/metrics")], base, started_in: started.elapsed(), bearer, leftovers: None })
 }
 
 fn env_url(name: &str) -> anyhow::Result<String> {
@@ -298,7 +297,7 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
     let mut running = Running {
         children,
         base: url("gateway"),
-        metrics_base: url("workflow"),
+        metrics: ports.keys().map(|service| format!("{}/metrics", url(service))).collect(),
         started_in: started.elapsed(),
         bearer: None,
         leftovers: Some(leftovers),
@@ -384,7 +383,7 @@ fn options(running: &Running, mode: Mode, secs: f64, sample_every: u64) -> RunOp
 
 fn observe(running: &Running, metrics: bool) -> Observe {
     Observe {
-        metrics_url: metrics.then(|| format!("{}/metrics", running.metrics_base)),
+        metrics_urls: if metrics { running.metrics.clone() } else { Vec::new() },
         pids: running.children.iter().filter_map(|c| c.id()).collect(),
         drain_stall: Duration::from_secs(15),
     }

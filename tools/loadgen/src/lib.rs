@@ -28,8 +28,9 @@ use workload::{Mix, Workload};
 /// Where the system under test can be observed.
 #[derive(Debug, Clone, Default)]
 pub struct Observe {
-    /// Its Prometheus endpoint (the all-in-one gateway's `/metrics` shows every service).
-    pub metrics_url: Option<String>,
+    /// Its Prometheus endpoints, one per process (the all-in-one gateway's `/metrics` shows
+    /// every service); none: the system's counters are not watched.
+    pub metrics_urls: Vec<String>,
     /// Its processes, for CPU and memory.
     pub pids: Vec<u32>,
     /// How long to wait for accepted requests to be scheduled once the load stops.
@@ -39,16 +40,20 @@ pub struct Observe {
 /// Runs one scenario and reports it.
 pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &Observe) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
-    let before = match &observe.metrics_url {
-        Some(url) => Some(system::counters(&client, url).await?),
-        None => None,
-    };
+    let urls = &observe.metrics_urls;
+    let before = if urls.is_empty() { None } else { Some(system::counters(&client, urls).await?) };
     let cpu_before = system::usage(&observe.pids).cpu_seconds;
     let result = runner::run(options, Workload::new(mix, 0x5eed), observe.drain_stall).await;
     let created = result.stats.created;
-    let settled = match (&observe.metrics_url, before) {
-        (Some(url), Some(before)) => Some(system::drain(&client, url, &before, created, observe.drain_stall).await?),
-        _ => None,
+    let settled = match before {
+        Some(before) => Some(system::drain(&client, urls, &before, created, observe.drain_stall).await?),
+        None => None,
+    };
+    // The consumers behind the workflow (tracking, history) may still be busy with this load:
+    // wait for them too, so the CPU it cost is counted in full.
+    let caught_up = match before {
+        Some(_) => Some(system::catch_up(&client, urls, observe.drain_stall).await?),
+        None => None,
     };
     let usage = system::usage(&observe.pids);
     let cpu_seconds = (!observe.pids.is_empty()).then_some(usage.cpu_seconds - cpu_before);
@@ -96,6 +101,8 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
             (Some(cpu), Some(s)) if s > 0 => Some(cpu * 1000.0 / s as f64),
             _ => None,
         },
+        events_behind: caught_up.map(|(behind, _)| behind.round() as u64),
+        caught_up_after_s: caught_up.and_then(|(_, after)| after).map(|after| after.as_secs_f64()),
         ratio_to_baseline: None,
     })
 }

@@ -59,9 +59,11 @@ struct RunArgs {
     /// Follow one created delivery in N until it is scheduled (0: none).
     #[arg(long, default_value_t = 200)]
     sample_every: u64,
-    /// Prometheus endpoint of the system (for scheduled/lost counts); e.g. http://127.0.0.1:8080/metrics.
+    /// Prometheus endpoint of the system (for scheduled/lost counts and how far its event
+    /// consumers trail); e.g. http://127.0.0.1:8080/metrics. Repeat it for a system of several
+    /// processes: the counters are summed over all of them.
     #[arg(long)]
-    metrics_url: Option<String>,
+    metrics_url: Vec<String>,
     /// Process id(s) of the system, for CPU and peak memory.
     #[arg(long)]
     pid: Vec<u32>,
@@ -105,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let mix = Mix { reschedule: args.reschedule, cancel: args.cancel, owners: args.owners };
             let observe = Observe {
-                metrics_url: args.metrics_url,
+                metrics_urls: args.metrics_url,
                 pids: args.pid,
                 drain_stall: Duration::from_secs_f64(args.drain_stall),
             };

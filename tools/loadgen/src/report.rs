@@ -29,6 +29,11 @@ pub struct Report {
     pub cpu_seconds: Option<f64>,
     pub peak_rss_mib: Option<f64>,
     pub cpu_ms_per_scheduled: Option<f64>,
+    /// Events the consumers that follow the workflow (delivery tracking, history,
+    /// notifications) had yet to handle once every accepted request was scheduled.
+    pub events_behind: Option<u64>,
+    /// Seconds they then took to catch up (none: they stalled).
+    pub caught_up_after_s: Option<f64>,
     pub ratio_to_baseline: Option<f64>,
 }
 
@@ -42,7 +47,7 @@ impl Report {
         let accept = self.accept_latency;
         let e2e = self.accept_to_scheduled_sampled;
         format!(
-            "| {} | {} | {:.0} | {} | {} | {} / {} / {} / {} | {} | {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} / {} / {} / {} | {} | {} / {} | {} | {} / {} | {} | {} | {} |",
             self.scenario,
             self.mode,
             self.accepted_per_s,
@@ -56,6 +61,12 @@ impl Report {
             opt(e2e.map(|p| p.p50_ms), 1),
             opt(e2e.map(|p| p.p99_ms), 1),
             self.lost.map_or_else(|| "–".to_owned(), |l| l.to_string()),
+            self.events_behind.map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            match (self.events_behind, self.caught_up_after_s) {
+                (None, _) => "–".to_owned(),
+                (Some(_), None) => "stalled".to_owned(),
+                (Some(_), Some(after)) => format!("{after:.1}"),
+            },
             opt(self.cpu_ms_per_scheduled, 3),
             opt(self.peak_rss_mib, 0),
             opt(self.cpu_seconds, 1),
@@ -79,8 +90,9 @@ impl Report {
 /// Header of the markdown table rows.
 pub fn table_header() -> String {
     "| scenario | load | accepted/s | errors | ratio to bare HTTP | accept p50 / p95 / p99 / max (ms) | scheduled/s | \
-     accept→scheduled p50 / p99 (ms, sampled) | lost | CPU ms / scheduled | peak RSS (MiB) | CPU s |\n\
-     |---|---|---|---|---|---|---|---|---|---|---|---|"
+     accept→scheduled p50 / p99 (ms, sampled) | lost | events behind / caught up after (s) | CPU ms / scheduled | \
+     peak RSS (MiB) | CPU s |\n\
+     |---|---|---|---|---|---|---|---|---|---|---|---|---|"
         .to_owned()
 }
 

@@ -28,32 +28,96 @@ impl Counters {
     }
 }
 
-/// Reads the counters from a Prometheus endpoint.
-pub async fn counters(client: &reqwest::Client, metrics_url: &str) -> anyhow::Result<Counters> {
-    let text = client.get(metrics_url).send().await?.error_for_status()?.text().await?;
-    let outcome = |o| prom::sum(&text, "workflow_messages_total", &[("type", "delivery"), ("outcome", o)]);
-    Ok(Counters {
-        scheduled: prom::sum(&text, "deliveries_scheduled_total", &[]),
+/// The Prometheus text of every endpoint (one per process), one after the other: series of
+/// different processes are distinct, so sums over it are sums over the system.
+pub async fn scrape(client: &reqwest::Client, metrics_urls: &[String]) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for url in metrics_urls {
+        text.push_str(&client.get(url).send().await?.error_for_status()?.text().await?);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Reads the counters from the system's Prometheus endpoints.
+pub async fn counters(client: &reqwest::Client, metrics_urls: &[String]) -> anyhow::Result<Counters> {
+    Ok(counters_in(&scrape(client, metrics_urls).await?))
+}
+
+fn counters_in(text: &str) -> Counters {
+    let outcome = |o| prom::sum(text, "workflow_messages_total", &[("type", "delivery"), ("outcome", o)]);
+    Counters {
+        scheduled: prom::sum(text, "deliveries_scheduled_total", &[]),
         already_cancelled: outcome("already_cancelled"),
         dead_lettered: outcome("dead_lettered"),
-    })
+    }
+}
+
+/// Events stored on the streams and not yet settled (acked or dead-lettered) by one of their
+/// consumer groups, summed over the groups: how far the consumers that follow the workflow
+/// (delivery tracking, history, notifications) trail it. A level, not a count since a start.
+/// Work queues, whose consumers are the workflow itself, are left to the scheduling counters.
+pub fn events_behind(text: &str) -> f64 {
+    let mut groups = std::collections::BTreeSet::new();
+    for (labels, _) in prom::samples(text, "bus_messages_acked_total") {
+        let label = |key| labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        if let (Some(queue), Some(group)) = (label("queue"), label("group"))
+            && queue != group
+        {
+            groups.insert((queue, group));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(queue, group)| {
+            let stored = prom::sum(text, "bus_messages_published_total", &[("queue", queue), ("outcome", "stored")]);
+            let settled = prom::sum(text, "bus_messages_acked_total", &[("queue", queue), ("group", group)])
+                + prom::sum(text, "bus_messages_dead_lettered_total", &[("queue", queue), ("group", group)]);
+            // A redelivered message can be acked twice.
+            (stored - settled).max(0.0)
+        })
+        .sum()
+}
+
+/// Once scheduling has drained: how many events the consumers were behind, and how long they
+/// then took to catch up (none when they stopped making progress for `stall`).
+pub async fn catch_up(
+    client: &reqwest::Client,
+    metrics_urls: &[String],
+    stall: Duration,
+) -> anyhow::Result<(f64, Option<Duration>)> {
+    let started = Instant::now();
+    let behind_at_start = events_behind(&scrape(client, metrics_urls).await?);
+    let (mut behind, mut last_progress) = (behind_at_start, Instant::now());
+    while behind > 0.0 {
+        if last_progress.elapsed() >= stall {
+            return Ok((behind_at_start, None));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = events_behind(&scrape(client, metrics_urls).await?);
+        if now < behind {
+            last_progress = Instant::now();
+        }
+        behind = now;
+    }
+    Ok((behind_at_start, Some(started.elapsed())))
 }
 
 /// Waits until `created` requests are settled or progress stops for `stall`; returns the
 /// counters since `before` and how long the drain took.
 pub async fn drain(
     client: &reqwest::Client,
-    metrics_url: &str,
+    metrics_urls: &[String],
     before: &Counters,
     created: u64,
     stall: Duration,
 ) -> anyhow::Result<(Counters, Duration)> {
     let started = Instant::now();
-    let mut last = counters(client, metrics_url).await?.since(before);
+    let mut last = counters(client, metrics_urls).await?.since(before);
     let mut last_progress = Instant::now();
     while last.settled() < created as f64 && last_progress.elapsed() < stall {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = counters(client, metrics_url).await?.since(before);
+        let now = counters(client, metrics_urls).await?.since(before);
         if now.settled() > last.settled() {
             last_progress = Instant::now();
         }
@@ -73,5 +137,44 @@ pub fn usage(pids: &[u32]) -> Usage {
     Usage {
         cpu_seconds: pids.iter().filter_map(|p| procfs::cpu_seconds(*p)).sum(),
         peak_rss_mib: pids.iter().filter_map(|p| procfs::peak_rss_mib(*p)).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two processes' series, one after the other, as [`scrape`] joins them: the scheduler
+    /// publishes drone events, the delivery service consumes them and publishes delivery events
+    /// that two groups follow.
+    const SYSTEM: &str = r#"# TYPE bus_messages_published_total counter
+bus_messages_published_total{queue="drone-events",outcome="stored"} 500
+bus_messages_published_total{queue="drone-events",outcome="duplicate"} 7
+bus_messages_published_total{queue="delivery-requests",outcome="stored"} 100
+deliveries_scheduled_total{service="workflow"} 98
+workflow_messages_total{service="workflow",type="delivery",outcome="dead_lettered"} 1
+workflow_messages_total{service="workflow",type="delivery",outcome="already_cancelled"} 1
+
+bus_messages_acked_total{queue="delivery-requests",group="delivery-requests"} 60
+bus_messages_acked_total{queue="drone-events",group="delivery"} 380
+bus_messages_dead_lettered_total{queue="drone-events",group="delivery"} 20
+bus_messages_published_total{queue="delivery-events",outcome="stored"} 90
+bus_messages_acked_total{queue="delivery-events",group="deliveryhistory"} 90
+bus_messages_acked_total{queue="delivery-events",group="notifications"} 92
+"#;
+
+    #[test]
+    fn counters_sum_over_every_process() {
+        let counters = counters_in(SYSTEM);
+        assert_eq!((counters.scheduled, counters.already_cancelled, counters.dead_lettered), (98.0, 1.0, 1.0));
+        assert_eq!(counters.settled(), 100.0);
+    }
+
+    #[test]
+    fn events_behind_are_stored_events_each_group_has_not_settled() {
+        // drone-events/delivery: 500 stored - 380 acked - 20 dead; history is caught up; a
+        // notification acked twice counts as caught up, not ahead; the work queue is left out.
+        assert_eq!(events_behind(SYSTEM), 100.0);
+        assert_eq!(events_behind("deliveries_scheduled_total 3\n"), 0.0);
     }
 }
