@@ -51,6 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use contracts::events::{DELIVERY_EVENTS_STREAM, DRONE_EVENTS_STREAM};
 use platform::bus::stream::{EventStream, open_stream};
 use platform::clock::SharedClock;
@@ -101,6 +102,16 @@ pub struct Config {
     #[arg(long, env = "FABRIKAM_DELIVERY_GROUP", default_value = tracking::DEFAULT_GROUP)]
     pub group: String,
 
+    /// Drone events this process handles at once. Each mostly waits on the store, so a store
+    /// with more room (PostgreSQL, Redis) can take more.
+    #[arg(
+        long,
+        env = "FABRIKAM_DELIVERY_TRACKING_CONCURRENCY",
+        default_value_t = tracking::DEFAULT_CONCURRENCY,
+        value_parser = clap::value_parser!(u64).range(1..=4096).map(|n| n as usize)
+    )]
+    pub tracking_concurrency: usize,
+
     /// Seconds a drone event whose delivery does not exist is retried before it is dropped (the
     /// workflow failed after assigning the drone, so the delivery never comes).
     #[arg(
@@ -141,6 +152,7 @@ impl Config {
     /// The tracking consumer's settings from these flags.
     pub fn tracking_options(&self) -> tracking::TrackingOptions {
         tracking::TrackingOptions {
+            concurrency: self.tracking_concurrency,
             orphan_after: Duration::from_secs(self.orphan_event_secs),
             drain: self.common.shutdown_grace(),
             ..tracking::TrackingOptions::default()

@@ -38,10 +38,15 @@ use crate::store::{Changed, DeliveryStore, StoreError};
 /// The consumer group's default name.
 pub const DEFAULT_GROUP: &str = "delivery";
 
+/// Events the consumer handles at once unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct TrackingOptions {
-    /// Events handled at once.
+    /// Events handled at once. Most of an event's time is spent waiting on the store, so more in
+    /// flight means fewer idle waits: 64 rather than 16 cut the embedded system's CPU per
+    /// delivery by about 12% and its catch-up time by about a third (BENCHMARKS.md, session 11).
     pub concurrency: usize,
     /// Delays before an event is tried again (by its attempt), and between failed receives.
     pub backoff: Backoff,
@@ -55,7 +60,7 @@ pub struct TrackingOptions {
 impl Default for TrackingOptions {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: DEFAULT_CONCURRENCY,
             backoff: Backoff::default(),
             orphan_after: Duration::from_secs(600),
             drain: Duration::from_secs(20),

@@ -79,7 +79,11 @@ impl BenchArgs {
     /// Whether this run includes `scenario`: all but the distributed one by default, the
     /// distributed one too with `--distributed`, exactly the listed ones with `--only`.
     pub fn includes(&self, scenario: Scenario) -> bool {
-        if self.only.is_empty() { scenario != Scenario::Distributed || self.distributed } else { self.only.contains(&scenario) }
+        if self.only.is_empty() {
+            scenario != Scenario::Distributed || self.distributed
+        } else {
+            self.only.contains(&scenario)
+        }
     }
 }
 
@@ -129,7 +133,14 @@ async fn start_baseline() -> anyhow::Result<Running> {
     let base = format!("http://127.0.0.1:{port}");
     // The bare server answers every path, readiness included.
     let _ = wait_ready(&format!("{base}/ready"), Duration::from_secs(10)).await;
-    Ok(Running { children: vec![child], metrics: vec![format!("{base}/metrics")], base, started_in: started.elapsed(), bearer: None, leftovers: None })
+    Ok(Running {
+        children: vec![child],
+        metrics: vec![format!("{base}/metrics")],
+        base,
+        started_in: started.elapsed(),
+        bearer: None,
+        leftovers: None,
+    })
 }
 
 /// The gateway's rate limits off: the benchmark is one client on one address sending far more
@@ -160,7 +171,14 @@ async fn start_system(args: &BenchArgs, data: &Path, paused: bool) -> anyhow::Re
     let key = std::fs::read_to_string(data.join("demo-api-key"))
         .map_err(|e| anyhow::anyhow!("reading the demo account's API key in {}: {e}", data.display()))?;
     let bearer = Some(key.trim().to_owned());
-    Ok(Running { children: vec![child], metrics: vec![format!("{base}/metrics")], base, started_in: started.elapsed(), bearer, leftovers: None })
+    Ok(Running {
+        children: vec![child],
+        metrics: vec![format!("{base}/metrics")],
+        base,
+        started_in: started.elapsed(),
+        bearer,
+        leftovers: None,
+    })
 }
 
 fn env_url(name: &str) -> anyhow::Result<String> {
@@ -173,14 +191,21 @@ fn schema_name(name: &str) -> String {
 }
 
 /// The services with tables on PostgreSQL, each in a schema of its own.
-const POSTGRES_SERVICES: [&str; 6] = ["account", "package", "dronescheduler", "ingestion", "workflow", "deliveryhistory"];
+const POSTGRES_SERVICES: [&str; 6] =
+    ["account", "package", "dronescheduler", "ingestion", "workflow", "deliveryhistory"];
 
 /// A fresh PostgreSQL schema for one service's tables, made with `psql`; returns the URL
 /// whose connections use it.
 fn fresh_schema(postgres: &str, name: &str) -> anyhow::Result<String> {
     let schema = schema_name(name);
     let status = std::process::Command::new("psql")
-        .args([postgres, "-qc", &format!("SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")])
+        .args([
+            postgres,
+            "-qc",
+            &format!(
+                "SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ),
+        ])
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "psql could not create schema {schema} on {postgres}");

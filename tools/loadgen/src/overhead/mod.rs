@@ -133,8 +133,11 @@ async fn measure_target(args: &OverheadArgs, target: &Target) -> anyhow::Result<
         let warmup = options(target, args.rate, Duration::from_secs_f64(args.warmup_secs), false);
         runner::run(&warmup, Workload::new(CREATES_ONLY, 0x3a5e), Duration::ZERO).await;
     }
-    let observe =
-        Observe { metrics_urls: Vec::new(), pids: target.gateway_pid.into_iter().collect(), drain_stall: Duration::ZERO };
+    let observe = Observe {
+        metrics_urls: Vec::new(),
+        pids: target.gateway_pid.into_iter().collect(),
+        drain_stall: Duration::ZERO,
+    };
     let options = options(target, args.rate, Duration::from_secs_f64(args.secs), true);
     let report = measure(target.name, &options, CREATES_ONLY, &observe).await?;
     Ok(Leg::from_report(target.name, &format!("{}{CREATE_PATH}", target.base), &report))
