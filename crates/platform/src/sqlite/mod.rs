@@ -7,11 +7,13 @@
 //! profile at 300 deliveries/s). The expression keeps the one plan, which the indexes decide
 //! anyway.
 
+mod readers;
 mod writer;
 
 use std::path::Path;
 use std::time::Duration;
 
+pub use readers::Readers;
 pub use writer::{GroupWriter, WriteError};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -62,6 +64,12 @@ pub fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Conn
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
+}
+
+/// SQLite's error as sqlx's, for stores whose error type is sqlx's: like the writer's errors, an
+/// I/O error, which every caller already treats as the store being unavailable.
+pub fn into_sqlx(err: rusqlite::Error) -> sqlx::Error {
+    WriteError::from(err).into()
 }
 
 /// A pool on the file at `path`.

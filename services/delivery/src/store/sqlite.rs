@@ -4,7 +4,8 @@
 //! is created there and every drone event writes its tracking, flight or position, so the store
 //! takes many small writes per delivery, which the writer commits together. A change that reads
 //! the stage then writes runs as one closure on that thread, reads included, so it is atomic
-//! without a lock. Reads for callers go through a small pool.
+//! without a lock. A caller's point reads run on its own thread ([`Readers`]); listings go through
+//! a small pool.
 
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use contracts::events::{DronePosition, Flight};
 use contracts::{DeliveryStage, Location};
 use platform::clock::{from_unix_millis, unix_millis};
 use platform::query::Month;
-use platform::sqlite::{Durability, GroupWriter, WriteError, open_pool};
+use platform::sqlite::{Durability, GroupWriter, Readers, WriteError, open_pool};
 use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
@@ -24,9 +25,11 @@ use super::{Changed, Closed, DeliveryStore, StoreError, Upserted, from_json, to_
 use crate::domain::{self, Action, Transition};
 use crate::notifications::{Notification, NotificationRecord, NotificationStatus, Outcome};
 
-/// Deliveries in an embedded SQLite file: reads on a pool, writes on one writer thread.
+/// Deliveries in an embedded SQLite file: point reads on the caller's thread, listings on a
+/// pool, writes on one writer thread.
 pub struct SqliteDeliveryStore {
     pool: SqlitePool,
+    readers: Readers,
     writer: GroupWriter,
 }
 
@@ -35,7 +38,8 @@ impl SqliteDeliveryStore {
         let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(sqlx::Error::from)?;
         let writer = GroupWriter::open(path, Durability::Normal, "delivery").await.map_err(sqlx::Error::from)?;
-        Ok(Self { pool, writer })
+        let readers = Readers::open(path)?;
+        Ok(Self { pool, readers, writer })
     }
 
     /// Runs `write` on the writer's thread in the next batch; a [`StoreError`] it returns comes
@@ -46,6 +50,11 @@ impl SqliteDeliveryStore {
         T: Send + 'static,
     {
         self.writer.write_with(write).await
+    }
+
+    /// Runs a point read on this thread (see [`Readers`]).
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.readers.read(read)
     }
 
     /// Applies `action` to the delivery if the stage rules allow it, atomically.
@@ -166,6 +175,11 @@ fn load(conn: &Connection, id: &str) -> Result<Option<Delivery>, StoreError> {
     row.map(|(body, stage)| delivery_from(&body, &stage)).transpose()
 }
 
+/// The body in the one row `sql` selects by `id`, if there is one.
+fn body_of(conn: &Connection, sql: &str, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn.prepare_cached(sql)?.query_row([id], |row| row.get(0)).optional()?)
+}
+
 /// The stage the rules judge the delivery by ([`domain::tracked_stage`]), reading its history
 /// only when that matters.
 fn tracked(conn: &Connection, id: &str, stage: DeliveryStage) -> Result<DeliveryStage, StoreError> {
@@ -272,18 +286,11 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let row =
-            sqlx::query("SELECT body, stage FROM deliveries WHERE id = ?1").bind(id).fetch_optional(&self.pool).await?;
-        row.map(|row| delivery_from(row.get(0), row.get(1))).transpose()
+        self.read(|conn| load(conn, id))
     }
 
     async fn tracking(&self, id: &str) -> Result<Vec<DeliveryTrackingEvent>, StoreError> {
-        let rows =
-            sqlx::query("SELECT stage, location, at, reason FROM tracking_events WHERE delivery_id = ?1 ORDER BY seq")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|row| event_from(id, row.get(0), row.get(1), row.get(2), row.get(3))).collect()
+        self.read(|conn| history(conn, id))
     }
 
     async fn reschedule(
@@ -374,10 +381,8 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn confirmation(&self, id: &str) -> Result<Option<Confirmation>, StoreError> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM confirmations WHERE delivery_id = ?1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let body: Option<String> =
+            self.read(|conn| body_of(conn, "SELECT body FROM confirmations WHERE delivery_id = ?1", id))?;
         body.as_deref().map(from_json).transpose()
     }
 
@@ -401,10 +406,8 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn flight(&self, id: &str) -> Result<Option<Flight>, StoreError> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM flights WHERE delivery_id = ?1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let body: Option<String> =
+            self.read(|conn| body_of(conn, "SELECT body FROM flights WHERE delivery_id = ?1", id))?;
         body.as_deref().map(from_json).transpose()
     }
 
@@ -426,10 +429,8 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn position(&self, id: &str) -> Result<Option<DronePosition>, StoreError> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM positions WHERE delivery_id = ?1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let body: Option<String> =
+            self.read(|conn| body_of(conn, "SELECT body FROM positions WHERE delivery_id = ?1", id))?;
         body.as_deref().map(from_json).transpose()
     }
 
@@ -454,11 +455,13 @@ impl DeliveryStore for SqliteDeliveryStore {
     }
 
     async fn notify_requests(&self, id: &str) -> Result<Vec<NotifyMeRequest>, StoreError> {
-        let rows = sqlx::query("SELECT email, sms FROM notify_requests WHERE delivery_id = ?1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|row| NotifyMeRequest { email_address: row.get(0), sms: row.get(1) }).collect())
+        self.read(|conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT email, sms FROM notify_requests WHERE delivery_id = ?1 ORDER BY id")?;
+            let rows = statement
+                .query_map([id], |row| Ok(NotifyMeRequest { email_address: row.get(0)?, sms: row.get(1)? }))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     async fn record_notification(

@@ -5,17 +5,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::clock::unix_millis;
-use platform::sqlite::{Durability, GroupWriter, open_pool};
-use rusqlite::params;
+use platform::sqlite::{Durability, GroupWriter, Readers, open_pool};
+use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 
 use super::{Row, Saved, StoreError, WorkflowStore, count_map, decode};
 use crate::state::{WorkflowRecord, WorkflowStatus};
 
 /// Workflow state in an embedded SQLite file (one workflow process). Writes go through one
-/// group-committing writer thread, reads through a small pool.
+/// group-committing writer thread; a record is read on the caller's thread ([`Readers`]), and
+/// the supervisor's scans go through a small pool.
 pub struct SqliteWorkflowStore {
     pool: SqlitePool,
+    readers: Readers,
     writer: GroupWriter,
 }
 
@@ -24,17 +26,22 @@ impl SqliteWorkflowStore {
         let pool = open_pool(path, Durability::Normal, 2).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(sqlx::Error::from)?;
         let writer = GroupWriter::open(path, Durability::Normal, "workflow").await.map_err(sqlx::Error::from)?;
-        Ok(Self { pool, writer })
+        let readers = Readers::open(path).map_err(platform::sqlite::into_sqlx)?;
+        Ok(Self { pool, readers, writer })
     }
 }
 
 #[async_trait]
 impl WorkflowStore for SqliteWorkflowStore {
     async fn get(&self, delivery_id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
-        let row: Option<(String, i64)> = sqlx::query_as("SELECT doc, version FROM workflows WHERE delivery_id = ?1")
-            .bind(delivery_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String, i64)> = self
+            .readers
+            .read(|conn| {
+                conn.prepare_cached("SELECT doc, version FROM workflows WHERE delivery_id = ?1")?
+                    .query_row([delivery_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(platform::sqlite::into_sqlx)?;
         row.map(|(doc, version)| decode(&doc, version)).transpose()
     }
 
