@@ -414,10 +414,35 @@ fn observe(running: &Running, metrics: bool) -> Observe {
     }
 }
 
+/// New deliveries only: what ingest and saturation runs send.
+const CREATES_ONLY: Mix = Mix { reschedule: 0.0, cancel: 0.0, owners: 100 };
+/// The end-to-end mix: some deliveries are rescheduled or cancelled after they are accepted.
+const REALISTIC: Mix = Mix { reschedule: 0.05, cancel: 0.02, owners: 100 };
+
 /// Adds a row; its ratio divides by the baseline measured in this sitting, when there is one.
 fn push(mut report: Report, reports: &mut Vec<Report>, bare_rate: Option<f64>) {
     report.ratio_to_baseline = bare_rate.map(|bare| report.accepted_per_s / bare);
     reports.push(report);
+}
+
+/// The two end-to-end rows of a running system: paced at `rate` with the realistic mix, then
+/// saturated with creates only.
+async fn end_to_end(system: &Running, label: &str, rate: f64, args: &BenchArgs) -> anyhow::Result<[Report; 2]> {
+    let paced = measure(
+        &format!("{label} (5% reschedule, 2% cancel)"),
+        &options(system, Mode::open(rate), args.e2e_secs, 200),
+        REALISTIC,
+        &observe(system, true),
+    )
+    .await?;
+    let saturated = measure(
+        &format!("{label}, saturated"),
+        &options(system, Mode::Closed { connections: args.connections }, args.saturation_secs, 200),
+        CREATES_ONLY,
+        &observe(system, true),
+    )
+    .await?;
+    Ok([paced, saturated])
 }
 
 /// Runs every scenario and writes the report.
@@ -427,8 +452,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{} does not exist: run `cargo build --release` first",
         args.system.display()
     );
-    let creates_only = Mix { reschedule: 0.0, cancel: 0.0, owners: 100 };
-    let realistic = Mix { reschedule: 0.05, cancel: 0.02, owners: 100 };
     let saturate = Mode::Closed { connections: args.connections };
     let mut reports = Vec::new();
     let mut bare_rate = None;
@@ -439,7 +462,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let baseline = measure(
             "bare HTTP server (baseline)",
             &options(&bare, saturate, args.saturation_secs, 0),
-            creates_only,
+            CREATES_ONLY,
             &observe(&bare, false),
         )
         .await?;
@@ -457,7 +480,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let saturated = measure(
             "ingest only, saturated",
             &options(&system, saturate, args.saturation_secs, 0),
-            creates_only,
+            CREATES_ONLY,
             &observe(&system, false),
         )
         .await?;
@@ -465,7 +488,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let paced = measure(
             "ingest only, paced",
             &options(&system, Mode::open(args.ingest_rate), args.ingest_secs, 0),
-            creates_only,
+            CREATES_ONLY,
             &observe(&system, false),
         )
         .await?;
@@ -478,44 +501,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let data = tempfile::tempdir()?;
         let system = start_system(&args, data.path(), false).await?;
         startup = startup.or(Some(system.started_in));
-        let e2e = measure(
-            "end to end (5% reschedule, 2% cancel)",
-            &options(&system, Mode::open(args.e2e_rate), args.e2e_secs, 200),
-            realistic,
-            &observe(&system, true),
-        )
-        .await?;
-        push(e2e, &mut reports, bare_rate);
-        let e2e_saturated = measure(
-            "end to end, saturated",
-            &options(&system, saturate, args.saturation_secs, 200),
-            creates_only,
-            &observe(&system, true),
-        )
-        .await?;
-        push(e2e_saturated, &mut reports, bare_rate);
+        for report in end_to_end(&system, "end to end", args.e2e_rate, &args).await? {
+            push(report, &mut reports, bare_rate);
+        }
         stop(system).await;
     }
 
     if args.includes(Scenario::Distributed) {
         eprintln!("== distributed end to end (NATS JetStream, PostgreSQL, Redis; one process per service)");
         let system = start_distributed(&args).await?;
-        let paced = measure(
-            "distributed, end to end (5% reschedule, 2% cancel)",
-            &options(&system, Mode::open(args.distributed_rate), args.e2e_secs, 200),
-            realistic,
-            &observe(&system, true),
-        )
-        .await?;
-        push(paced, &mut reports, bare_rate);
-        let saturated = measure(
-            "distributed, end to end, saturated",
-            &options(&system, saturate, args.saturation_secs, 200),
-            creates_only,
-            &observe(&system, true),
-        )
-        .await?;
-        push(saturated, &mut reports, bare_rate);
+        for report in end_to_end(&system, "distributed, end to end", args.distributed_rate, &args).await? {
+            push(report, &mut reports, bare_rate);
+        }
         stop(system).await;
     }
 
