@@ -12,13 +12,21 @@
 //! with [`GroupWriter::write_flushed`] (a promise to a caller, such as a published event); the
 //! WAL is written in order, so that fsync also flushes every commit before it.
 //!
+//! Fsync'd batches of one file begin at least [`FLUSH_INTERVAL`] apart: a batch that would fsync
+//! sooner after the last one waits out the rest of it, joined by whatever arrives meanwhile. At a
+//! steady rate of requests, each otherwise got an fsync'd commit of its own, and the per-commit
+//! work (writing the same hot pages to the WAL, the fsync) cost more than the requests' own (an
+//! A/B in BENCHMARKS.md, "Session 12"). After a quiet spell a batch commits at once, and batches
+//! that do not fsync never wait.
+//!
 //! A closure that fails is rolled back to its savepoint and gets its error; the others in the
 //! batch still commit. Only when the commit itself fails do all of them get the error, and then
 //! nothing of the batch was stored.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +36,20 @@ use super::{Durability, open_writer};
 const MAX_BATCH: usize = 512;
 /// Closures that may wait for the writer before callers wait to hand theirs over.
 const QUEUE_DEPTH: usize = 8192;
+/// The least time between the starts of two fsync'd batches of one file, unless
+/// `FABRIKAM_SQLITE_FLUSH_INTERVAL_US` says otherwise (`0`: none).
+pub const FLUSH_INTERVAL: Duration = Duration::from_micros(1000);
+
+static CONFIGURED_FLUSH_INTERVAL: LazyLock<Duration> = LazyLock::new(|| {
+    const VARIABLE: &str = "FABRIKAM_SQLITE_FLUSH_INTERVAL_US";
+    match std::env::var(VARIABLE) {
+        Err(_) => FLUSH_INTERVAL,
+        Ok(value) => value.trim().parse().map(Duration::from_micros).unwrap_or_else(|_| {
+            tracing::warn!(%value, default_us = FLUSH_INTERVAL.as_micros(), "{VARIABLE} is not a number of microseconds; using the default");
+            FLUSH_INTERVAL
+        }),
+    }
+});
 
 /// Why a write did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -90,6 +112,15 @@ impl GroupWriter {
     /// writer thread, named `name` for profiles and logs. Run migrations before: the writer
     /// expects the schema to exist.
     pub async fn open(path: &Path, durability: Durability, name: &str) -> Result<Self, WriteError> {
+        Self::open_pacing_flushes(path, durability, name, FlushInterval(*CONFIGURED_FLUSH_INTERVAL)).await
+    }
+
+    async fn open_pacing_flushes(
+        path: &Path,
+        durability: Durability,
+        name: &str,
+        flush_interval: FlushInterval,
+    ) -> Result<Self, WriteError> {
         let file = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || open_writer(&file, durability))
             .await
@@ -98,7 +129,12 @@ impl GroupWriter {
         let (jobs, inbox) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name(format!("writer {name}"))
-            .spawn(move || Thread { conn, durability, flushing: durability == Durability::Full }.run(inbox))
+            .spawn(move || {
+                let flushing = durability == Durability::Full;
+                // The start is a quiet spell: the first fsync'd batch does not wait.
+                let last_flush = Instant::now().checked_sub(flush_interval.0).unwrap_or_else(Instant::now);
+                Thread { conn, durability, flushing, flush_interval, last_flush }.run(inbox)
+            })
             .map_err(|_| WriteError::Stopped)?;
         Ok(Self { jobs })
     }
@@ -202,18 +238,48 @@ struct Thread {
     durability: Durability,
     /// Whether the connection's commits fsync now (`synchronous=FULL`).
     flushing: bool,
+    flush_interval: FlushInterval,
+    /// When the previous fsync'd batch began.
+    last_flush: Instant,
+}
+
+/// The least time between the starts of two fsync'd batches (see the module's doc).
+#[derive(Debug, Clone, Copy)]
+struct FlushInterval(Duration);
+
+impl FlushInterval {
+    /// How long a batch that fsyncs waits before it begins, `since` the last one began.
+    fn wait(&self, since: Duration) -> Duration {
+        self.0.saturating_sub(since)
+    }
 }
 
 impl Thread {
     fn run(mut self, mut inbox: mpsc::Receiver<Job>) {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
         while inbox.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-            let flush = self.durability == Durability::Full || batch.iter().any(|job| job.flush);
+            let wait = self.flush_interval.wait(self.last_flush.elapsed());
+            if !wait.is_zero() && self.flushes(&batch) {
+                std::thread::sleep(wait);
+                while batch.len() < MAX_BATCH {
+                    let Ok(job) = inbox.try_recv() else { break };
+                    batch.push(job);
+                }
+            }
+            let flush = self.flushes(&batch);
+            if flush {
+                self.last_flush = Instant::now();
+            }
             match self.flush_commits(flush) {
                 Ok(()) => commit_batch(&self.conn, &mut batch),
                 Err(err) => fail_batch(&mut batch, "could not set how to flush", err),
             }
         }
+    }
+
+    /// Whether committing `batch` fsyncs.
+    fn flushes(&self, batch: &[Job]) -> bool {
+        self.durability == Durability::Full || batch.iter().any(|job| job.flush)
     }
 
     fn flush_commits(&mut self, flush: bool) -> rusqlite::Result<()> {
@@ -368,5 +434,59 @@ mod tests {
         assert_eq!(writer.write(synchronous).await.unwrap(), NORMAL);
         assert_eq!(writer.write_flushed(synchronous).await.unwrap(), FULL);
         assert_eq!(writer.write(synchronous).await.unwrap(), NORMAL);
+    }
+
+    #[test]
+    fn a_flush_waits_out_what_is_left_of_the_interval_since_the_last_one() {
+        let interval = FlushInterval(Duration::from_micros(1000));
+        assert_eq!(interval.wait(Duration::ZERO), Duration::from_micros(1000));
+        assert_eq!(interval.wait(Duration::from_micros(400)), Duration::from_micros(600));
+        assert_eq!(interval.wait(Duration::from_millis(5)), Duration::ZERO);
+        assert_eq!(FlushInterval(Duration::ZERO).wait(Duration::ZERO), Duration::ZERO);
+    }
+
+    async fn pacing_writer(dir: &tempfile::TempDir, interval: Duration) -> GroupWriter {
+        let path = dir.path().join("paced.db");
+        let writer =
+            GroupWriter::open_pacing_flushes(&path, Durability::Normal, "test", FlushInterval(interval)).await.unwrap();
+        writer.write(|conn| conn.execute_batch("CREATE TABLE t (v INTEGER)")).await.unwrap();
+        writer
+    }
+
+    fn insert(conn: &rusqlite::Connection, v: i64) -> rusqlite::Result<Instant> {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+        Ok(Instant::now())
+    }
+
+    #[tokio::test]
+    async fn a_flush_soon_after_another_waits_and_takes_along_what_arrives_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_secs(1);
+        let writer = pacing_writer(&dir, interval).await;
+        writer.write_flushed(|conn| insert(conn, 1)).await.unwrap();
+        let first_done = Instant::now();
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write_flushed(|conn| insert(conn, 2)).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third_ran = writer.write(|conn| insert(conn, 3)).await.unwrap();
+        let second_ran = second.await.unwrap();
+        let half = interval / 2;
+        assert!(second_ran.duration_since(first_done) >= half, "the second flush waited for the interval");
+        assert!(third_ran >= second_ran, "a write sent while the batch waited joined it");
+        assert!(third_ran.duration_since(first_done) >= half, "and was not committed on its own at once");
+        assert_eq!(count(&writer).await, 3);
+    }
+
+    #[tokio::test]
+    async fn the_first_flush_and_batches_that_do_not_fsync_never_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_secs(5);
+        let writer = pacing_writer(&dir, interval).await;
+        let started = Instant::now();
+        writer.write_flushed(|conn| insert(conn, 1)).await.unwrap();
+        writer.write(|conn| insert(conn, 2)).await.unwrap();
+        assert!(started.elapsed() < interval / 2, "neither waited: {:?}", started.elapsed());
     }
 }
