@@ -4,11 +4,6 @@
 //! `service` label so they stay apart. Every family is listed in docs/metrics.md.
 
 use std::sync::OnceLock;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -73,27 +68,6 @@ pub fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         _ => "5xx",
     }
-}
-
-/// Middleware recording `http_server_requests_total` (per service, method, route template,
-/// status and status class) and `http_server_request_duration_seconds` (per status class only,
-/// so the histogram's series stay few). Unmatched paths count as route `unmatched`: a raw path
-/// would let any client mint new series.
-pub async fn track_requests(service: &'static str, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(req).await;
-    let code = response.status().as_u16();
-    let class = status_class(code);
-    let timing =
-        [("service", service.to_owned()), ("method", method), ("route", route), ("status_class", class.into())];
-    metrics::histogram!("http_server_request_duration_seconds", &timing).record(start.elapsed().as_secs_f64());
-    let [service, method, route, class] = timing;
-    let counting = [service, method, route, ("status", code.to_string()), class];
-    metrics::counter!("http_server_requests_total", &counting).increment(1);
-    response
 }
 
 #[cfg(test)]

@@ -7,17 +7,18 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use super::RequestMetricsLayer;
 use crate::problem::Problem;
 
 /// Header carrying the request id, set when the client sent none and echoed back.
@@ -134,10 +135,8 @@ impl ServiceRouter {
         self.api
             .merge(health)
             .fallback(|| async { Problem::not_found("no such route") })
-            .layer(middleware::from_fn(problem_for_bare_errors))
-            .layer(middleware::from_fn(move |req: Request, next: Next| {
-                crate::metrics::track_requests(service, req, next)
-            }))
+            .layer(MapResponseLayer::new(problem_for_bare_errors))
+            .layer(RequestMetricsLayer::new(service))
             .layer(DefaultBodyLimit::max(self.options.body_limit_bytes))
             .layer(
                 ServiceBuilder::new()
@@ -166,8 +165,7 @@ async fn readiness_report(probes: &[Arc<dyn ReadinessProbe>]) -> Response {
 
 /// axum answers an unknown method (405) or a routing miss with an empty body; turn those into
 /// problem documents so every error a client sees has the same shape.
-async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+fn problem_for_bare_errors(response: Response) -> Response {
     let status = response.status();
     let is_bare = response.headers().get(header::CONTENT_TYPE).is_none();
     if is_bare && (status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_FOUND) {

@@ -16,6 +16,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_opentelemetry::get_otel_context;
 
 /// Span fields copied onto every log line inside the span, under the key on the right.
 const INHERITED: [(&str, &str); 6] = [
@@ -38,34 +39,67 @@ impl<W> JsonLayer<W> {
     }
 }
 
-/// The inherited fields a span holds.
+/// The inherited fields a span holds, under their log-line keys. A span is opened for every
+/// request and message but most never see a log line, so this keeps only those few fields and
+/// allocates nothing for the rest.
 #[derive(Default)]
-struct SpanFields(Map<String, Value>);
+struct SpanFields(Vec<(&'static str, Value)>);
+
+impl SpanFields {
+    fn set(&mut self, key: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((key, value)),
+        }
+    }
+}
 
 /// Whether a field's value is personal data that must not be logged.
 pub fn is_personal(field: &str) -> bool {
-    let name = field.to_ascii_lowercase();
-    ["email", "e_mail", "phone", "sms"].iter().any(|p| name.contains(p))
+    ["email", "e_mail", "phone", "sms"]
+        .iter()
+        .any(|p| field.as_bytes().windows(p.len()).any(|w| w.eq_ignore_ascii_case(p.as_bytes())))
 }
 
+/// Records a span's inherited fields; every other field is skipped before its value is read.
+struct Inherit<'a>(&'a mut SpanFields);
+
+impl Inherit<'_> {
+    fn put(&mut self, field: &Field, value: impl FnOnce() -> Value) {
+        if let Some((_, key)) = INHERITED.iter().find(|(from, _)| *from == field.name()) {
+            self.0.set(*key, value());
+        }
+    }
+}
+
+impl Visit for Inherit<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, || Value::from(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, || Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, || Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, || Value::from(format!("{value:?}")));
+    }
+}
+
+/// Records every field of an event, personal ones redacted.
 struct Collect<'a> {
     into: &'a mut Map<String, Value>,
-    /// Keep only these keys (span fields), renamed; `None` keeps every field.
-    only: Option<&'a [(&'a str, &'a str)]>,
 }
 
 impl Collect<'_> {
     fn put(&mut self, field: &Field, value: Value) {
         let name = field.name();
-        let key = match self.only {
-            Some(keys) => match keys.iter().find(|(from, _)| *from == name) {
-                Some((_, to)) => *to,
-                None => return,
-            },
-            None => name,
-        };
-        let value = if is_personal(key) { Value::from("[redacted]") } else { value };
-        self.into.insert(key.to_owned(), value);
+        let value = if is_personal(name) { Value::from("[redacted]") } else { value };
+        self.into.insert(name.to_owned(), value);
     }
 }
 
@@ -107,7 +141,7 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
-        attrs.record(&mut Collect { into: &mut fields.0, only: Some(&INHERITED) });
+        attrs.record(&mut Inherit(&mut fields));
         span.extensions_mut().insert(fields);
     }
 
@@ -115,7 +149,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut Collect { into: &mut fields.0, only: Some(&INHERITED) });
+            values.record(&mut Inherit(fields));
         }
     }
 
@@ -128,27 +162,31 @@ where
         );
         line.insert("level".to_owned(), meta.level().as_str().into());
         line.insert("target".to_owned(), meta.target().into());
+        let mut leaf = None;
         if let Some(scope) = ctx.event_scope(event) {
-            let mut leaf = None;
             // Root first, so the nearest span's value wins.
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    line.extend(fields.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    line.extend(fields.0.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
                 }
-                leaf = Some(span.name());
-            }
-            if let Some(name) = leaf {
-                line.insert("span".to_owned(), name.into());
+                leaf = Some((span.name(), span.id()));
             }
         }
-        let otel = opentelemetry::Context::current();
-        let current = otel.span();
-        let context = current.span_context();
-        if context.is_valid() {
-            line.insert("trace_id".to_owned(), format!("{:032x}", context.trace_id()).into());
-            line.insert("span_id".to_owned(), format!("{:016x}", context.span_id()).into());
+        if let Some((name, id)) = leaf {
+            line.insert("span".to_owned(), name.into());
+            // The span's own OpenTelemetry context: contexts are not activated on entry (that
+            // cost every poll of every traced future), so `Context::current()` would be empty.
+            let otel = tracing::dispatcher::get_default(|dispatch| get_otel_context(&id, dispatch));
+            if let Some(otel) = otel {
+                let current = otel.span();
+                let context = current.span_context();
+                if context.is_valid() {
+                    line.insert("trace_id".to_owned(), format!("{:032x}", context.trace_id()).into());
+                    line.insert("span_id".to_owned(), format!("{:016x}", context.span_id()).into());
+                }
+            }
         }
-        event.record(&mut Collect { into: &mut line, only: None });
+        event.record(&mut Collect { into: &mut line });
         let mut buffer = serde_json::to_vec(&line).unwrap_or_default();
         buffer.push(b'\n');
         // A log line that cannot be written is dropped: logging must never fail a request.
