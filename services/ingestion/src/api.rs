@@ -55,12 +55,13 @@ async fn schedule(State(state): State<AppState>, caller: Caller, request: Reques
     let (headers, body) = read_body(request, &state).await?;
     let key = idempotency_key(&headers)?;
     let mut delivery = domain::validate_delivery_request(&body, state.limits)?;
+    let keyed = Keyed::hashing(key, || serde_json::to_vec(&delivery))?;
     let scope = domain::idempotency_scope(caller.account(), &delivery.owner_id);
-    let request_hash = domain::hash(&serde_json::to_vec(&delivery).map_err(Problem::internal)?);
-    if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
+    if let Some(replay) = replay(&state, &scope, keyed.as_ref()).await? {
         return Ok(replay);
     }
-    let delivery_id = domain::new_delivery_id(key.as_deref().map(|k| (scope.as_str(), k)));
+    let key = keyed.as_ref().map(|k| k.key.as_str());
+    let delivery_id = domain::new_delivery_id(key.map(|k| (scope.as_str(), k)));
     delivery.delivery_id = Some(delivery_id.clone());
     let owner_id = delivery.owner_id.clone();
     platform::telemetry::record_owner_id(&owner_id);
@@ -68,7 +69,7 @@ async fn schedule(State(state): State<AppState>, caller: Caller, request: Reques
 
     state.store.record_accepted(&delivery_id, &owner_id, caller.account(), state.clock.now()).await?;
     let command = DeliveryCommand::Delivery(delivery);
-    let published = enqueue(&state, &caller, &delivery_id, command, key.as_deref(), &headers).await;
+    let published = enqueue(&state, &caller, &delivery_id, command, key, &headers).await;
     if let Err(problem) = published {
         // Nothing was queued: the id must not look known to a later reschedule or cancel.
         if let Err(err) = state.store.forget_accepted(&delivery_id).await {
@@ -77,7 +78,7 @@ async fn schedule(State(state): State<AppState>, caller: Caller, request: Reques
         return Err(problem);
     }
     metrics::counter!("deliveries_accepted_total", "service" => crate::SERVICE).increment(1);
-    respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, body).await
+    respond(&state, &scope, keyed, &delivery_id, body).await
 }
 
 /// `PATCH /api/deliveryrequests/{id}`: reschedule.
@@ -91,16 +92,17 @@ async fn reschedule(
     let (headers, body) = read_body(request, &state).await?;
     let key = idempotency_key(&headers)?;
     let changes = domain::validate_reschedule(&body)?;
+    let keyed = Keyed::hashing(key, || serde_json::to_vec(&changes))?;
     let scope = format!("PATCH {delivery_id}");
-    let request_hash = domain::hash(&serde_json::to_vec(&changes).map_err(Problem::internal)?);
-    if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
+    if let Some(replay) = replay(&state, &scope, keyed.as_ref()).await? {
         return Ok(replay);
     }
     let mut answer = serde_json::to_value(&changes).map_err(Problem::internal)?;
     answer["deliveryId"] = json!(delivery_id);
-    enqueue(&state, &caller, &delivery_id, DeliveryCommand::Reschedule(changes), key.as_deref(), &headers).await?;
+    let key = keyed.as_ref().map(|k| k.key.as_str());
+    enqueue(&state, &caller, &delivery_id, DeliveryCommand::Reschedule(changes), key, &headers).await?;
     metrics::counter!("delivery_reschedules_accepted_total", "service" => crate::SERVICE).increment(1);
-    respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, answer.to_string()).await
+    respond(&state, &scope, keyed, &delivery_id, answer.to_string()).await
 }
 
 /// `DELETE /api/deliveryrequests/{id}`: cancel.
@@ -113,15 +115,16 @@ async fn cancel(
     ensure_known(&state, &caller, &delivery_id).await?;
     let key = idempotency_key(&headers)?;
     let scope = format!("DELETE {delivery_id}");
-    let request_hash = domain::hash(scope.as_bytes());
-    if let Some(replay) = replay(&state, &scope, key.as_deref(), &request_hash).await? {
+    let keyed = Keyed::hashing(key, || Ok::<_, Problem>(scope.clone().into_bytes()))?;
+    if let Some(replay) = replay(&state, &scope, keyed.as_ref()).await? {
         return Ok(replay);
     }
     let command = DeliveryCommand::Cancel(CancelRequest {});
-    enqueue(&state, &caller, &delivery_id, command, key.as_deref(), &headers).await?;
+    let key = keyed.as_ref().map(|k| k.key.as_str());
+    enqueue(&state, &caller, &delivery_id, command, key, &headers).await?;
     metrics::counter!("delivery_cancels_accepted_total", "service" => crate::SERVICE).increment(1);
     let body = json!({ "deliveryId": delivery_id }).to_string();
-    respond(&state, &scope, key.as_deref(), request_hash, &delivery_id, body).await
+    respond(&state, &scope, keyed, &delivery_id, body).await
 }
 
 async fn read_body(request: Request, state: &AppState) -> Result<(HeaderMap, Value), Problem> {
@@ -129,6 +132,26 @@ async fn read_body(request: Request, state: &AppState) -> Result<(HeaderMap, Val
     let bytes: Bytes = platform::json::read_json_bytes(request, state).await?;
     let body = serde_json::from_slice(&bytes).map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
     Ok((headers, body))
+}
+
+/// A request made with an `Idempotency-Key`, and the hash of what it asked for, which a repeat
+/// of the key must match.
+struct Keyed {
+    key: String,
+    request_hash: String,
+}
+
+impl Keyed {
+    /// `None` without a key; the request is encoded and hashed only when there is one, since
+    /// only a repeated key compares it.
+    fn hashing<E: std::fmt::Display>(
+        key: Option<String>,
+        request: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Option<Self>, Problem> {
+        let Some(key) = key else { return Ok(None) };
+        let request_hash = domain::hash(&request().map_err(Problem::internal)?);
+        Ok(Some(Self { key, request_hash }))
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -152,16 +175,11 @@ async fn ensure_known(state: &AppState, caller: &Caller, delivery_id: &str) -> R
 
 /// The saved response for a repeated idempotency key, or a 422 if the key now comes with a
 /// different request.
-async fn replay(
-    state: &AppState,
-    scope: &str,
-    key: Option<&str>,
-    request_hash: &str,
-) -> Result<Option<Response>, Problem> {
-    let Some(key) = key else { return Ok(None) };
+async fn replay(state: &AppState, scope: &str, keyed: Option<&Keyed>) -> Result<Option<Response>, Problem> {
+    let Some(keyed) = keyed else { return Ok(None) };
     let not_before = state.clock.now() - state.idempotency_window;
-    let Some(saved) = state.store.saved_response(scope, key, not_before).await? else { return Ok(None) };
-    if saved.request_hash != request_hash {
+    let Some(saved) = state.store.saved_response(scope, &keyed.key, not_before).await? else { return Ok(None) };
+    if saved.request_hash != keyed.request_hash {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "this Idempotency-Key was already used with a different request",
@@ -205,17 +223,16 @@ async fn enqueue(
 async fn respond(
     state: &AppState,
     scope: &str,
-    key: Option<&str>,
-    request_hash: String,
+    keyed: Option<Keyed>,
     delivery_id: &str,
     body: String,
 ) -> Result<Response, Problem> {
     let location = format!("/api/deliveries/{delivery_id}");
-    if let Some(key) = key {
+    if let Some(Keyed { key, request_hash }) = keyed {
         let now = state.clock.now();
         let saved = SavedResponse { request_hash, status: 202, location: Some(location.clone()), body: body.clone() };
         // The message is queued either way; failing to save only weakens a later replay.
-        if let Err(err) = state.store.save_response(scope, key, &saved, now, now - state.idempotency_window).await {
+        if let Err(err) = state.store.save_response(scope, &key, &saved, now, now - state.idempotency_window).await {
             tracing::warn!(error = %err, delivery_id, "could not save the idempotent response");
         }
     }
