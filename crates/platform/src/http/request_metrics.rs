@@ -68,13 +68,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();
-        Timed {
-            inner: self.inner.call(request),
-            started: Instant::now(),
-            method,
-            route,
-            series: self.series.clone(),
-        }
+        Timed { inner: self.inner.call(request), started: Instant::now(), method, route, series: self.series.clone() }
     }
 }
 

@@ -12,11 +12,11 @@ use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
+use tracing_opentelemetry::get_otel_context;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_opentelemetry::get_otel_context;
 
 /// Span fields copied onto every log line inside the span, under the key on the right.
 const INHERITED: [(&str, &str); 6] = [
