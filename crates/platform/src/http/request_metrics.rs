@@ -110,18 +110,21 @@ struct Series {
     total: Counter,
 }
 
+/// A route's series: one per method and status it answered with.
+type RouteSeries = Vec<(Method, u16, Series)>;
+
 /// The series of one service, by route, then method and status (a route sees few of those).
 struct SeriesCache {
     service: &'static str,
-    by_route: RwLock<HashMap<String, Vec<(Method, u16, Series)>>>,
+    by_route: RwLock<HashMap<String, RouteSeries>>,
 }
 
 impl SeriesCache {
     fn get(&self, method: &Method, route: &str, status: u16) -> Series {
-        let find = |found: &[(Method, u16, Series)]| {
+        let find = |found: &RouteSeries| {
             found.iter().find(|(m, s, _)| m == method && *s == status).map(|(_, _, series)| series.clone())
         };
-        let known = self.by_route.read().unwrap_or_else(|e| e.into_inner()).get(route).and_then(|v| find(v));
+        let known = self.by_route.read().unwrap_or_else(|e| e.into_inner()).get(route).and_then(find);
         if let Some(series) = known {
             return series;
         }

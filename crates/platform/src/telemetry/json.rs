@@ -67,7 +67,7 @@ struct Inherit<'a>(&'a mut SpanFields);
 impl Inherit<'_> {
     fn put(&mut self, field: &Field, value: impl FnOnce() -> Value) {
         if let Some((_, key)) = INHERITED.iter().find(|(from, _)| *from == field.name()) {
-            self.0.set(*key, value());
+            self.0.set(key, value());
         }
     }
 }
