@@ -3,8 +3,9 @@
 //! In the all-in-one process the services share the recorder; each series carries a
 //! `service` label so they stay apart. Every family is listed in docs/metrics.md.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

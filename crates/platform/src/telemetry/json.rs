@@ -6,12 +6,14 @@
 //! safety net behind the call sites, which log recipients masked (`p***@contoso.com`).
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_opentelemetry::get_otel_context;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
@@ -31,11 +33,15 @@ const INHERITED: [(&str, &str); 6] = [
 /// Writes events as JSON lines to `W`.
 pub struct JsonLayer<W> {
     writer: W,
+    /// The subscriber this layer is part of, whose span layer holds the spans' OpenTelemetry
+    /// contexts. Kept from registration: inside an event's dispatch, asking for the current
+    /// dispatcher answers "none" whenever a scoped one is in use.
+    dispatch: OnceLock<WeakDispatch>,
 }
 
 impl<W> JsonLayer<W> {
     pub fn new(writer: W) -> Self {
-        Self { writer }
+        Self { writer, dispatch: OnceLock::new() }
     }
 }
 
@@ -138,6 +144,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();
@@ -162,29 +172,35 @@ where
         );
         line.insert("level".to_owned(), meta.level().as_str().into());
         line.insert("target".to_owned(), meta.target().into());
-        let mut leaf = None;
-        if let Some(scope) = ctx.event_scope(event) {
-            // Root first, so the nearest span's value wins.
-            for span in scope.from_root() {
+        // The spans around the event, root first.
+        let mut scope = Vec::new();
+        if let Some(spans) = ctx.event_scope(event) {
+            for span in spans.from_root() {
+                // Root first, so the nearest span's value wins.
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     line.extend(fields.0.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
                 }
-                leaf = Some((span.name(), span.id()));
+                scope.push((span.name(), span.id()));
             }
         }
-        if let Some((name, id)) = leaf {
-            line.insert("span".to_owned(), name.into());
-            // The span's own OpenTelemetry context: contexts are not activated on entry (that
-            // cost every poll of every traced future), so `Context::current()` would be empty.
-            let otel = tracing::dispatcher::get_default(|dispatch| get_otel_context(&id, dispatch));
-            if let Some(otel) = otel {
-                let current = otel.span();
-                let context = current.span_context();
-                if context.is_valid() {
-                    line.insert("trace_id".to_owned(), format!("{:032x}", context.trace_id()).into());
-                    line.insert("span_id".to_owned(), format!("{:016x}", context.span_id()).into());
-                }
-            }
+        if let Some((name, _)) = scope.last() {
+            line.insert("span".to_owned(), (*name).into());
+        }
+        // The ids of the nearest span that is part of a trace (a library's span is not). Asked
+        // of the span: contexts are not activated on entry (that cost every poll of every traced
+        // future), so `Context::current()` would be empty.
+        let dispatch = self.dispatch.get().and_then(WeakDispatch::upgrade);
+        let traced = dispatch.and_then(|dispatch| {
+            scope.iter().rev().find_map(|(_, id)| {
+                let otel = get_otel_context(id, &dispatch)?;
+                let span = otel.span();
+                let context = span.span_context();
+                context.is_valid().then(|| (context.trace_id(), context.span_id()))
+            })
+        });
+        if let Some((trace_id, span_id)) = traced {
+            line.insert("trace_id".to_owned(), format!("{trace_id:032x}").into());
+            line.insert("span_id".to_owned(), format!("{span_id:016x}").into());
         }
         event.record(&mut Collect { into: &mut line });
         let mut buffer = serde_json::to_vec(&line).unwrap_or_default();

@@ -83,6 +83,16 @@ pub fn init(service: &str, format: LogFormat) {
 
 /// Installs `setup`; `false` when a subscriber was installed already (nothing changes then).
 pub fn init_with(setup: Setup) -> bool {
+    let (subscriber, provider) = subscriber(setup);
+    let installed = subscriber.try_init().is_ok();
+    if installed {
+        *PROVIDER.get_or_init(|| Mutex::new(None)).lock().expect("provider lock") = Some(provider);
+    }
+    installed
+}
+
+/// The subscriber `setup` describes, and the tracer provider its span layer exports through.
+fn subscriber(setup: Setup) -> (impl tracing::Subscriber + Send + Sync + 'static, SdkTracerProvider) {
     let env = |name: &str| std::env::var(name).ok();
     let provider = match setup.provider {
         Some(provider) => provider,
@@ -116,11 +126,7 @@ pub fn init_with(setup: Setup) -> bool {
         LogFormat::Json => json::JsonLayer::new(setup.writer).with_filter(filter).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(setup.writer).with_filter(filter).boxed(),
     };
-    let installed = tracing_subscriber::registry().with(spans).with(logs).try_init().is_ok();
-    if installed {
-        *PROVIDER.get_or_init(|| Mutex::new(None)).lock().expect("provider lock") = Some(provider);
-    }
-    installed
+    (tracing_subscriber::registry().with(spans).with(logs), provider)
 }
 
 /// What becomes part of a trace: spans at info and above, and warnings and errors as span
@@ -141,4 +147,55 @@ pub fn shutdown() {
     // The SDK's shutdown blocks; off the async worker it cannot hold up other tasks.
     let done = std::thread::spawn(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT));
     let _ = done.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_line_carries_the_trace_of_the_nearest_traced_span() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let provider = otel::provider(&otel::Export::Off, otel::resource("test", |_| None)).unwrap();
+        let setup = Setup::new("test", LogFormat::Json).provider(provider).writer(move || writer.clone());
+        let (subscriber, _provider) = subscriber(setup);
+        let traceparent = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01";
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request", service = "ingestion");
+            assert!(propagation::continue_from(&request, Some(traceparent)));
+            let _in_request = request.enter();
+            tracing::warn!("in a traced span");
+            // A library's span: the log layer sees it, the span layer does not.
+            let library = tracing::info_span!(target: "hyper::client", "library");
+            let _in_library = library.enter();
+            tracing::warn!("in a library's span inside it");
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for line in &lines {
+            assert_eq!(line["trace_id"], "5b8efff798038103d269b633813fc60c", "{line}");
+            assert_eq!(line["service"], "ingestion", "{line}");
+        }
+        assert_eq!(lines[0]["span_id"], lines[1]["span_id"], "the request's span, not the library's");
+        assert_ne!(lines[0]["span_id"], "eee19b7ec3c1b174", "a span of its own, a child of the caller's");
+    }
 }
