@@ -92,6 +92,14 @@ enum Outcome {
     Extend,
 }
 
+impl Outcome {
+    /// Whether settling this way changes the database with one statement (see
+    /// [`crate::sqlite::GroupWriter::write_statement`]).
+    fn is_one_statement(&self) -> bool {
+        matches!(self, Outcome::Ack | Outcome::Extend)
+    }
+}
+
 #[derive(Debug, PartialEq)]
 enum Settled {
     Done,
@@ -231,9 +239,13 @@ impl Queue for SqliteQueue {
 
     async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError> {
         let queue = self.name.clone();
-        let outcome = self
-            .change(true, move |conn| insert_message(conn, &queue, &message, Utc::now().timestamp_millis()))
-            .await?;
+        let insert =
+            move |conn: &rusqlite::Connection| insert_message(conn, &queue, &message, Utc::now().timestamp_millis());
+        let outcome = if self.durability == Durability::Full {
+            self.writer.write_statement_flushed(insert).await?
+        } else {
+            self.writer.write_statement(insert).await?
+        };
         if outcome == Published::Stored {
             self.published.notify_waiters();
         }
@@ -319,7 +331,10 @@ struct SqliteSettlement {
 impl SqliteSettlement {
     async fn settle(&self, outcome: Outcome) -> Result<Settled, BusError> {
         let (options, lease) = (self.options.clone(), self.lease.clone());
-        self.writer.write(move |conn| settle(conn, &options, &lease, outcome, Utc::now().timestamp_millis())).await?
+        let one_statement = outcome.is_one_statement();
+        let settle =
+            move |conn: &rusqlite::Connection| settle(conn, &options, &lease, outcome, Utc::now().timestamp_millis());
+        if one_statement { self.writer.write_statement(settle).await? } else { self.writer.write(settle).await? }
     }
 }
 

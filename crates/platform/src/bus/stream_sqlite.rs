@@ -161,7 +161,7 @@ impl EventStream for SqliteEventStream {
 
     async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError> {
         let stream = self.name.clone();
-        let outcome = self.file.writer.write_flushed(move |conn| append(conn, &stream, &event)).await?;
+        let outcome = self.file.writer.write_statement_flushed(move |conn| append(conn, &stream, &event)).await?;
         if outcome == Published::Stored {
             self.published.notify_waiters();
         }
@@ -311,8 +311,10 @@ enum Outcome {
 impl InFlight {
     async fn settle(&self, outcome: Outcome) -> Result<Retried, BusError> {
         let (key, options, lease) = (self.key.clone(), self.options.clone(), self.lease.clone());
+        let one_statement = matches!(outcome, Outcome::Ack | Outcome::Extend);
+        let settle = move |conn: &rusqlite::Connection| settle(conn, &key, &options, &lease, outcome, now_millis());
         let settled =
-            self.writer.write(move |conn| settle(conn, &key, &options, &lease, outcome, now_millis())).await?;
+            if one_statement { self.writer.write_statement(settle).await? } else { self.writer.write(settle).await? };
         settled.ok_or_else(|| BusError::LeaseLost(self.lease.event_id.clone()))
     }
 }

@@ -22,6 +22,13 @@
 //! A closure that fails is rolled back to its savepoint and gets its error; the others in the
 //! batch still commit. Only when the commit itself fails do all of them get the error, and then
 //! nothing of the batch was stored.
+//!
+//! A write of one statement ([`GroupWriter::write_statement`]) runs without a savepoint: SQLite
+//! undoes a failed statement by itself and leaves the transaction open. A savepoint copies each
+//! page a write touches into its sub-journal first, in case it must be undone; the bus's
+//! publishes and acks are single statements on the same few hot pages, each copied again by
+//! every write of the batch, and leaving the copies out took about a tenth off the CPU of the
+//! event file's writer thread (BENCHMARKS.md, "Session 14").
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -94,6 +101,15 @@ type Reply = Box<dyn FnOnce(Result<(), &Arc<rusqlite::Error>>) + Send>;
 /// A write to run on the connection, or (given none) to fail because its batch could not begin.
 type Work = Box<dyn FnOnce(Option<&rusqlite::Connection>) -> Reply + Send>;
 
+/// How a write is run.
+#[derive(Clone, Copy)]
+struct Submit {
+    /// Its batch is fsync'd before it is answered.
+    flush: bool,
+    /// It runs in a savepoint of its own (more than one statement may change the database).
+    savepoint: bool,
+}
+
 struct Job {
     work: Work,
     /// Whether the batch holding this write must be fsync'd before it is answered.
@@ -155,7 +171,28 @@ impl GroupWriter {
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.submit(true, move |conn| write(conn).map_err(WriteError::from)).await
+        self.submit(Submit { flush: true, savepoint: true }, move |conn| write(conn).map_err(WriteError::from)).await
+    }
+
+    /// As [`write`](Self::write) for a closure that changes the database with one statement at
+    /// most (what it reads besides does not matter): it runs without a savepoint, since SQLite
+    /// undoes a failed statement on its own. A closure that panics after its statement ran keeps
+    /// the change and its caller gets [`WriteError::Stopped`].
+    pub async fn write_statement<T, F>(&self, write: F) -> Result<T, WriteError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(Submit { flush: false, savepoint: false }, move |conn| write(conn).map_err(WriteError::from)).await
+    }
+
+    /// [`write_statement`](Self::write_statement), fsync'd as [`write_flushed`](Self::write_flushed) is.
+    pub async fn write_statement_flushed<T, F>(&self, write: F) -> Result<T, WriteError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(Submit { flush: true, savepoint: false }, move |conn| write(conn).map_err(WriteError::from)).await
     }
 
     /// As [`write`](Self::write), for a closure that fails with the store's own error (a value
@@ -167,10 +204,10 @@ impl GroupWriter {
         T: Send + 'static,
         E: From<WriteError> + Send + 'static,
     {
-        self.submit(false, write).await
+        self.submit(Submit { flush: false, savepoint: true }, write).await
     }
 
-    async fn submit<T, E, F>(&self, flush: bool, write: F) -> Result<T, E>
+    async fn submit<T, E, F>(&self, how: Submit, write: F) -> Result<T, E>
     where
         F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -178,7 +215,7 @@ impl GroupWriter {
     {
         let (answer, answered) = oneshot::channel();
         let work: Work = Box::new(move |conn| {
-            let outcome = conn.map(|conn| in_savepoint(conn, write));
+            let outcome = conn.map(|conn| if how.savepoint { in_savepoint(conn, write) } else { guarded(conn, write) });
             Box::new(move |committed| {
                 let result = match (outcome, committed) {
                     (Some(Err(err)), _) => Err(err),
@@ -190,7 +227,7 @@ impl GroupWriter {
                 let _ = answer.send(result);
             })
         });
-        self.jobs.send(Job { work, flush }).await.map_err(|_| E::from(WriteError::Stopped))?;
+        self.jobs.send(Job { work, flush: how.flush }).await.map_err(|_| E::from(WriteError::Stopped))?;
         answered.await.map_err(|_| E::from(WriteError::Stopped))?
     }
 
@@ -223,6 +260,18 @@ fn in_savepoint<T, E: From<WriteError>>(
             Err(E::from(WriteError::Stopped))
         }
     }
+}
+
+/// Runs a one-statement `write` as it is (see [`GroupWriter::write_statement`]), a panic turned
+/// into [`WriteError::Stopped`].
+fn guarded<T, E: From<WriteError>>(
+    conn: &rusqlite::Connection,
+    write: impl FnOnce(&rusqlite::Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    catch_unwind(AssertUnwindSafe(|| write(conn))).unwrap_or_else(|_| {
+        tracing::error!("a store write panicked");
+        Err(E::from(WriteError::Stopped))
+    })
 }
 
 fn undo(conn: &rusqlite::Connection) {
@@ -375,6 +424,27 @@ mod tests {
 
         let pool = crate::sqlite::open_pool(&dir.path().join("w.db"), Durability::Normal, 1).await.unwrap();
         let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k").fetch_all(&pool).await.unwrap();
+        assert_eq!(keys, ["a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_statement_without_a_savepoint_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_with_table(&dir).await;
+        let good = writer.write_statement(|conn| conn.execute("INSERT INTO t (k, v) VALUES ('a', 1)", []));
+        // One statement whose second row breaks the key: its first row may not stay either.
+        let bad = writer.write_statement(|conn| conn.execute("INSERT INTO t (k, v) VALUES ('b', 2), ('a', 3)", []));
+        let after = writer.write_statement_flushed(|conn| conn.execute("INSERT INTO t (k, v) VALUES ('c', 4)", []));
+        let (good, bad, after) = tokio::join!(good, bad, after);
+        assert_eq!(good.unwrap(), 1);
+        let err = bad.unwrap_err();
+        assert_eq!(err.sqlite_code(), Some(rusqlite::ErrorCode::ConstraintViolation), "{err}");
+        assert_eq!(after.unwrap(), 1);
+        assert_eq!(count(&writer).await, 2);
+        let keys: Vec<String> = writer
+            .write(|conn| conn.prepare("SELECT k FROM t ORDER BY k")?.query_map([], |row| row.get(0))?.collect())
+            .await
+            .unwrap();
         assert_eq!(keys, ["a", "c"]);
     }
 
