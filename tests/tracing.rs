@@ -4,9 +4,8 @@
 //! file's alone.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -17,33 +16,13 @@ use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use platform::clock::SystemClock;
 use platform::telemetry::{LogFormat, Setup};
+use platform::testing::CapturedLogs;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Log lines written so far.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).expect("log lines are UTF-8")
-    }
-}
-
 struct Telemetry {
     spans: InMemorySpanExporter,
-    logs: Captured,
+    logs: CapturedLogs,
 }
 
 /// Installs the subscriber once for every test of this file.
@@ -51,7 +30,7 @@ fn telemetry() -> &'static Telemetry {
     static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
     TELEMETRY.get_or_init(|| {
         let spans = InMemorySpanExporter::default();
-        let logs = Captured::default();
+        let logs = CapturedLogs::default();
         let provider = SdkTracerProvider::builder().with_simple_exporter(spans.clone()).build();
         let writer = logs.clone();
         let setup = Setup::new("fabrikam", LogFormat::Json).provider(provider).writer(move || writer.clone());

@@ -46,3 +46,27 @@ pub fn identity_headers(key: &crate::identity::IdentityKey, account_id: &str) ->
     key.attach(&identity, &mut headers, chrono::Utc::now().timestamp()).expect("an id is a valid header value");
     headers
 }
+
+/// A log writer that keeps what it is given, for tests that read the log lines back: hand a
+/// clone to the subscriber (`.with_writer(move || logs.clone())`) and read [`text`](Self::text).
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+            .expect("log lines are UTF-8")
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -2,32 +2,16 @@
 //! what its own thread logs once the callsites' interest is settled, and tests running beside it
 //! in one process race with that.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::http::Method;
 use serde_json::json;
 
 mod common;
 use common::spawn_app;
 
-/// Log lines, collected for one test (the subscriber is this thread's only).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    let captured = Captured::default();
+    // Log lines, collected for this test (the subscriber is this thread's only).
+    let captured = platform::testing::CapturedLogs::default();
     let writer = captured.clone();
     let subscriber =
         tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
@@ -44,7 +28,7 @@ async fn secrets_never_reach_the_logs() {
         app.admin(Method::POST, &format!("/api/admin/accounts/{id}/keys/{key_id}/rotate"), None).await;
     app.call_as(Some("fop_0123456789abcdef_nope"), Method::GET, "/api/admin/accounts", None).await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains(key_id), "the log names keys by id, so this test sees the log: {logs}");
     for secret in [api_key, rotated["apiKey"].as_str().unwrap(), &app.operator] {
         let (_, secret_part) = secret.rsplit_once('_').unwrap();

@@ -151,28 +151,12 @@ pub fn shutdown() {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::testing::CapturedLogs;
 
     #[test]
     fn a_log_line_carries_the_trace_of_the_nearest_traced_span() {
-        let logs = Captured::default();
+        let logs = CapturedLogs::default();
         let writer = logs.clone();
         let provider = otel::provider(&otel::Export::Off, otel::resource("test", |_| None)).unwrap();
         let setup = Setup::new("test", LogFormat::Json).provider(provider).writer(move || writer.clone());
@@ -188,7 +172,7 @@ mod tests {
             let _in_library = library.enter();
             tracing::warn!("in a library's span inside it");
         });
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2, "{text}");
         for line in &lines {
