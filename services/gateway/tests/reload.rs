@@ -46,7 +46,11 @@ async fn a_reload_moves_a_route_to_another_upstream_without_failing_a_request() 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.toml");
     write(&file, &table(&legacy));
-    let options = GatewayOptions { routes_file: Some(file.clone()), reload_poll_ms: 50, ..GatewayOptions::default() };
+    let mut options = GatewayOptions { routes_file: Some(file.clone()), reload_poll_ms: 50, ..GatewayOptions::default() };
+    // Four clients in a loop outrun the default per-account rate limit on a fast machine, and
+    // a 429 is not what this test is about.
+    options.protection.rate_limit_per_credential = 0;
+    options.protection.rate_limit_per_ip = 0;
     let (addr, shutdown) = common::start_gateway(upstreams, options).await;
     let url = format!("http://{addr}/api/orders/o-1");
     let client = reqwest::Client::new();
@@ -88,7 +92,11 @@ async fn a_reload_moves_a_route_to_another_upstream_without_failing_a_request() 
     }
     assert!(moved, "the route moved to the new upstream");
     assert!(answers.len() > 20, "requests kept flowing: {}", answers.len());
-    assert!(answers.iter().all(|(status, _)| *status == 202), "every request succeeded");
+    let mut failed = std::collections::BTreeMap::<u16, usize>::new();
+    for (status, _) in answers.iter().filter(|(status, _)| *status != 202) {
+        *failed.entry(*status).or_default() += 1;
+    }
+    assert!(failed.is_empty(), "every request succeeded; of {}, failed by status: {failed:?}", answers.len());
     let first_modern = answers.iter().position(|(_, up)| up == "modern").unwrap();
     assert!(answers[..first_modern].iter().all(|(_, up)| up == "legacy"));
     assert!(seen.lock().unwrap().iter().all(|s| s.ends_with("/v2/orders/o-1")));
