@@ -46,7 +46,8 @@ async fn a_reload_moves_a_route_to_another_upstream_without_failing_a_request() 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.toml");
     write(&file, &table(&legacy));
-    let mut options = GatewayOptions { routes_file: Some(file.clone()), reload_poll_ms: 50, ..GatewayOptions::default() };
+    let mut options =
+        GatewayOptions { routes_file: Some(file.clone()), reload_poll_ms: 50, ..GatewayOptions::default() };
     // Four clients in a loop outrun the default per-account rate limit on a fast machine, and
     // a 429 is not what this test is about.
     options.protection.rate_limit_per_credential = 0;
