@@ -214,10 +214,45 @@ fn fresh_schema(postgres: &str, name: &str) -> anyhow::Result<String> {
 }
 
 /// Every service its own process on NATS, PostgreSQL and Redis.
+///
+/// A start that fails part way stops what it started and removes what it stored, as a finished
+/// run does, so the servers keep no schemas or streams of a run that never ran.
 async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
     let (nats, postgres, redis) =
         (env_url("FABRIKAM_NATS_URL")?, env_url("FABRIKAM_POSTGRES_URL")?, env_url("FABRIKAM_REDIS_URL")?);
     let run = format!("bench{}", std::process::id());
+    let leftovers = Leftovers {
+        schemas: POSTGRES_SERVICES.map(schema_name).into(),
+        postgres: postgres.clone(),
+        nats: nats.clone(),
+        stream_prefix: format!("{run}-"),
+        redis: redis.clone(),
+        key_prefix: run.clone(),
+    };
+    let mut running = Running {
+        children: Vec::new(),
+        base: String::new(),
+        metrics: Vec::new(),
+        started_in: Duration::ZERO,
+        bearer: None,
+        leftovers: Some(leftovers),
+    };
+    match launch_distributed(args, &run, [&nats, &postgres, &redis], &mut running).await {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            stop(running).await;
+            Err(e)
+        }
+    }
+}
+
+/// Starts every service of a distributed run into `running`, one after another.
+async fn launch_distributed(
+    args: &BenchArgs,
+    run: &str,
+    [nats, postgres, redis]: [&str; 3],
+    running: &mut Running,
+) -> anyhow::Result<()> {
     let bus = format!("{nats}{}prefix={run}", if nats.contains('?') { '&' } else { '?' });
     let mut ports = std::collections::HashMap::new();
     for service in
@@ -296,7 +331,6 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
         service_args.extend(["--identity-secret".to_owned(), secret.clone()]);
     }
     let started = Instant::now();
-    let mut children = Vec::new();
     for (service, service_args) in plan {
         let child = Command::new(&args.system)
             .arg(service)
@@ -308,33 +342,14 @@ async fn start_distributed(args: &BenchArgs) -> anyhow::Result<Running> {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {} {service}: {e}", args.system.display()))?;
-        children.push(child);
+        running.children.push(child);
         wait_ready(&format!("{}/healthz/ready", url(service)), Duration::from_secs(120)).await?;
     }
-    let leftovers = Leftovers {
-        schemas: POSTGRES_SERVICES.map(schema_name).into(),
-        postgres,
-        nats,
-        stream_prefix: format!("{run}-"),
-        redis,
-        key_prefix: run,
-    };
-    let mut running = Running {
-        children,
-        base: url("gateway"),
-        metrics: ports.keys().map(|service| format!("{}/metrics", url(service))).collect(),
-        started_in: started.elapsed(),
-        bearer: None,
-        leftovers: Some(leftovers),
-    };
-    match first_api_key(&args.system, &account_db, &url("gateway")).await {
-        Ok(key) => running.bearer = Some(key),
-        Err(e) => {
-            stop(running).await;
-            return Err(e);
-        }
-    }
-    Ok(running)
+    running.base = url("gateway");
+    running.metrics = ports.keys().map(|service| format!("{}/metrics", url(service))).collect();
+    running.started_in = started.elapsed();
+    running.bearer = Some(first_api_key(&args.system, &account_db, &url("gateway")).await?);
+    Ok(())
 }
 
 /// As an operator of a new deployment: the first operator token on the account store, then an
