@@ -261,15 +261,15 @@ async fn launch_distributed(
         ports.insert(service, free_port()?);
     }
     let url = |s: &str| format!("http://127.0.0.1:{}", ports[s]);
-    let account_db = fresh_schema(&postgres, "account")?;
+    let account_db = fresh_schema(postgres, "account")?;
     let mut plan: Vec<(&str, Vec<String>)> = vec![
         ("account", vec!["--database-url".into(), account_db.clone()]),
-        ("package", vec!["--database-url".into(), fresh_schema(&postgres, "package")?]),
+        ("package", vec!["--database-url".into(), fresh_schema(postgres, "package")?]),
         (
             "dronescheduler",
             vec![
                 "--database-url".into(),
-                fresh_schema(&postgres, "dronescheduler")?,
+                fresh_schema(postgres, "dronescheduler")?,
                 "--fleet-size".into(),
                 args.fleet_size.to_string(),
                 "--time-scale".into(),
@@ -281,7 +281,7 @@ async fn launch_distributed(
         ("delivery", vec!["--database-url".into(), format!("{redis}/0?prefix={run}"), "--bus-url".into(), bus.clone()]),
         (
             "ingestion",
-            vec!["--database-url".into(), fresh_schema(&postgres, "ingestion")?, "--bus-url".into(), bus.clone()],
+            vec!["--database-url".into(), fresh_schema(postgres, "ingestion")?, "--bus-url".into(), bus.clone()],
         ),
         (
             "workflow",
@@ -289,7 +289,7 @@ async fn launch_distributed(
                 "--bus-url".into(),
                 bus.clone(),
                 "--store-url".into(),
-                fresh_schema(&postgres, "workflow")?,
+                fresh_schema(postgres, "workflow")?,
                 "--package-url".into(),
                 url("package"),
                 "--dronescheduler-url".into(),
@@ -302,7 +302,7 @@ async fn launch_distributed(
         ),
         (
             "deliveryhistory",
-            vec!["--database-url".into(), fresh_schema(&postgres, "deliveryhistory")?, "--bus-url".into(), bus.clone()],
+            vec!["--database-url".into(), fresh_schema(postgres, "deliveryhistory")?, "--bus-url".into(), bus.clone()],
         ),
         (
             "gateway",
