@@ -86,12 +86,17 @@ pub struct Config {
     pub common: CommonArgs,
 }
 
+/// Messages the workflow processes at once unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
 /// How the workflow consumes, retries, protects its downstreams and gives up.
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "workflow-settings")]
 pub struct Settings {
-    /// Messages processed at once.
-    #[arg(long, env = "FABRIKAM_WORKFLOW_CONCURRENCY", default_value_t = 64)]
+    /// Messages processed at once. A message spends most of its time waiting on the stores'
+    /// commits, so this, not CPU, bounded how many deliveries a second were scheduled: 256
+    /// rather than 64 scheduled about a quarter more on two cores (BENCHMARKS.md, "Session 15").
+    #[arg(long, env = "FABRIKAM_WORKFLOW_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
 
     /// Seconds after it was accepted that a request must be done by; past that it is given up:
@@ -175,7 +180,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: DEFAULT_CONCURRENCY,
             complete_within_secs: 3600,
             max_attempts: 200,
             ack_wait_secs: 30,
