@@ -39,7 +39,12 @@ pub const DEFAULT_BATCH: usize = 500;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Flights whose events are being published at once (each flight's own events go one by one).
-const CONCURRENT_FLIGHTS: usize = 16;
+/// A publish waits for its stream's commit and flights publishing together share commits, so
+/// this caps the clock's rate: 16 held the embedded stream near 16 events per fsync'd commit,
+/// about 1,400 flights a second, and at a steady 2,000 deliveries a second the drone events fell
+/// further behind for as long as the load lasted. 64 keeps up there with less CPU per delivery;
+/// under overload it takes a share of the CPU from scheduling (BENCHMARKS.md, "Session 15").
+const CONCURRENT_FLIGHTS: usize = 64;
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
