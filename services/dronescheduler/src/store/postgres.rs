@@ -1,10 +1,12 @@
 //! The fleet in PostgreSQL, shared by any number of drone scheduler processes.
 //!
 //! Nothing here relies on process-local locks. An assignment reads the candidates without locks,
-//! lets the domain choose, then claims the chosen drone with a guarded `UPDATE` (still free?) and
-//! the delivery with `INSERT .. ON CONFLICT DO NOTHING` (still undecided?), both in one
-//! transaction. Row locks make those two checks exact under concurrency, and losing either race
-//! rolls the whole claim back.
+//! lets the domain choose the depot, locks that depot's first free drone no other transaction
+//! holds (`FOR UPDATE SKIP LOCKED`, so concurrent requests near one depot take different drones
+//! instead of queueing behind one), then claims it with a guarded `UPDATE` (still free?) and the
+//! delivery with `INSERT .. ON CONFLICT DO NOTHING` (still undecided?), all in one transaction.
+//! Row locks make those two checks exact under concurrency, and losing either race rolls the
+//! whole claim back.
 //!
 //! Flight clocks claim flights with one `UPDATE .. WHERE delivery_id IN (SELECT .. FOR UPDATE SKIP
 //! LOCKED)`: processes ticking at once take disjoint flights, and a release locks the flight row,
@@ -176,6 +178,30 @@ fn drone(row: &PgRow) -> DroneRecord {
         current_delivery_id: row.get(7),
         flight: None,
     }
+}
+
+/// The depot's first free drone able to carry `weight` that no other transaction holds, locked
+/// until `conn`'s transaction ends.
+async fn free_unheld_drone(
+    conn: &mut PgConnection,
+    depot_id: &str,
+    now: i64,
+    weight: f64,
+) -> Result<Option<DroneRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT d.id, d.depot_id, p.latitude, p.longitude, d.max_payload, d.speed_mph, d.busy_until,
+             d.current_delivery_id
+         FROM drones d JOIN depots p ON p.id = d.depot_id
+         WHERE d.depot_id = $1 AND d.busy_until <= $2 AND d.max_payload >= $3
+         ORDER BY d.id LIMIT 1
+         FOR UPDATE OF d SKIP LOCKED",
+    )
+    .bind(depot_id)
+    .bind(now)
+    .bind(weight)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.as_ref().map(drone))
 }
 
 /// Reads a drone selected with its flight's columns, with its latest flight.
@@ -458,6 +484,15 @@ impl DroneStore for PostgresDroneStore {
                 return self.refusal(request, now, fleet).await;
             };
             let mut tx = self.pool.begin_with(BEGIN_CLAIM).await?;
+            // Concurrent requests near one depot all choose its first free drone. Rather than
+            // queue behind the transaction holding it (and fail once it commits), take the
+            // depot's first free drone that no transaction holds; all drones of a depot start
+            // from the same place, so it is as near. Only when all of them are held does the
+            // claim below wait for the chosen one.
+            let plan = match free_unheld_drone(&mut tx, &plan.depot_id, now_ms, request.weight).await? {
+                Some(drone) => domain::choose_drone(std::slice::from_ref(&drone), request, now, fleet).unwrap_or(plan),
+                None => plan,
+            };
             // Waits for any transaction holding the drone and re-checks it against the committed
             // row, so only one delivery can move a free drone's busy_until.
             let claimed = sqlx::query(
