@@ -19,8 +19,12 @@ const LATENESS_BUCKETS: &[f64] =
     &[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
 /// The histograms measured in [`LATENESS_BUCKETS`].
-const LATENESS_FAMILIES: &[&str] =
-    &["bus_message_lateness_seconds", "workflow_message_lateness_seconds", "delivery_accept_to_scheduled_seconds"];
+const LATENESS_FAMILIES: &[&str] = &[
+    "bus_message_lateness_seconds",
+    "workflow_message_lateness_seconds",
+    "delivery_accept_to_scheduled_seconds",
+    "drone_event_lateness_seconds",
+];
 
 /// The process-wide recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {

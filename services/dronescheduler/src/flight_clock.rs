@@ -172,6 +172,9 @@ impl FlightClock {
         self.stream.publish(message).instrument(span).await.map_err(|e| e.to_string())?;
         let kind = event.envelope.event.kind();
         metrics::counter!("drone_events_published_total", "service" => crate::SERVICE, "type" => kind).increment(1);
+        // A clock that falls behind publishes late rather than not at all; only this shows it.
+        let late = (self.clock.now() - event.due_at).to_std().unwrap_or_default();
+        metrics::histogram!("drone_event_lateness_seconds", "service" => crate::SERVICE).record(late.as_secs_f64());
         Ok(())
     }
 

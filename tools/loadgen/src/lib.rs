@@ -41,7 +41,8 @@ pub struct Observe {
 pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &Observe) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
     let urls = &observe.metrics_urls;
-    let before = if urls.is_empty() { None } else { Some(system::counters(&client, urls).await?) };
+    let before_text = if urls.is_empty() { None } else { Some(system::scrape(&client, urls).await?) };
+    let before = before_text.as_deref().map(system::counters_in);
     let cpu_before = system::usage(&observe.pids).cpu_seconds;
     let result = runner::run(options, Workload::new(mix, 0x5eed), observe.drain_stall).await;
     let created = result.stats.created;
@@ -53,6 +54,13 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
     // wait for them too, so the CPU it cost is counted in full.
     let caught_up = match before {
         Some(_) => Some(system::catch_up(&client, urls, observe.drain_stall).await?),
+        None => None,
+    };
+    let lateness = match &before_text {
+        Some(text) => {
+            let late = |text: &str| system::Histogram::read(text, DRONE_EVENT_LATENESS);
+            Some(late(&system::scrape(&client, urls).await?).since(&late(text)))
+        }
         None => None,
     };
     let usage = system::usage(&observe.pids);
@@ -103,9 +111,19 @@ pub async fn measure(scenario: &str, options: &RunOptions, mix: Mix, observe: &O
         },
         events_behind: caught_up.map(|(behind, _)| behind.round() as u64),
         caught_up_after_s: caught_up.and_then(|(_, after)| after).map(|after| after.as_secs_f64()),
+        drone_event_lateness: lateness.and_then(|h| {
+            Some(report::Lateness {
+                events: h.count as u64,
+                mean_ms: h.sum * 1000.0 / h.count,
+                p99_at_most_ms: h.quantile_upper_bound(0.99)? * 1000.0,
+            })
+        }),
         ratio_to_baseline: None,
     })
 }
+
+/// The flight clock's histogram of how late it published drone events.
+const DRONE_EVENT_LATENESS: &str = "drone_event_lateness_seconds";
 
 /// The time over which a run's deliveries were scheduled: the load, the wait for the followed
 /// deliveries, and the drain after it (when the system's counters were watched).

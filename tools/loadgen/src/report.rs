@@ -34,7 +34,19 @@ pub struct Report {
     pub events_behind: Option<u64>,
     /// Seconds they then took to catch up (none: they stalled).
     pub caught_up_after_s: Option<f64>,
+    /// How late the flight clock published the drone events of the run (due → published): a
+    /// clock that trails the flights shows here, not in `events_behind`.
+    pub drone_event_lateness: Option<Lateness>,
     pub ratio_to_baseline: Option<f64>,
+}
+
+/// Lateness of published events, from the system's histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Lateness {
+    pub events: u64,
+    pub mean_ms: f64,
+    /// The upper bound of the histogram bucket holding the 99th percentile.
+    pub p99_at_most_ms: f64,
 }
 
 fn opt(value: Option<f64>, digits: usize) -> String {
@@ -79,6 +91,13 @@ impl Report {
         let _ = writeln!(out, "{}\n{}", table_header(), self.row());
         if !self.errors_by_status.is_empty() {
             let _ = writeln!(out, "errors by status: {:?}", self.errors_by_status);
+        }
+        if let Some(late) = self.drone_event_lateness {
+            let _ = writeln!(
+                out,
+                "drone events published: {}, late by {:.1} ms on average, p99 at most {} ms",
+                late.events, late.mean_ms, late.p99_at_most_ms
+            );
         }
         if self.dropped_by_client > 0 {
             let _ = writeln!(out, "requests not sent because {} were already outstanding", self.dropped_by_client);

@@ -44,12 +44,63 @@ pub async fn counters(client: &reqwest::Client, metrics_urls: &[String]) -> anyh
     Ok(counters_in(&scrape(client, metrics_urls).await?))
 }
 
-fn counters_in(text: &str) -> Counters {
+pub fn counters_in(text: &str) -> Counters {
     let outcome = |o| prom::sum(text, "workflow_messages_total", &[("type", "delivery"), ("outcome", o)]);
     Counters {
         scheduled: prom::sum(text, "deliveries_scheduled_total", &[]),
         already_cancelled: outcome("already_cancelled"),
         dead_lettered: outcome("dead_lettered"),
+    }
+}
+
+/// A histogram summed over every process's series of one family: `(upper bound, cumulative
+/// count)` per bucket in increasing order, then the sum and the count of the observations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Histogram {
+    /// The family `name` (seconds) as exposed in `text`.
+    pub fn read(text: &str, name: &str) -> Histogram {
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for (labels, value) in prom::samples(text, &format!("{name}_bucket")) {
+            let Some(le) = labels.iter().find(|(k, _)| *k == "le").and_then(|(_, v)| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                Some(bucket) => bucket.1 += value,
+                None => buckets.push((le, value)),
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Histogram {
+            buckets,
+            sum: prom::sum(text, &format!("{name}_sum"), &[]),
+            count: prom::sum(text, &format!("{name}_count"), &[]),
+        }
+    }
+
+    /// The observations made since `before` (same buckets).
+    pub fn since(&self, before: &Histogram) -> Histogram {
+        let earlier = |le: f64| before.buckets.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, n)| *n);
+        Histogram {
+            buckets: self.buckets.iter().map(|&(le, n)| (le, n - earlier(le))).collect(),
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile (infinite past the last bound);
+    /// none without observations.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<f64> {
+        if self.count <= 0.0 {
+            return None;
+        }
+        let wanted = q * self.count;
+        Some(self.buckets.iter().find(|(_, n)| *n >= wanted).map_or(f64::INFINITY, |(le, _)| *le))
     }
 }
 
@@ -162,6 +213,36 @@ bus_messages_published_total{queue="delivery-events",outcome="stored"} 90
 bus_messages_acked_total{queue="delivery-events",group="deliveryhistory"} 90
 bus_messages_acked_total{queue="delivery-events",group="notifications"} 92
 "#;
+
+    #[test]
+    fn histograms_sum_processes_and_subtract_an_earlier_reading() {
+        let at = |fast: u32, slow: u32| {
+            format!(
+                "lateness_seconds_bucket{{service=\"a\",le=\"0.01\"}} {fast}\n\
+                 lateness_seconds_bucket{{service=\"a\",le=\"1\"}} {}\n\
+                 lateness_seconds_bucket{{service=\"a\",le=\"+Inf\"}} {}\n\
+                 lateness_seconds_sum{{service=\"a\"}} 2.5\n\
+                 lateness_seconds_count{{service=\"a\"}} {}\n\
+                 lateness_seconds_bucket{{service=\"b\",le=\"0.01\"}} 1\n\
+                 lateness_seconds_bucket{{service=\"b\",le=\"1\"}} 1\n\
+                 lateness_seconds_bucket{{service=\"b\",le=\"+Inf\"}} 1\n\
+                 lateness_seconds_sum{{service=\"b\"}} 0.5\n\
+                 lateness_seconds_count{{service=\"b\"}} 1\n",
+                fast + slow,
+                fast + slow,
+                fast + slow
+            )
+        };
+        let before = Histogram::read(&at(10, 0), "lateness_seconds");
+        assert_eq!(before.buckets, vec![(0.01, 11.0), (1.0, 11.0), (f64::INFINITY, 11.0)]);
+        assert_eq!((before.sum, before.count), (3.0, 11.0));
+        assert_eq!(before.quantile_upper_bound(0.99), Some(0.01));
+        let run = Histogram::read(&at(100, 10), "lateness_seconds").since(&before);
+        assert_eq!(run.count, 100.0);
+        assert_eq!(run.quantile_upper_bound(0.5), Some(0.01), "90 of the 100 new ones were fast");
+        assert_eq!(run.quantile_upper_bound(0.99), Some(1.0));
+        assert_eq!(Histogram::default().quantile_upper_bound(0.99), None);
+    }
 
     #[test]
     fn counters_sum_over_every_process() {
