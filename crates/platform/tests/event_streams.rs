@@ -113,6 +113,7 @@ mod nats {
         unacked_events_come_back_after_the_lease,
         retried_events_are_dead_lettered_after_max_attempts,
         duplicate_event_ids_are_stored_once,
+        a_batch_is_stored_in_order_and_its_duplicates_are_told,
         receive_wakes_when_an_event_is_published,
     );
 }

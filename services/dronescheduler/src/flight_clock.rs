@@ -1,10 +1,10 @@
 //! The flight clock: publishes each flight's `drone-events` when their time comes.
 //!
 //! Every tick it claims, in the store, the flights with an event due now (a bounded batch,
-//! earliest first), publishes their due events in order, and records how far each flight got. The
-//! store is the outbox: it keeps per flight how many of its events ([`crate::events`]) are out,
-//! so an event is published once its time has come and until it is marked, whatever crashes in
-//! between:
+//! earliest first), publishes each one's due events in order in one append, and records how far
+//! each flight got. The store is the outbox: it keeps per flight how many of its events
+//! ([`crate::events`]) are out, so an event is published once its time has come and until it is
+//! marked, whatever crashes in between:
 //!
 //! - published, then the process died before marking it: the next claimer publishes it again
 //!   under the same message id (`{deliveryId}:{type}`, or `{deliveryId}:DronePosition:{ms}`),
@@ -38,8 +38,8 @@ pub const DEFAULT_BATCH: usize = 500;
 /// died holds its flights this long before another takes them over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// Flights whose events are being published at once (each flight's own events go one by one).
-/// A publish waits for its stream's commit and flights publishing together share commits, so
+/// Flights whose events are being published at once (each flight's due events go out as one
+/// append). A publish waits for its stream's commit and flights publishing together share commits, so
 /// this caps the clock's rate: 16 held the embedded stream near 16 events per fsync'd commit,
 /// about 1,400 flights a second, and at a steady 2,000 deliveries a second the drone events fell
 /// further behind for as long as the load lasted. 64 keeps up there with less CPU per delivery;
@@ -120,35 +120,31 @@ impl FlightClock {
         Ok(Round { flights, published, failed, full: flights >= self.batch })
     }
 
-    /// Publishes one claimed flight's events due at `now`, in order, stopping at the first that
-    /// fails (the rest must not overtake it). Returns its progress, and how many were published
-    /// and failed.
+    /// Publishes one claimed flight's events due at `now`, in order and together (one append,
+    /// one commit, where each used to wait for its own). Returns its progress, and how many
+    /// were published and failed.
     ///
     /// A position that a later event also due now supersedes is passed over unpublished
     /// ([`events::superseded`]): after a pause only the latest position goes out.
     async fn fly(&self, claimed: ClaimedFlight, now: DateTime<Utc>) -> (FlightProgress, usize, usize) {
         let schedule = events::schedule(&claimed.flight);
-        let mut done = claimed.events_published;
-        let (mut published, mut failed) = (0, 0);
-        while let Some(&(due_at, slot)) = schedule.get(done).filter(|(due_at, _)| *due_at <= now) {
-            if events::superseded(&schedule, done, now) {
-                done += 1;
-                continue;
+        let mut due = Vec::new();
+        let mut through = claimed.events_published;
+        while let Some(&(due_at, slot)) = schedule.get(through).filter(|(due_at, _)| *due_at <= now) {
+            if !events::superseded(&schedule, through, now) {
+                due.push(events::event(&claimed.delivery_id, &claimed.flight, due_at, slot));
             }
-            let event = events::event(&claimed.delivery_id, &claimed.flight, due_at, slot);
-            match self.publish(&event, claimed.traceparent.as_deref()).await {
-                Ok(()) => {
-                    done += 1;
-                    published += 1;
-                }
-                Err(error) => {
-                    failed = 1;
-                    let id = event.message_id();
-                    tracing::warn!(message_id = id, %error, "drone event not published; retrying next tick");
-                    break;
-                }
-            }
+            through += 1;
         }
+        let (done, published, failed) = match self.publish(&due, claimed.traceparent.as_deref()).await {
+            Ok(()) => (through, due.len(), 0),
+            Err(error) => {
+                let id = due.first().map(DueEvent::message_id).unwrap_or_default();
+                tracing::warn!(message_id = id, %error, "drone events not published; retrying next tick");
+                // An event may have gone out before the failure: the retry's copy is dropped.
+                (claimed.events_published, 0, 1)
+            }
+        };
         let progress = FlightProgress {
             delivery_id: claimed.delivery_id,
             events_published: done,
@@ -161,20 +157,42 @@ impl FlightClock {
     /// Each event continues the trace of the request that assigned the drone (`assignment`, kept
     /// with the flight), so one delivery's drone events and their consumers' spans join its trace;
     /// a flight stored before trace contexts were kept starts a trace per event.
-    async fn publish(&self, event: &DueEvent, assignment: Option<&str>) -> Result<(), String> {
-        let (id, delivery_id) = (event.message_id(), event.envelope.delivery_id.as_str());
-        let span = spans::message_publish(crate::SERVICE, self.stream.system(), self.stream.name(), id, delivery_id);
-        platform::telemetry::continue_from(&span, assignment);
-        let mut envelope = event.envelope.clone();
-        envelope.traceparent = span.in_scope(platform::telemetry::current_traceparent);
-        let payload = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
-        let message = OutgoingMessage { id: id.to_owned(), payload: payload.into() };
-        self.stream.publish(message).instrument(span).await.map_err(|e| e.to_string())?;
-        let kind = event.envelope.event.kind();
-        metrics::counter!("drone_events_published_total", "service" => crate::SERVICE, "type" => kind).increment(1);
-        // A clock that falls behind publishes late rather than not at all; only this shows it.
-        let late = (self.clock.now() - event.due_at).to_std().unwrap_or_default();
-        metrics::histogram!("drone_event_lateness_seconds", "service" => crate::SERVICE).record(late.as_secs_f64());
+    async fn publish(&self, due: &[DueEvent], assignment: Option<&str>) -> Result<(), String> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let spans: Vec<tracing::Span> = due
+            .iter()
+            .map(|event| {
+                let (id, delivery_id) = (event.message_id(), event.envelope.delivery_id.as_str());
+                let span =
+                    spans::message_publish(crate::SERVICE, self.stream.system(), self.stream.name(), id, delivery_id);
+                platform::telemetry::continue_from(&span, assignment);
+                span
+            })
+            .collect();
+        let messages = due
+            .iter()
+            .zip(&spans)
+            .map(|(event, span)| {
+                let mut envelope = event.envelope.clone();
+                envelope.traceparent = span.in_scope(platform::telemetry::current_traceparent);
+                let payload = serde_json::to_vec(&envelope)?;
+                Ok(OutgoingMessage { id: event.message_id().to_owned(), payload: payload.into() })
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| e.to_string())?;
+        // Every event's span lasts until the append holding it is stored.
+        self.stream.publish_all(messages).instrument(spans[0].clone()).await.map_err(|e| e.to_string())?;
+        drop(spans);
+        let published_at = self.clock.now();
+        for event in due {
+            let kind = event.envelope.event.kind();
+            metrics::counter!("drone_events_published_total", "service" => crate::SERVICE, "type" => kind).increment(1);
+            // A clock that falls behind publishes late rather than not at all; only this shows it.
+            let late = (published_at - event.due_at).to_std().unwrap_or_default();
+            metrics::histogram!("drone_event_lateness_seconds", "service" => crate::SERVICE).record(late.as_secs_f64());
+        }
         Ok(())
     }
 

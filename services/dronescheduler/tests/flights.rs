@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 struct CountingStream {
     inner: Arc<dyn EventStream>,
     published: Mutex<Vec<String>>,
+    /// The size of each `publish_all`.
+    batches: Mutex<Vec<usize>>,
     down: AtomicBool,
 }
 
@@ -53,6 +55,13 @@ impl EventStream for CountingStream {
         self.check()?;
         self.published.lock().unwrap().push(event.id.clone());
         self.inner.publish(event).await
+    }
+
+    async fn publish_all(&self, events: Vec<OutgoingMessage>) -> Result<Vec<Published>, BusError> {
+        self.check()?;
+        self.batches.lock().unwrap().push(events.len());
+        self.published.lock().unwrap().extend(events.iter().map(|e| e.id.clone()));
+        self.inner.publish_all(events).await
     }
 
     async fn subscribe(
@@ -99,7 +108,12 @@ async fn world(fleet: FleetConfig) -> World {
     let bus = format!("sqlite://{}", dir.path().join("bus.db").display());
     let inner = dronescheduler::open_events(&bus).await.unwrap();
     let subscription = inner.subscribe("test", StartAt::Beginning, QueueOptions::default()).await.unwrap();
-    let stream = Arc::new(CountingStream { inner, published: Mutex::new(Vec::new()), down: AtomicBool::new(false) });
+    let stream = Arc::new(CountingStream {
+        inner,
+        published: Mutex::new(Vec::new()),
+        batches: Mutex::new(Vec::new()),
+        down: AtomicBool::new(false),
+    });
     let shared: Arc<dyn EventStream> = stream.clone();
     let clocks = stores
         .iter()
@@ -241,6 +255,8 @@ async fn a_delivery_flight_is_announced_as_it_happens_each_event_once_with_two_c
     let counts = w.stream.counts();
     assert_eq!(counts.len(), 5, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    // Events due together went out together: one append each at departure, pickup, drop-off.
+    assert_eq!(*w.stream.batches.lock().unwrap(), [2, 1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,6 +151,9 @@ impl Queue for MeteredQueue {
     fn name(&self) -> &str {
         self.inner.name()
     }
+    fn system(&self) -> &'static str {
+        self.inner.system()
+    }
     async fn publish(&self, message: OutgoingMessage) -> Result<Published, BusError> {
         let result = self.inner.publish(message).await;
         self.publishes.count(&result);
@@ -192,9 +195,20 @@ impl EventStream for MeteredStream {
     fn name(&self) -> &str {
         self.inner.name()
     }
+    fn system(&self) -> &'static str {
+        self.inner.system()
+    }
     async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError> {
         let result = self.inner.publish(event).await;
         self.publishes.count(&result);
+        result
+    }
+    async fn publish_all(&self, events: Vec<OutgoingMessage>) -> Result<Vec<Published>, BusError> {
+        let result = self.inner.publish_all(events).await;
+        match &result {
+            Ok(outcomes) => outcomes.iter().for_each(|outcome| self.publishes.count(&Ok(*outcome))),
+            Err(_) => self.publishes.failed.increment(1),
+        }
         result
     }
     async fn subscribe(

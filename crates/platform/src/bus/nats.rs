@@ -854,6 +854,27 @@ impl super::stream::EventStream for NatsEventStream {
         publish(&self.context, &self.subject, event).await
     }
 
+    /// Sends every message before awaiting the first acknowledgement: one connection keeps
+    /// them in order, and the stream's acknowledgements overlap instead of adding up.
+    async fn publish_all(&self, events: Vec<OutgoingMessage>) -> Result<Vec<Published>, BusError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let publish = jetstream::message::PublishMessage::build().payload(event.payload).message_id(&event.id);
+            acks.push(
+                self.context
+                    .send_publish(self.subject.clone(), publish)
+                    .await
+                    .map_err(|e| unavailable("publishing", e))?,
+            );
+        }
+        let mut outcomes = Vec::with_capacity(acks.len());
+        for ack in acks {
+            let ack = ack.await.map_err(|e| unavailable("storing a message", e))?;
+            outcomes.push(if ack.duplicate { Published::Duplicate } else { Published::Stored });
+        }
+        Ok(outcomes)
+    }
+
     async fn subscribe(
         &self,
         group: &str,

@@ -44,6 +44,18 @@ pub trait EventStream: Send + Sync + 'static {
     /// Stores `event` durably before returning `Ok`.
     async fn publish(&self, event: OutgoingMessage) -> Result<Published, BusError>;
 
+    /// Stores `events` durably and in order before returning `Ok` with each one's outcome: one
+    /// round trip (or commit) for all where the backend allows, instead of one each. On an error
+    /// an event may be stored only if every event before it is; publishing again stores the rest
+    /// (ids already stored are duplicates).
+    async fn publish_all(&self, events: Vec<OutgoingMessage>) -> Result<Vec<Published>, BusError> {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(self.publish(event).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Joins consumer group `group`, creating it at `start` when new (an existing group keeps
     /// its position). `options` set the group's lease, attempts and polling.
     async fn subscribe(

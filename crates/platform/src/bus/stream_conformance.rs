@@ -33,6 +33,7 @@ macro_rules! stream_conformance_tests {
             unacked_events_come_back_after_the_lease,
             retried_events_are_dead_lettered_after_max_attempts,
             duplicate_event_ids_are_stored_once,
+            a_batch_is_stored_in_order_and_its_duplicates_are_told,
             receive_wakes_when_an_event_is_published,
         );
     };
@@ -193,6 +194,20 @@ pub async fn duplicate_event_ids_are_stored_once(h: &dyn StreamHarness) {
     assert_eq!(stream.publish(event("e0")).await.unwrap(), Published::Stored);
     assert_eq!(stream.publish(event("e0")).await.unwrap(), Published::Duplicate);
     assert_eq!(drain(&*group, 2).await, ids(0..1));
+}
+
+pub async fn a_batch_is_stored_in_order_and_its_duplicates_are_told(h: &dyn StreamHarness) {
+    let stream = h.open(&unique("batch")).await;
+    let group = stream.subscribe("reader", StartAt::Beginning, options()).await.unwrap();
+    let batch = |range: std::ops::Range<usize>| ids(range).iter().map(|id| event(id)).collect::<Vec<_>>();
+    assert_eq!(stream.publish_all(batch(0..3)).await.unwrap(), vec![Published::Stored; 3]);
+    assert_eq!(stream.publish_all(Vec::new()).await.unwrap(), Vec::new());
+    // A batch published again after a failure part way: what was stored is a duplicate.
+    assert_eq!(
+        stream.publish_all(batch(2..5)).await.unwrap(),
+        vec![Published::Duplicate, Published::Stored, Published::Stored]
+    );
+    assert_eq!(drain(&*group, 6).await, ids(0..5));
 }
 
 pub async fn receive_wakes_when_an_event_is_published(h: &dyn StreamHarness) {

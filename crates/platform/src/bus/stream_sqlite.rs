@@ -168,6 +168,23 @@ impl EventStream for SqliteEventStream {
         Ok(outcome)
     }
 
+    /// All in one transaction: stored together or not at all.
+    async fn publish_all(&self, events: Vec<OutgoingMessage>) -> Result<Vec<Published>, BusError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = self.name.clone();
+        let outcomes: Vec<Published> = self
+            .file
+            .writer
+            .write_flushed(move |conn| events.iter().map(|event| append(conn, &stream, event)).collect())
+            .await?;
+        if outcomes.contains(&Published::Stored) {
+            self.published.notify_waiters();
+        }
+        Ok(outcomes)
+    }
+
     async fn subscribe(
         &self,
         group: &str,
