@@ -367,17 +367,29 @@ impl PostgresDroneStore {
         Ok(Assigned::NoneFree)
     }
 
-    /// The live expedited waiters other than `delivery_id`, and whether `delivery_id` is one.
-    async fn waiters(&self, delivery_id: &str, now: i64) -> Result<(usize, bool), StoreError> {
-        let (others, mine): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE delivery_id <> $1), COUNT(*) FILTER (WHERE delivery_id = $1)
-             FROM expedited_waiters WHERE waits_until > $2",
+    /// In one round trip: the delivery's assignment if one was decided (a row as
+    /// [`Self::existing`] reads it), the live expedited waiters other than `delivery_id`, and
+    /// whether `delivery_id` is one.
+    async fn decided_and_waiters(
+        &self,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<(Option<PgRow>, usize, bool), StoreError> {
+        let row = sqlx::query(
+            "SELECT a.delivery_id, a.drone_id, a.owner_id, a.depot_id, a.assigned_at, a.traveled_miles,
+                 a.assigned_hours, a.busy_until, a.released, w.others, w.mine
+             FROM (SELECT COUNT(*) FILTER (WHERE delivery_id <> $1) AS others,
+                          COUNT(*) FILTER (WHERE delivery_id = $1) AS mine
+                   FROM expedited_waiters WHERE waits_until > $2) w
+             LEFT JOIN assignments a ON a.delivery_id = $1",
         )
         .bind(delivery_id)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        Ok((usize::try_from(others).unwrap_or(usize::MAX), mine > 0))
+        let (others, mine): (i64, i64) = (row.try_get("others")?, row.try_get("mine")?);
+        let decided = row.try_get::<Option<String>, _>(0)?.is_some().then_some(row);
+        Ok((decided, usize::try_from(others).unwrap_or(usize::MAX), mine > 0))
     }
 
     /// Free drones able to carry `weight`, counted up to `limit` (all the rule needs to know).
@@ -462,15 +474,15 @@ impl DroneStore for PostgresDroneStore {
         now: DateTime<Utc>,
         fleet: &FleetConfig,
     ) -> Result<Assigned, StoreError> {
-        // A retry of a decided delivery needs no transaction.
-        if let Some(row) = self.existing(&request.delivery_id).await? {
-            return Ok(earlier(&row));
-        }
         let now_ms = unix_millis(now);
         // Read without locks: two requests deciding at once may both see the same waiters, so
         // the rule holds as of each one's look, which is all fairness needs (the drone itself is
         // still claimed exactly once below).
-        let (waiting, is_waiting) = self.waiters(&request.delivery_id, now_ms).await?;
+        let (decided, waiting, is_waiting) = self.decided_and_waiters(&request.delivery_id, now_ms).await?;
+        // A retry of a decided delivery needs no transaction.
+        if let Some(row) = decided {
+            return Ok(earlier(&row));
+        }
         if !request.expedited && waiting > 0 {
             let idle = self.idle_capable(now_ms, request.weight, waiting + 1).await?;
             if !domain::may_take_drone(false, waiting, idle) {
