@@ -39,10 +39,10 @@ pub const DEFAULT_BATCH: usize = 500;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Flights whose events are being published at once (each flight's due events go out as one
-/// append). A publish waits for its stream's commit and flights publishing together share commits, so
-/// this caps the clock's rate: 16 held the embedded stream near 16 events per fsync'd commit,
-/// about 1,400 flights a second, and at a steady 2,000 deliveries a second the drone events fell
-/// further behind for as long as the load lasted. 64 keeps up there with less CPU per delivery;
+/// append). A publish waits for its stream's commit and flights publishing together share
+/// commits, so this caps the clock's rate: 16 held the embedded stream near 16 events per
+/// fsync'd commit, about 1,400 flights a second, and at a steady 2,000 deliveries a second the
+/// drone events fell further behind for as long as the load lasted. 64 keeps up there with less CPU per delivery;
 /// under overload it takes a share of the CPU from scheduling (BENCHMARKS.md, "Session 15").
 const CONCURRENT_FLIGHTS: usize = 64;
 
@@ -186,12 +186,12 @@ impl FlightClock {
         self.stream.publish_all(messages).instrument(spans[0].clone()).await.map_err(|e| e.to_string())?;
         drop(spans);
         let published_at = self.clock.now();
+        // A clock that falls behind publishes late rather than not at all; only this shows it.
+        let lateness = metrics::histogram!("drone_event_lateness_seconds", "service" => crate::SERVICE);
         for event in due {
             let kind = event.envelope.event.kind();
             metrics::counter!("drone_events_published_total", "service" => crate::SERVICE, "type" => kind).increment(1);
-            // A clock that falls behind publishes late rather than not at all; only this shows it.
-            let late = (published_at - event.due_at).to_std().unwrap_or_default();
-            metrics::histogram!("drone_event_lateness_seconds", "service" => crate::SERVICE).record(late.as_secs_f64());
+            lateness.record((published_at - event.due_at).to_std().unwrap_or_default().as_secs_f64());
         }
         Ok(())
     }
