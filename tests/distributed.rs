@@ -4,7 +4,8 @@
 //!
 //! Runs when `FABRIKAM_TEST_NATS_URL`, `FABRIKAM_TEST_POSTGRES_URL` and `FABRIKAM_TEST_REDIS_URL`
 //! are all set (CI sets them); skipped, with a note, otherwise. Each run uses its own schemas,
-//! stream prefix and key prefix, so runs never see each other's data.
+//! stream prefix and key prefix, so runs never see each other's data, and removes them when it
+//! ends, passing or not.
 //!
 //! `chaos_under_load` is not in the default run (it takes minutes): sustained load while
 //! services are killed -9 and restarted at random, then an account of every accepted request.
@@ -58,6 +59,9 @@ struct Cluster {
     bus_url: String,
     /// An API key of an account made through the admin API, for the gateway's clients.
     api_key: String,
+    /// The run's schemas, streams and keys. Last, so that it is dropped after [`Cluster::drop`]
+    /// has stopped the processes: a service still running would make its streams again.
+    _cleanup: testenv::Cleanup,
 }
 
 impl Cluster {
@@ -65,20 +69,23 @@ impl Cluster {
         let run = testenv::unique_name("e2e");
         let with_prefix = |url: &str| format!("{url}{}prefix={run}", if url.contains('?') { '&' } else { '?' });
         let bus_url = with_prefix(&backends.nats);
+        let cleanup = testenv::Cleanup::new();
+        cleanup.nats_streams(&backends.nats, &run);
+        cleanup.redis_keys(&backends.redis, &run);
         let mut addresses = std::collections::HashMap::new();
         for service in SERVICES {
             addresses.insert(service, free_port());
         }
         let url = |service: &str| format!("http://{}", addresses[service]);
         let mut args = std::collections::HashMap::new();
-        let account_db = testenv::fresh_postgres_schema(&backends.postgres).await;
+        let account_db = cleanup.fresh_postgres_schema(&backends.postgres).await;
         args.insert("account", vec!["--database-url".into(), account_db.clone()]);
-        args.insert("package", vec!["--database-url".into(), testenv::fresh_postgres_schema(&backends.postgres).await]);
+        args.insert("package", vec!["--database-url".into(), cleanup.fresh_postgres_schema(&backends.postgres).await]);
         args.insert(
             "dronescheduler",
             vec![
                 "--database-url".into(),
-                testenv::fresh_postgres_schema(&backends.postgres).await,
+                cleanup.fresh_postgres_schema(&backends.postgres).await,
                 // Real-time flights: every drone is still out when the test counts them.
                 "--time-scale".into(),
                 "1".into(),
@@ -96,7 +103,7 @@ impl Cluster {
             "ingestion",
             vec![
                 "--database-url".into(),
-                testenv::fresh_postgres_schema(&backends.postgres).await,
+                cleanup.fresh_postgres_schema(&backends.postgres).await,
                 "--bus-url".into(),
                 bus_url.clone(),
             ],
@@ -107,7 +114,7 @@ impl Cluster {
                 "--bus-url".into(),
                 bus_url.clone(),
                 "--store-url".into(),
-                testenv::fresh_postgres_schema(&backends.postgres).await,
+                cleanup.fresh_postgres_schema(&backends.postgres).await,
                 "--package-url".into(),
                 url("package"),
                 "--dronescheduler-url".into(),
@@ -128,7 +135,7 @@ impl Cluster {
             "deliveryhistory",
             vec![
                 "--database-url".into(),
-                testenv::fresh_postgres_schema(&backends.postgres).await,
+                cleanup.fresh_postgres_schema(&backends.postgres).await,
                 "--bus-url".into(),
                 bus_url.clone(),
             ],
@@ -162,6 +169,7 @@ impl Cluster {
             children: std::collections::HashMap::new(),
             bus_url,
             api_key: String::new(),
+            _cleanup: cleanup,
         };
         for service in SERVICES {
             cluster.spawn(service);
@@ -236,6 +244,22 @@ impl Cluster {
     /// The gateway as the test's account calls it.
     fn gateway(&self) -> Client {
         Client::with_bearer(self.addresses["gateway"], &self.api_key)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // `kill_on_drop` only sends the signal; waiting here makes sure no process is left to
+        // write to the schemas, streams and keys the cleanup is about to remove.
+        for child in self.children.values_mut() {
+            let _ = child.start_kill();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for child in self.children.values_mut() {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 

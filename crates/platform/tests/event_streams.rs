@@ -75,6 +75,8 @@ mod sqlite {
 
 struct NatsHarness {
     url: String,
+    /// Deletes the prefix's streams when the test ends; dropped after every stream the case opened.
+    _cleanup: testenv::Cleanup,
 }
 
 #[async_trait]
@@ -86,9 +88,12 @@ impl StreamHarness for NatsHarness {
 }
 
 fn nats() -> Option<NatsHarness> {
-    let url = testenv::server_url(testenv::NATS_URL, "event-stream suite on NATS JetStream")?;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(NatsHarness { url: format!("{url}{separator}prefix={}&storage=memory", testenv::unique_name("t")) })
+    let server = testenv::server_url(testenv::NATS_URL, "event-stream suite on NATS JetStream")?;
+    let prefix = testenv::unique_name("t");
+    let cleanup = testenv::Cleanup::new();
+    cleanup.nats_streams(&server, &prefix);
+    let url = testenv::with_param(&testenv::with_param(&server, "prefix", &prefix), "storage", "memory");
+    Some(NatsHarness { url, _cleanup: cleanup })
 }
 
 mod nats {

@@ -13,6 +13,8 @@ use platform::testenv;
 
 struct NatsHarness {
     url: String,
+    /// Deletes the prefix's streams when the test ends; dropped after every queue the case opened.
+    _cleanup: testenv::Cleanup,
 }
 
 #[async_trait]
@@ -23,12 +25,14 @@ impl QueueHarness for NatsHarness {
     }
 }
 
-/// The server URL with a prefix of this test run's own, so runs never share streams.
+/// The server URL with a prefix of this test's own, so tests never share streams.
 fn harness() -> Option<NatsHarness> {
-    let url = testenv::server_url(testenv::NATS_URL, "queue suite on NATS JetStream")?;
+    let server = testenv::server_url(testenv::NATS_URL, "queue suite on NATS JetStream")?;
     let prefix = testenv::unique_name("t");
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(NatsHarness { url: format!("{url}{separator}prefix={prefix}&storage=memory") })
+    let cleanup = testenv::Cleanup::new();
+    cleanup.nats_streams(&server, &prefix);
+    let url = testenv::with_param(&testenv::with_param(&server, "prefix", &prefix), "storage", "memory");
+    Some(NatsHarness { url, _cleanup: cleanup })
 }
 
 mod conformance {

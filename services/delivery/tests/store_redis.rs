@@ -2,9 +2,9 @@
 //! finished deliveries, key prefixes, several processes on one server.
 //!
 //! Runs when `FABRIKAM_TEST_REDIS_URL` is set (e.g. `redis://127.0.0.1:6379`); skipped with a
-//! note otherwise. Each test uses its own key prefix and deletes its keys when it passes.
+//! note otherwise. Each test uses its own key prefix and deletes its keys when it ends.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,16 +22,16 @@ use redis::aio::MultiplexedConnection;
 
 const SUITE: &str = "delivery store on Redis";
 
-/// Opens stores on the server at `url`, each under a fresh prefix, and deletes their keys on
-/// [`RedisHarness::clean`] (called once a test passed).
+/// Opens stores on the server at `url`, each under a fresh prefix whose keys are deleted when
+/// the harness is dropped, when the test ends, whether it passed or not.
 struct RedisHarness {
     url: String,
-    prefixes: Mutex<Vec<String>>,
+    cleanup: testenv::Cleanup,
 }
 
 impl RedisHarness {
     fn new(url: String) -> Self {
-        Self { url, prefixes: Mutex::new(Vec::new()) }
+        Self { url, cleanup: testenv::Cleanup::new() }
     }
 
     /// `None` (after a SKIPPED note) when the variable is unset.
@@ -41,7 +41,7 @@ impl RedisHarness {
 
     fn fresh_prefix(&self) -> String {
         let prefix = testenv::unique_name("t");
-        self.prefixes.lock().unwrap().push(prefix.clone());
+        self.cleanup.redis_keys(&self.url, &prefix);
         prefix
     }
 
@@ -59,33 +59,6 @@ impl RedisHarness {
             .await
             .unwrap_or_else(|e| panic!("Redis at {} did not answer ({e}); unset {REDIS_URL} to skip", self.url))
     }
-
-    async fn clean(&self) {
-        let prefixes = std::mem::take(&mut *self.prefixes.lock().unwrap());
-        let mut raw = self.raw().await;
-        for prefix in prefixes {
-            // SCAN, not KEYS: the server may be shared, and KEYS blocks it.
-            let mut cursor = 0_u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}:*"))
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut raw)
-                    .await
-                    .unwrap();
-                if !keys.is_empty() {
-                    let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut raw).await.unwrap();
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -100,10 +73,6 @@ impl DeliveryStoreHarness for RedisHarness {
             .await
             .unwrap_or_else(|e| panic!("Redis at {} did not answer ({e}); unset {REDIS_URL} to skip", self.url));
         Arc::new(store)
-    }
-
-    async fn cleanup(&self) {
-        self.clean().await;
     }
 }
 
@@ -198,7 +167,6 @@ async fn keys_follow_the_documented_layout_and_expire_once_finished() {
     // A PUT of a finished delivery keeps its expiry.
     assert_eq!(store.upsert(delivery("d2"), at(15, 15)).await.unwrap(), Upserted::Updated);
     assert!(pttl(&mut raw, &format!("{p}:delivery:{{d2}}")).await > 0);
-    h.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +214,6 @@ async fn a_failed_delivery_expires_like_a_finished_one() {
     store.upsert(delivery("other"), at(15, 12)).await.unwrap();
     assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}")).await, -1);
     assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{other}}:tracking")).await, -1);
-    h.clean().await;
 }
 
 fn flight(departed_at: DateTime<Utc>) -> Flight {
@@ -309,7 +276,6 @@ async fn a_flight_expires_with_its_delivery_or_without_one() {
     assert!(matches!(created, Closed::Created(_)), "{created:?}");
     assert!(within_the_ttl(pttl(&mut raw, &key("d3")).await));
     assert_eq!(store.flight("d3").await.unwrap(), Some(flight(at(15, 12))), "still readable meanwhile");
-    h.clean().await;
 }
 
 fn notification(id: &str) -> Notification {
@@ -364,7 +330,6 @@ async fn notifications_follow_the_documented_layout_and_expire_with_their_delive
         }
     }
     assert_eq!(pttl(&mut raw, &format!("{p}:delivery:{{d2}}")).await, -1, "the live delivery itself does not expire");
-    h.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +358,6 @@ async fn the_monthly_count_outlives_an_expired_delivery() {
     assert!(matches!(store.upsert(delivery("d1"), at(20, 12)).await.unwrap(), Upserted::Created(_)));
     assert_eq!(store.count(None, "u1", march).await.unwrap(), 2);
     assert_eq!(store.count(Some("a1"), "u1", march).await.unwrap(), 2);
-    h.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +393,6 @@ async fn processes_sharing_a_prefix_see_one_store() {
     let final_stage = stores[0].get("d1").await.unwrap().unwrap().stage.unwrap();
     assert!(matches!(final_stage, DeliveryStage::Cancelled | DeliveryStage::Completed));
     assert_eq!(events[1].stage, final_stage);
-    h.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +406,6 @@ async fn prefixes_keep_stores_apart() {
     assert!(!b.add_notify_request("d1", &notify(), at(15, 12)).await.unwrap());
     assert_eq!(b.count(None, "u1", Month { year: 2026, month: 3 }).await.unwrap(), 0);
     assert!(matches!(b.upsert(delivery("d1"), at(15, 12)).await.unwrap(), Upserted::Created(_)));
-    h.clean().await;
 }
 
 /// Needs no server: nothing listens on port 1.

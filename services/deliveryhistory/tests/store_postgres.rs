@@ -14,12 +14,14 @@ const SUITE: &str = "delivery history store on PostgreSQL";
 
 struct PostgresHarness {
     server: String,
+    /// Drops the test's schemas when it ends.
+    cleanup: testenv::Cleanup,
 }
 
 #[async_trait]
 impl HistoryStoreHarness for PostgresHarness {
     async fn open_shared(&self, count: usize) -> Vec<Arc<dyn HistoryStore>> {
-        let url = testenv::fresh_postgres_schema(&self.server).await;
+        let url = self.cleanup.fresh_postgres_schema(&self.server).await;
         let mut stores: Vec<Arc<dyn HistoryStore>> = Vec::with_capacity(count);
         for _ in 0..count {
             stores.push(Arc::new(PostgresHistoryStore::open(&url).await.expect("open PostgreSQL store")));
@@ -31,13 +33,14 @@ impl HistoryStoreHarness for PostgresHarness {
 // The block is expanded inside each test, so `require_server!` returns from (skips) the test.
 deliveryhistory::deliveryhistory_store_conformance_tests!({
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    PostgresHarness { server }
+    PostgresHarness { server, cleanup: testenv::Cleanup::new() }
 });
 
 #[tokio::test]
 async fn open_store_takes_postgres_urls() {
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     let store = deliveryhistory::open_store(&url).await.expect("open through open_store");
     store.ping().await.expect("ping");
     let postgresql = url.replacen("postgres://", "postgresql://", 1);
@@ -49,7 +52,8 @@ async fn open_store_takes_postgres_urls() {
 async fn migrations_keep_their_own_bookkeeping_table() {
     use sqlx::Connection;
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     deliveryhistory::open_store(&url).await.expect("open");
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
     let tables: Vec<String> = sqlx::query_scalar(

@@ -14,12 +14,14 @@ const SUITE: &str = "drone store on PostgreSQL";
 
 struct PostgresHarness {
     server: String,
+    /// Drops the test's schemas when it ends.
+    cleanup: testenv::Cleanup,
 }
 
 #[async_trait]
 impl DroneStoreHarness for PostgresHarness {
     async fn open_shared(&self, count: usize) -> Vec<Arc<dyn DroneStore>> {
-        let url = testenv::fresh_postgres_schema(&self.server).await;
+        let url = self.cleanup.fresh_postgres_schema(&self.server).await;
         let mut stores: Vec<Arc<dyn DroneStore>> = Vec::with_capacity(count);
         for _ in 0..count {
             stores.push(Arc::new(PostgresDroneStore::open(&url).await.expect("open PostgreSQL store")));
@@ -31,13 +33,14 @@ impl DroneStoreHarness for PostgresHarness {
 // The block is expanded inside each test, so `require_server!` returns from (skips) the test.
 dronescheduler::dronescheduler_store_conformance_tests!({
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    PostgresHarness { server }
+    PostgresHarness { server, cleanup: testenv::Cleanup::new() }
 });
 
 #[tokio::test]
 async fn open_store_takes_postgres_urls_and_seeds_once() {
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     let fleet = FleetConfig { size: 7, ..FleetConfig::default() };
     let store = dronescheduler::open_store(&url, &fleet).await.expect("open through open_store");
     assert_eq!(store.drones().await.expect("drones").len(), 7);
@@ -55,7 +58,8 @@ async fn an_assignment_takes_a_drone_no_other_transaction_holds_instead_of_waiti
     use sqlx::Connection;
 
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     let fleet = FleetConfig { size: 3, depots: vec![Depot::new("hub", "Hub", 47.5, -122.3)], ..FleetConfig::default() };
     let store = PostgresDroneStore::open(&url).await.expect("open PostgreSQL store");
     store.seed(&fleet.depots, &domain::initial_fleet(&fleet)).await.expect("seed");

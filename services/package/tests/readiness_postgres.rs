@@ -76,7 +76,8 @@ async fn status(router: &axum::Router, path: &str) -> StatusCode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_goes_red_while_postgres_is_unreachable_and_green_when_it_returns() {
     let server = platform::require_server!(testenv::POSTGRES_URL, "package readiness on PostgreSQL");
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     let (upstream, _) = through(&url, "127.0.0.1:1".parse().unwrap());
     let mut relay = Relay::start(&upstream).await;
     let (_, relayed) = through(&url, relay.addr);

@@ -15,12 +15,14 @@ const SUITE: &str = "package store on PostgreSQL";
 
 struct PostgresHarness {
     server: String,
+    /// Drops the test's schemas when it ends.
+    cleanup: testenv::Cleanup,
 }
 
 #[async_trait]
 impl PackageStoreHarness for PostgresHarness {
     async fn open_shared(&self, count: usize, clock: SharedClock) -> Vec<Arc<dyn PackageStore>> {
-        let url = testenv::fresh_postgres_schema(&self.server).await;
+        let url = self.cleanup.fresh_postgres_schema(&self.server).await;
         let mut stores: Vec<Arc<dyn PackageStore>> = Vec::with_capacity(count);
         for _ in 0..count {
             stores
@@ -33,13 +35,14 @@ impl PackageStoreHarness for PostgresHarness {
 // The block is expanded inside each test, so `require_server!` returns from (skips) the test.
 package::package_store_conformance_tests!({
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    PostgresHarness { server }
+    PostgresHarness { server, cleanup: testenv::Cleanup::new() }
 });
 
 #[tokio::test]
 async fn open_store_takes_postgres_urls() {
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     let store = package::open_store(&url, Arc::new(SystemClock)).await.expect("open through open_store");
     store.ping().await.expect("ping");
     let postgresql = url.replacen("postgres://", "postgresql://", 1);

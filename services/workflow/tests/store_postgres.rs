@@ -14,12 +14,14 @@ const SUITE: &str = "workflow store on PostgreSQL";
 
 struct PostgresHarness {
     server: String,
+    /// Drops the test's schemas when it ends.
+    cleanup: testenv::Cleanup,
 }
 
 #[async_trait]
 impl WorkflowStoreHarness for PostgresHarness {
     async fn open_shared(&self, count: usize) -> Vec<Arc<dyn WorkflowStore>> {
-        let url = testenv::fresh_postgres_schema(&self.server).await;
+        let url = self.cleanup.fresh_postgres_schema(&self.server).await;
         let mut stores: Vec<Arc<dyn WorkflowStore>> = Vec::with_capacity(count);
         for _ in 0..count {
             stores.push(Arc::new(PostgresWorkflowStore::open(&url).await.expect("open PostgreSQL store")));
@@ -30,13 +32,14 @@ impl WorkflowStoreHarness for PostgresHarness {
 
 workflow::workflow_store_conformance_tests!({
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    PostgresHarness { server }
+    PostgresHarness { server, cleanup: testenv::Cleanup::new() }
 });
 
 #[tokio::test]
 async fn open_store_takes_postgres_urls() {
     let server = platform::require_server!(testenv::POSTGRES_URL, SUITE);
-    let url = testenv::fresh_postgres_schema(&server).await;
+    let cleanup = testenv::Cleanup::new();
+    let url = cleanup.fresh_postgres_schema(&server).await;
     let store = workflow::open_store(&url).await.expect("a postgres:// URL opens the PostgreSQL backend");
     store.ping().await.unwrap();
 }
