@@ -36,6 +36,7 @@ impl Client {
         Self::with_bearer(system.addresses.gateway, key.trim())
     }
 
+    #[allow(dead_code)] // Not every test binary reads responses through these.
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
@@ -47,11 +48,13 @@ impl Client {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    #[allow(dead_code)] // Not every test binary reads responses through these.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
 
     /// Polls `path` until `done` holds for a 200 body, or fails after `within`.
+    #[allow(dead_code)] // Not every test binary reads responses through these.
     pub async fn eventually(&self, path: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
         loop {

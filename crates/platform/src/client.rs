@@ -32,10 +32,7 @@ pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::
     let (client, request) = request.build_split();
     let mut request = request?;
     let span = crate::telemetry::spans::http_client(request.method().as_str(), request.url());
-    crate::telemetry::propagation::inject(
-        &tracing_opentelemetry::OpenTelemetrySpanExt::context(&span),
-        request.headers_mut(),
-    );
+    crate::telemetry::propagation::inject_span(&span, request.headers_mut());
     let result = client.execute(request).instrument(span.clone()).await;
     match &result {
         Ok(response) => {
@@ -124,10 +121,7 @@ pub async fn call_in_process(
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
     let span = crate::telemetry::spans::http_client(request.method().as_str(), url);
-    crate::telemetry::propagation::inject(
-        &tracing_opentelemetry::OpenTelemetrySpanExt::context(&span),
-        request.headers_mut(),
-    );
+    crate::telemetry::propagation::inject_span(&span, request.headers_mut());
     let call = router.clone().oneshot(request).instrument(span.clone());
     let Ok(Ok(response)) = tokio::time::timeout(timeout, call).await else {
         span.record("otel.status_code", "error");

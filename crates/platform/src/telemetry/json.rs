@@ -1,5 +1,5 @@
 //! JSON log lines: one object per event with `timestamp`, `level`, `target`, `service`,
-//! `trace_id` and `span_id` (of the current OpenTelemetry span), `delivery_id`, `message` and the
+//! `trace_id` and `span_id` (of the nearest traced span), `delivery_id`, `message` and the
 //! event's own fields. `service`, `delivery_id`, `owner_id` and `request_id` come from the
 //! enclosing spans, so a call site does not repeat them. Values of fields whose names mark
 //! personal data (e-mail, phone, SMS) are replaced by `"[redacted]"` wherever they appear: a
@@ -192,9 +192,10 @@ where
         let dispatch = self.dispatch.get().and_then(WeakDispatch::upgrade);
         let traced = dispatch.and_then(|dispatch| {
             scope.iter().rev().find_map(|(_, id)| {
-                let otel = get_otel_context(id, &dispatch)?;
-                let span = otel.span();
-                let context = span.span_context();
+                let context = match super::ids::of(id, &dispatch) {
+                    Some(context) => context,
+                    None => get_otel_context(id, &dispatch)?.span().span_context().clone(),
+                };
                 context.is_valid().then(|| (context.trace_id(), context.span_id()))
             })
         });

@@ -2,12 +2,14 @@
 //!
 //! Every process calls [`init`] once from `main` (the all-in-one process once for all its
 //! services) and [`shutdown`] before it exits. Logs are JSON lines on stdout (or human-readable
-//! lines), level per module through `RUST_LOG`. Spans are OpenTelemetry spans through
-//! `tracing-opentelemetry`; they are exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT`
-//! (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set ([`otel`]). Every span the services open
+//! lines), level per module through `RUST_LOG`. Spans are exported over OTLP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set ([`otel`]):
+//! then they are OpenTelemetry spans through `tracing-opentelemetry`; otherwise they only get
+//! trace and span ids ([`ids`]), for log lines and the `traceparent` of calls and messages. Every span the services open
 //! carries a `service` attribute: in the all-in-one process, one process with one OpenTelemetry
 //! resource (`service.name` = `fabrikam`), that attribute says which service a span belongs to.
 
+mod ids;
 pub mod json;
 pub mod otel;
 pub mod propagation;
@@ -53,14 +55,28 @@ pub struct Setup {
     pub format: LogFormat,
     /// Where log lines go.
     pub writer: BoxMakeWriter,
-    /// The tracer provider; `None` builds one from the `OTEL_*` environment.
-    pub provider: Option<SdkTracerProvider>,
+    pub spans: Spans,
+}
+
+/// What becomes of spans.
+pub enum Spans {
+    /// Exported when the `OTEL_*` environment names a collector, else ids only.
+    FromEnvironment,
+    /// OpenTelemetry spans, through this provider.
+    Provider(SdkTracerProvider),
+    /// Trace and span ids only: nothing is exported.
+    IdsOnly,
 }
 
 impl Setup {
     /// Logs to stdout, spans per the environment.
     pub fn new(service: &str, format: LogFormat) -> Self {
-        Self { service: service.to_owned(), format, writer: BoxMakeWriter::new(std::io::stdout), provider: None }
+        Self {
+            service: service.to_owned(),
+            format,
+            writer: BoxMakeWriter::new(std::io::stdout),
+            spans: Spans::FromEnvironment,
+        }
     }
 
     pub fn writer<W: for<'w> MakeWriter<'w> + Send + Sync + 'static>(mut self, writer: W) -> Self {
@@ -69,7 +85,12 @@ impl Setup {
     }
 
     pub fn provider(mut self, provider: SdkTracerProvider) -> Self {
-        self.provider = Some(provider);
+        self.spans = Spans::Provider(provider);
+        self
+    }
+
+    pub fn ids_only(mut self) -> Self {
+        self.spans = Spans::IdsOnly;
         self
     }
 }
@@ -86,47 +107,50 @@ pub fn init_with(setup: Setup) -> bool {
     let (subscriber, provider) = subscriber(setup);
     let installed = subscriber.try_init().is_ok();
     if installed {
-        *PROVIDER.get_or_init(|| Mutex::new(None)).lock().expect("provider lock") = Some(provider);
+        *PROVIDER.get_or_init(|| Mutex::new(None)).lock().expect("provider lock") = provider;
     }
     installed
 }
 
-/// The subscriber `setup` describes, and the tracer provider its span layer exports through.
-fn subscriber(setup: Setup) -> (impl tracing::Subscriber + Send + Sync + 'static, SdkTracerProvider) {
+/// The subscriber `setup` describes, and the tracer provider its span layer exports through
+/// (none when spans only get ids).
+fn subscriber(setup: Setup) -> (impl tracing::Subscriber + Send + Sync + 'static, Option<SdkTracerProvider>) {
     let env = |name: &str| std::env::var(name).ok();
-    let provider = match setup.provider {
-        Some(provider) => provider,
-        None => {
-            let export = otel::export_from(env);
-            match otel::provider(&export, otel::resource(&setup.service, env)) {
-                Ok(provider) => provider,
+    let provider = match setup.spans {
+        Spans::Provider(provider) => Some(provider),
+        Spans::IdsOnly => None,
+        Spans::FromEnvironment => match otel::export_from(env) {
+            otel::Export::Off => None,
+            export => match otel::provider(&export, otel::resource(&setup.service, env)) {
+                Ok(provider) => Some(provider),
                 Err(err) => {
                     // Tracing is an aid: a bad collector setting must not keep the service down.
                     eprintln!("tracing export disabled: {err}");
-                    otel::provider(&otel::Export::Off, otel::resource(&setup.service, env))
-                        .expect("a provider without export always builds")
+                    None
                 }
-            }
-        }
+            },
+        },
     };
-    let tracer = provider.tracer("fabrikam");
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_tracked_inactivity(false)
-        // Activation puts the span's context in OpenTelemetry's thread-local on every poll of
-        // every traced future; nothing here reads it (propagation and the JSON log lines ask the
-        // span itself), and it was a few per cent of the CPU per request.
-        .with_context_activation(false)
-        .with_filter(filter_fn(exported));
+    let exported_spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("fabrikam"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            // Activation puts the span's context in OpenTelemetry's thread-local on every poll of
+            // every traced future; nothing here reads it (propagation and the JSON log lines ask the
+            // span itself), and it was a few per cent of the CPU per request.
+            .with_context_activation(false)
+            .with_filter(filter_fn(exported))
+    });
+    let span_ids = provider.is_none().then(|| ids::IdsLayer.with_filter(filter_fn(exported)));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match setup.format {
         LogFormat::Json => json::JsonLayer::new(setup.writer).with_filter(filter).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(setup.writer).with_filter(filter).boxed(),
     };
-    (tracing_subscriber::registry().with(spans).with(logs), provider)
+    (tracing_subscriber::registry().with(exported_spans).with(span_ids).with(logs), provider)
 }
 
 /// What becomes part of a trace: spans at info and above, and warnings and errors as span
@@ -156,10 +180,19 @@ mod tests {
 
     #[test]
     fn a_log_line_carries_the_trace_of_the_nearest_traced_span() {
+        let provider = otel::provider(&otel::Export::Off, otel::resource("test", |_| None)).unwrap();
+        log_lines_carry_the_trace_of_the_nearest_traced_span(|setup| setup.provider(provider));
+    }
+
+    #[test]
+    fn with_ids_only_a_log_line_carries_the_trace_of_the_nearest_traced_span() {
+        log_lines_carry_the_trace_of_the_nearest_traced_span(Setup::ids_only);
+    }
+
+    fn log_lines_carry_the_trace_of_the_nearest_traced_span(spans: impl FnOnce(Setup) -> Setup) {
         let logs = CapturedLogs::default();
         let writer = logs.clone();
-        let provider = otel::provider(&otel::Export::Off, otel::resource("test", |_| None)).unwrap();
-        let setup = Setup::new("test", LogFormat::Json).provider(provider).writer(move || writer.clone());
+        let setup = spans(Setup::new("test", LogFormat::Json).writer(move || writer.clone()));
         let (subscriber, _provider) = subscriber(setup);
         let traceparent = "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01";
         tracing::subscriber::with_default(subscriber, || {

@@ -58,7 +58,25 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 
 /// Writes the current span's context into `headers`.
 pub fn inject_current(headers: &mut HeaderMap) {
-    inject(&tracing::Span::current().context(), headers);
+    inject_span(&tracing::Span::current(), headers);
+}
+
+/// Writes `span`'s context into `headers`, so the callee's spans join its trace.
+pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) {
+    inject(&Context::new().with_remote_span_context(span_context(span)), headers);
+}
+
+/// `span`'s ids: from the ids-only layer when spans are not exported, else from its
+/// OpenTelemetry span (invalid outside any traced span).
+pub fn span_context(span: &tracing::Span) -> SpanContext {
+    super::ids::of_span(span).unwrap_or_else(|| span.context().span().span_context().clone())
+}
+
+/// Makes `span` a child of the remote span `parent` (a caller's, from its `traceparent`);
+/// `false` when no span layer holds `span`. Call before the span is first entered.
+pub fn set_remote_parent(span: &tracing::Span, parent: SpanContext) -> bool {
+    let ids = super::ids::set_remote_parent(span, &parent);
+    ids | span.set_parent(Context::new().with_remote_span_context(parent)).is_ok()
 }
 
 /// The span a `traceparent` value names, when it is well formed (version 00, non-zero ids).
@@ -85,14 +103,14 @@ pub fn format_traceparent(context: &SpanContext) -> Option<String> {
 
 /// The current span's `traceparent`, for a message being published; `None` outside any traced span.
 pub fn current_traceparent() -> Option<String> {
-    format_traceparent(&tracing::Span::current().context().span().span_context().clone())
+    format_traceparent(&span_context(&tracing::Span::current()))
 }
 
 /// Makes `span` a child of the remote span `traceparent` names; `false` (and no change) when
 /// the value is missing or malformed. Call before the span is first entered.
 pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) -> bool {
     let Some(parent) = traceparent.and_then(parse_traceparent) else { return false };
-    span.set_parent(Context::new().with_remote_span_context(parent)).is_ok()
+    set_remote_parent(span, parent)
 }
 
 /// Links `span` to the span `traceparent` names, for work that follows from it without being part

@@ -63,8 +63,9 @@ pub fn http_server<B>(service: &'static str, request: &Request<B>) -> Span {
         }
     }
     let parent = propagation::extract(request.headers());
-    if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
-        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    let caller = opentelemetry::trace::TraceContextExt::span(&parent).span_context().clone();
+    if caller.is_valid() {
+        let _ = propagation::set_remote_parent(&span, caller);
     }
     span
 }
