@@ -10,8 +10,6 @@
 //! tending every stream and consumer of every earlier run.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -197,11 +195,9 @@ async fn remove(leftovers: Vec<Leftover>) -> Vec<String> {
         let outcome = tokio::time::timeout(REMOVAL_TIMEOUT, drop_schemas(server, names)).await;
         record(format!("dropping schemas {names:?} on {server}"), outcome);
     }
-    for (server, prefixes) in keys {
-        let what = format!("deleting keys {prefixes:?}:* on {server}");
-        let deletion = tokio::task::spawn_blocking(move || delete_keys(&server, &prefixes));
-        let outcome = tokio::time::timeout(REMOVAL_TIMEOUT, deletion).await;
-        record(what, outcome.map(|joined| joined.unwrap_or_else(|e| Err(format!("panicked: {e}")))));
+    for (server, prefixes) in &keys {
+        let outcome = tokio::time::timeout(REMOVAL_TIMEOUT, delete_keys(server, prefixes)).await;
+        record(format!("deleting keys {prefixes:?}:* on {server}"), outcome);
     }
     failures
 }
@@ -252,121 +248,36 @@ async fn drop_schemas(server: &str, schemas: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Blocking: run off the runtime's thread.
-fn delete_keys(server: &str, prefixes: &[String]) -> Result<(), String> {
-    let mut redis = Resp::connect(server).map_err(|e| format!("connecting: {e}"))?;
+async fn delete_keys(server: &str, prefixes: &[String]) -> Result<(), String> {
+    let without_query = server.split('?').next().unwrap_or(server);
+    let client = redis::Client::open(without_query).map_err(|e| format!("bad Redis URL: {e}"))?;
+    let mut connection = client.get_multiplexed_async_connection().await.map_err(|e| format!("connecting: {e}"))?;
     for prefix in prefixes {
         let pattern = format!("{prefix}:*");
-        let mut cursor = b"0".to_vec();
+        let mut cursor = 0u64;
         loop {
             // SCAN, not KEYS: the server is shared, and KEYS blocks it.
-            let reply = redis
-                .command(&[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"])
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await
                 .map_err(|e| format!("scanning: {e}"))?;
-            let Reply::Array(parts) = reply else { return Err(format!("unexpected SCAN reply {reply:?}")) };
-            let Ok([Reply::Bulk(next), Reply::Array(keys)]) = <[Reply; 2]>::try_from(parts) else {
-                return Err("unexpected SCAN reply".to_owned());
-            };
-            let keys: Vec<Vec<u8>> =
-                keys.into_iter().filter_map(|key| if let Reply::Bulk(key) = key { Some(key) } else { None }).collect();
             if !keys.is_empty() {
-                let mut del: Vec<&[u8]> = vec![b"DEL"];
-                del.extend(keys.iter().map(Vec::as_slice));
-                redis.command(&del).map_err(|e| format!("deleting: {e}"))?;
+                let _: usize = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| format!("deleting: {e}"))?;
             }
-            if next == b"0" {
+            if next == 0 {
                 break;
             }
             cursor = next;
         }
     }
     Ok(())
-}
-
-/// Just enough of the Redis protocol (RESP2) to scan and delete keys. Written out rather than
-/// taken from the `redis` crate so that every user of `platform` does not build a Redis client.
-struct Resp {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-#[derive(Debug)]
-enum Reply {
-    Status,
-    Integer,
-    /// A bulk string; a null one is empty.
-    Bulk(Vec<u8>),
-    /// An array; a null one is empty.
-    Array(Vec<Reply>),
-}
-
-impl Resp {
-    fn connect(server: &str) -> std::io::Result<Self> {
-        use std::io::{Error, ErrorKind};
-        let url = reqwest::Url::parse(server).map_err(|e| Error::new(ErrorKind::InvalidInput, e))?;
-        if url.scheme() != "redis" {
-            let message = format!("only plain redis:// URLs are supported here, not {}://", url.scheme());
-            return Err(Error::new(ErrorKind::Unsupported, message));
-        }
-        let addrs = url.socket_addrs(|| Some(6379))?;
-        let addr = addrs.first().ok_or_else(|| Error::new(ErrorKind::NotFound, "no address for the host"))?;
-        let stream = TcpStream::connect_timeout(addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(20)))?;
-        let mut resp = Self { reader: BufReader::new(stream.try_clone()?), writer: stream };
-        if let Some(password) = url.password() {
-            match url.username() {
-                "" => resp.command(&[b"AUTH", password.as_bytes()])?,
-                user => resp.command(&[b"AUTH", user.as_bytes(), password.as_bytes()])?,
-            };
-        }
-        let database = url.path().trim_start_matches('/');
-        if !database.is_empty() && database != "0" {
-            resp.command(&[b"SELECT", database.as_bytes()])?;
-        }
-        Ok(resp)
-    }
-
-    fn command(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
-        let mut request = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            request.extend_from_slice(arg);
-            request.extend_from_slice(b"\r\n");
-        }
-        self.writer.write_all(&request)?;
-        self.reply()
-    }
-
-    fn reply(&mut self) -> std::io::Result<Reply> {
-        use std::io::{Error, ErrorKind, Read};
-        let mut line = Vec::new();
-        self.reader.read_until(b'\n', &mut line)?;
-        let Some(body) = line.strip_suffix(b"\r\n") else {
-            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed mid-reply"));
-        };
-        let (kind, rest) = body.split_first().ok_or_else(|| Error::new(ErrorKind::InvalidData, "empty reply"))?;
-        let rest = String::from_utf8_lossy(rest);
-        let length =
-            || rest.parse::<i64>().map_err(|_| Error::new(ErrorKind::InvalidData, format!("bad length {rest:?}")));
-        match kind {
-            b'+' => Ok(Reply::Status),
-            b':' => Ok(Reply::Integer),
-            b'-' => Err(Error::other(format!("Redis said: {rest}"))),
-            b'$' => match usize::try_from(length()?) {
-                Ok(length) => {
-                    let mut data = vec![0; length + 2];
-                    self.reader.read_exact(&mut data)?;
-                    data.truncate(length);
-                    Ok(Reply::Bulk(data))
-                }
-                Err(_) => Ok(Reply::Bulk(Vec::new())),
-            },
-            b'*' => {
-                let count = usize::try_from(length()?).unwrap_or(0);
-                (0..count).map(|_| self.reply()).collect::<Result<_, _>>().map(Reply::Array)
-            }
-            other => Err(Error::new(ErrorKind::InvalidData, format!("unknown reply type {:?}", char::from(*other)))),
-        }
-    }
 }

@@ -3,8 +3,6 @@
 //! panics. Each server's tests run when its variable is set and are skipped (saying so) otherwise;
 //! with the variable set, a server that does not answer fails them.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -100,31 +98,16 @@ async fn a_panicking_test_leaves_no_schema_behind() {
     assert!(!schema_exists(&server, &schema).await, "{schema} outlived the panic");
 }
 
-/// A bare Redis connection in the protocol's inline form, independent of the code under test.
-struct Redis(BufReader<TcpStream>);
+async fn redis_connection(server: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server).expect("a Redis URL");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {server} did not answer ({e}); unset {} to skip", testenv::REDIS_URL))
+}
 
-impl Redis {
-    fn connect(server: &str) -> Self {
-        let url = reqwest::Url::parse(server).expect("a Redis URL");
-        let addrs = url.socket_addrs(|| Some(6379)).expect("the Redis host resolves");
-        let stream = TcpStream::connect(addrs.as_slice())
-            .unwrap_or_else(|e| panic!("Redis at {server} did not answer ({e}); unset {} to skip", testenv::REDIS_URL));
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut redis = Self(BufReader::new(stream));
-        let database = url.path().trim_start_matches('/');
-        if !database.is_empty() {
-            assert_eq!(redis.run(&format!("SELECT {database}")), "+OK");
-        }
-        redis
-    }
-
-    /// One command of words without spaces; its one-line reply.
-    fn run(&mut self, command: &str) -> String {
-        self.0.get_mut().write_all(format!("{command}\r\n").as_bytes()).expect("send");
-        let mut line = String::new();
-        self.0.read_line(&mut line).expect("reply");
-        line.trim_end().to_owned()
-    }
+async fn exists(redis: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query_async::<u64>(redis).await.expect("EXISTS") == 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,22 +118,26 @@ async fn the_keys_of_a_redis_prefix_are_deleted_and_no_others() {
     let (ours_cleanup, longer_cleanup) = (Cleanup::new(), Cleanup::new());
     ours_cleanup.redis_keys(&server, &ours);
     longer_cleanup.redis_keys(&server, &longer);
-    let mut redis = Redis::connect(&server);
+    let mut redis = redis_connection(&server).await;
     // More than one SCAN batch, in the key shapes the delivery store uses.
     let keys: Vec<String> = (0..2500).map(|i| format!("{ours}:delivery:{{d{i}}}")).collect();
     for chunk in keys.chunks(500) {
-        let pairs: Vec<String> = chunk.iter().map(|key| format!("{key} 1")).collect();
-        assert_eq!(redis.run(&format!("MSET {}", pairs.join(" "))), "+OK");
+        let pairs: Vec<(&str, u8)> = chunk.iter().map(|key| (key.as_str(), 1)).collect();
+        let () = redis::cmd("MSET").arg(&pairs).query_async(&mut redis).await.expect("MSET");
     }
-    assert_eq!(redis.run(&format!("SET {longer}:delivery:{{d1}} 1")), "+OK");
+    let other = format!("{longer}:delivery:{{d1}}");
+    let () = redis::cmd("SET").arg(&other).arg(1).query_async(&mut redis).await.expect("SET");
 
     drop(ours_cleanup);
-    let left: usize = keys.iter().filter(|key| redis.run(&format!("EXISTS {key}")) != ":0").count();
+    let mut left = 0;
+    for key in &keys {
+        left += usize::from(exists(&mut redis, key).await);
+    }
     assert_eq!(left, 0, "keys of the prefix are still there");
-    assert_eq!(redis.run(&format!("EXISTS {longer}:delivery:{{d1}}")), ":1", "another prefix's key was deleted");
+    assert!(exists(&mut redis, &other).await, "another prefix's key was deleted");
 
     drop(longer_cleanup);
-    assert_eq!(redis.run(&format!("EXISTS {longer}:delivery:{{d1}}")), ":0");
+    assert!(!exists(&mut redis, &other).await);
 }
 
 /// Needs no server: nothing listens on port 1.
